@@ -1,0 +1,121 @@
+"""Build a :class:`SearchSpace` from a model: its groups, levels and exact cost model.
+
+For every layer with parameters we work out which group governs its input channels and
+which its output channels (from the dependency graph), then write its weight count and
+MACs as products of those two channel counts. Layer types whose size we cannot express
+exactly are refused with a clear message rather than mispriced.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from autoprune.errors import UserError
+from autoprune.space.cost import LinearCount, QuadraticCost
+from autoprune.space.counting import NORM_TYPES, layer_positions
+from autoprune.space.graph import TracedGroups, group_members, trace_groups
+from autoprune.space.levels import LevelGrid
+from autoprune.space.search_space import Group, SearchSpace
+
+
+def build_search_space(
+    model: nn.Module, example_input: torch.Tensor, *, grid: LevelGrid, never_prune: list[str]
+) -> SearchSpace:
+    """Analyse ``model`` at ``example_input`` (batch of 1) and return its search space."""
+    if example_input.shape[0] != 1:
+        example_input = example_input[:1]
+    positions = layer_positions(model, example_input)
+    traced = trace_groups(model, example_input, never_prune=never_prune)
+    if not traced.groups:
+        raise UserError("the model has no prunable channels (every layer is excluded or has a single channel).")
+    groups = []
+    for name in traced.groups:
+        members = tuple(traced.module_names[m] for m, _, _ in group_members(traced, name))
+        size = len(traced.groups[name][0].idxs)
+        groups.append(Group(name=name, size=size, kept=grid.kept(size), members=members))
+    counts_in, counts_out = _channel_counts(traced, groups)
+    flops = QuadraticCost(n_groups=len(groups))
+    params = QuadraticCost(n_groups=len(groups))
+    for name, module in model.named_modules():
+        _add_layer(name, module, counts_in.get(module), counts_out.get(module), positions.get(name, 0), flops, params)
+    return SearchSpace(groups=groups, grid=grid, flops=flops, params=params)
+
+
+def _channel_counts(traced: TracedGroups, groups: list[Group]) -> tuple[dict, dict]:
+    """Input and output channel counts of each governed layer as :class:`LinearCount`s."""
+    counts_in: dict[nn.Module, LinearCount] = {}
+    counts_out: dict[nn.Module, LinearCount] = {}
+    for index, group in enumerate(groups):
+        for module, prunes_out, governed in group_members(traced, group.name):
+            if governed % group.size:
+                raise UserError(
+                    f"layer {traced.module_names[module]!r} has {governed} channels tied to group "
+                    f"{group.name!r} of {group.size}; autoprune cannot price that coupling, so add "
+                    "the layer to never_prune."
+                )
+            target = counts_out if prunes_out else counts_in
+            count = target.setdefault(module, LinearCount())
+            count.add(index, governed // group.size)
+            count.constant -= governed  # the governed channels leave the fixed part
+    return counts_in, counts_out
+
+
+def _fixed_plus(count: LinearCount | None, full: int) -> LinearCount:
+    """``count`` with the layer's full channel count added to its fixed part."""
+    if count is None:
+        return LinearCount(constant=full)
+    return LinearCount(constant=count.constant + full, terms=dict(count.terms))
+
+
+def _add_layer(
+    name: str,
+    module: nn.Module,
+    count_in: LinearCount | None,
+    count_out: LinearCount | None,
+    positions: int,
+    flops: QuadraticCost,
+    params: QuadraticCost,
+) -> None:
+    """Add one layer's own parameters and MACs to the cost forms."""
+    own = list(module.parameters(recurse=False))
+    if not own:
+        return
+    pruned = count_in is not None or count_out is not None
+    if isinstance(module, nn.modules.conv._ConvNd):
+        kernel = math.prod(module.kernel_size)
+        n_out = _fixed_plus(count_out, module.out_channels)
+        if module.groups == 1:
+            n_in = _fixed_plus(count_in, module.in_channels)
+            params.add_product(n_in, n_out, kernel)
+            flops.add_product(n_in, n_out, kernel * positions)
+        elif module.groups == module.in_channels == module.out_channels:  # depthwise
+            params.add_count(n_out, kernel)
+            flops.add_count(n_out, kernel * positions)
+        elif pruned:
+            raise UserError(f"layer {name!r} is a grouped convolution that autoprune cannot prune yet; add it to never_prune.")
+        else:
+            params.add_count(LinearCount(constant=1), module.weight.numel())
+            flops.add_count(LinearCount(constant=1), module.weight.numel() * positions)
+        if module.bias is not None:
+            params.add_count(n_out, 1)
+    elif isinstance(module, nn.Linear):
+        n_in = _fixed_plus(count_in, module.in_features)
+        n_out = _fixed_plus(count_out, module.out_features)
+        params.add_product(n_in, n_out, 1)
+        flops.add_product(n_in, n_out, positions)
+        if module.bias is not None:
+            params.add_count(n_out, 1)
+    elif pruned and isinstance(module, NORM_TYPES + (nn.PReLU,)) and all(p.ndim == 1 for p in own):
+        channels = own[0].numel()
+        n = _fixed_plus(count_out if count_out is not None else count_in, channels)
+        params.add_count(n, len(own))
+    elif pruned:
+        raise UserError(
+            f"layer {name!r} ({type(module).__name__}) is pruned with its neighbours, but autoprune "
+            "cannot price its parameters yet; add it to never_prune."
+        )
+    else:
+        params.add_count(LinearCount(constant=1), sum(p.numel() for p in own))

@@ -1,0 +1,57 @@
+"""Per-family search-space defaults, read from ``search_spaces/<family>.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoprune.errors import UserError
+from autoprune.space.levels import LevelGrid
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+KEYS = {"level_step", "min_keep_ratio", "min_channels", "round_to", "never_prune"}
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """The level grid and the layers kept whole, for one model family."""
+
+    grid: LevelGrid
+    never_prune: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": self.grid.to_dict(), "never_prune": list(self.never_prune)}
+
+
+def load_space_config(family: str, path: str | Path | None = None) -> SpaceConfig:
+    """Read the YAML defaults of ``family`` (or the file at ``path``, when given)."""
+    file = Path(path) if path else SPACES_DIR / f"{family}.yaml"
+    if not file.is_file():
+        file = SPACES_DIR / "default.yaml" if path is None else file
+    if not file.is_file():
+        raise UserError(f"search-space file {str(file)!r} does not exist.")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"search-space file {str(file)!r} is not valid YAML ({exc.__class__.__name__}).") from None
+    if not isinstance(data, dict) or set(data) - KEYS:
+        extra = sorted(set(data) - KEYS) if isinstance(data, dict) else data
+        raise UserError(f"search-space file {str(file)!r} has unknown keys {extra}; known: {sorted(KEYS)}.")
+    try:
+        grid = LevelGrid.from_step(
+            step=float(data.get("level_step", 0.0625)),
+            min_ratio=float(data.get("min_keep_ratio", 0.0625)),
+            min_channels=int(data.get("min_channels", 1)),
+            round_to=int(data.get("round_to", 1)),
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(f"search-space file {str(file)!r} has a value of the wrong type ({exc}).") from None
+    never = data.get("never_prune") or []
+    if not isinstance(never, list) or not all(isinstance(p, str) for p in never):
+        raise UserError(f"search-space file {str(file)!r}: never_prune must be a list of layer-name patterns.")
+    return SpaceConfig(grid=grid, never_prune=tuple(never))

@@ -1,0 +1,92 @@
+"""Turn a candidate into a physically smaller model (channels removed, not masked).
+
+Which channels go is decided by an importance criterion computed on the dense weights
+(L2 magnitude by default, any Torch-Pruning importance can be passed). The kept channel
+indices are returned too: an exported model stores them, so that
+:func:`prune_to_indices` can rebuild the same architecture in a fresh process from an
+untrained model and load the weights into it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from autoprune.space.graph import trace_groups
+from autoprune.space.search_space import SearchSpace
+
+#: maps a Torch-Pruning group to one score per channel of its root layer (higher = keep)
+Importance = Callable[[tp.Group], torch.Tensor]
+
+
+def default_importance() -> Importance:
+    """L2 norm of each channel's weights over the whole group (Torch-Pruning's group magnitude)."""
+    return tp.importance.GroupMagnitudeImportance(p=2)
+
+
+def materialize(
+    dense: nn.Module,
+    space: SearchSpace,
+    levels: np.ndarray,
+    example_input: torch.Tensor,
+    *,
+    never_prune: list[str],
+    importance: Importance | None = None,
+) -> tuple[nn.Module, dict[str, list[int]]]:
+    """A pruned copy of ``dense`` with the kept counts of ``levels``, and the kept indices.
+
+    ``dense`` is not modified.
+    """
+    kept = dict(zip(space.group_names, (int(k) for k in space.kept_counts(levels))))
+    score = importance or default_importance()
+    model = copy.deepcopy(dense).eval()
+    traced = trace_groups(model, example_input[:1], never_prune=never_prune)
+    _check_same_groups(space.group_names, traced.groups)
+    keep_indices: dict[str, list[int]] = {}
+    with torch.no_grad():
+        for name, group in traced.groups.items():
+            size = len(group[0].idxs)
+            if kept[name] >= size:
+                continue
+            scores = score(group)
+            if scores is None or len(scores) != size:
+                raise ValueError(f"importance gave no usable scores for group {name!r}")
+            order = torch.argsort(scores.float(), descending=True, stable=True)
+            keep_indices[name] = sorted(int(i) for i in order[: kept[name]])
+    _prune(traced.groups, keep_indices)
+    return model, keep_indices
+
+
+def prune_to_indices(
+    model: nn.Module, keep_indices: Mapping[str, list[int]], example_input: torch.Tensor, *, never_prune: list[str]
+) -> nn.Module:
+    """Prune ``model`` in place so each named group keeps exactly the given channel indices."""
+    traced = trace_groups(model.eval(), example_input[:1], never_prune=never_prune)
+    unknown = sorted(set(keep_indices) - set(traced.groups))
+    if unknown:
+        raise ValueError(f"the model has no prunable groups named {unknown}")
+    _prune(traced.groups, {k: list(v) for k, v in keep_indices.items()})
+    return model
+
+
+def _prune(groups: Mapping[str, tp.Group], keep_indices: Mapping[str, list[int]]) -> None:
+    for name, keep in keep_indices.items():
+        group = groups[name]
+        size = len(group[0].idxs)
+        keep_set = set(keep)
+        remove = [i for i in range(size) if i not in keep_set]
+        if remove:
+            group.prune(idxs=remove)
+
+
+def _check_same_groups(expected: list[str], found: Mapping[str, tp.Group]) -> None:
+    if list(found) != list(expected):
+        raise ValueError(
+            "the model's prunable groups differ from the search space's; was the space built "
+            f"for another model? expected {expected[:3]}..., found {list(found)[:3]}..."
+        )
