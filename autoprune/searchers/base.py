@@ -1,0 +1,119 @@
+"""The ask/tell interface every searcher implements (no torch import).
+
+A searcher proposes candidates (``ask``) and learns from evaluated ones (``tell``). As in
+pymoo, the public methods validate and record and a private hook does the work:
+``ask`` refuses any proposal outside the space or over budget, so a searcher bug can
+never spend an evaluation on a model the user did not allow.
+
+A searcher is deterministic given its seed and the sequence of results it was told;
+the run loop relies on this to resume a killed run by replaying the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autoprune.space.budget import Constraints
+from autoprune.space.search_space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a searcher searches: the space and the FLOPs/params limits it must respect."""
+
+    space: SearchSpace
+    constraints: Constraints
+
+    def feasible(self, levels: np.ndarray) -> np.ndarray:
+        return self.constraints.feasible(self.space, levels)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate to evaluate. ``fidelity`` (retraining steps) ``None`` means the run's default."""
+
+    levels: np.ndarray
+    fidelity: int | None = None
+
+    def key(self) -> tuple[tuple[int, ...], int | None]:
+        """Identity for de-duplication: same levels at the same fidelity is the same trial."""
+        return tuple(int(v) for v in self.levels), self.fidelity
+
+
+@dataclass
+class Result:
+    """An evaluated proposal. ``status`` is "ok" or "failed"; ``metrics`` holds at least
+    ``accuracy`` and ``loss`` (held-out data) when ok."""
+
+    trial_id: int
+    levels: np.ndarray
+    fidelity: int
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Searcher(ABC):
+    """Base class: subclasses implement ``_ask`` and, when they learn, ``_tell``."""
+
+    #: the name users pass to ``--searcher``
+    name: ClassVar[str]
+    #: how many proposals the run loop asks for at a time (fixed, so that results do not
+    #: depend on how many workers evaluate them)
+    batch_size: ClassVar[int] = 8
+
+    def __init__(self, *, problem: Problem, seed: int = 0) -> None:
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.problem = problem
+        self.space = problem.space
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.n_asked = 0
+        self.n_told = 0
+        self.finished = False
+
+    def ask(self, n: int) -> list[Proposal]:
+        """Up to ``n`` proposals (fewer, or none once the searcher is finished)."""
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if self.finished:
+            return []
+        proposals = self._ask(int(n))[:n]
+        for p in proposals:
+            levels = self.space.check(p.levels)
+            if not self.problem.feasible(levels)[0]:
+                raise RuntimeError(f"searcher {self.name!r} proposed a candidate over budget: {levels.tolist()}")
+            if p.fidelity is not None and p.fidelity < 0:
+                raise RuntimeError(f"searcher {self.name!r} proposed a negative fidelity {p.fidelity}")
+        self.n_asked += len(proposals)
+        return proposals
+
+    def tell(self, results: list[Result]) -> None:
+        """Learn from evaluated proposals (failed ones included, with their status)."""
+        self.n_told += len(results)
+        self._tell(list(results))
+
+    @abstractmethod
+    def _ask(self, n: int) -> list[Proposal]:
+        """Return up to ``n`` feasible proposals; set ``self.finished`` when done."""
+
+    def _tell(self, results: list[Result]) -> None:
+        """Learn from results; searchers that do not learn keep this default."""
+
+    def options(self) -> dict[str, Any]:
+        """The searcher's settings, recorded in ``run.json``."""
+        return {"seed": self.seed, "batch_size": self.batch_size}

@@ -1,0 +1,148 @@
+"""Budgets: upper bounds on FLOPs, params or latency, relative or absolute.
+
+``flops=0.4`` is at most 40% of the dense model's FLOPs; ``flops=20M`` is at most 20
+million MACs; ``params=1.5e6`` an absolute count; ``latency=3ms`` or ``latency=0.6``
+(relative to the dense model measured on the same device). Several budgets must all hold.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoprune.errors import UserError
+from autoprune.space.search_space import SearchSpace
+
+RESOURCES = ("flops", "params", "latency")
+_COUNT_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_TIME_SUFFIX = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+_SPEC = re.compile(r"^\s*([A-Za-z_]+)\s*=\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One bound: ``resource`` at most ``value``, relative to dense when ``relative``.
+
+    Absolute latency is in milliseconds; absolute FLOPs are MACs.
+    """
+
+    resource: str
+    value: float
+    relative: bool
+    text: str
+
+    def limit(self, dense_value: float) -> float:
+        """The bound in absolute units, given the dense model's value."""
+        return self.value * dense_value if self.relative else self.value
+
+
+def parse_budget(text: str) -> Budget:
+    """Parse ``key=value[unit]``; raise :class:`UserError` with the reason when malformed."""
+    match = _SPEC.match(text)
+    if not match:
+        raise UserError(f"budget {text!r} is not of the form key=value, e.g. flops=0.4, params=1.5e6 or latency=3ms.")
+    key, number, unit = match.group(1).lower(), match.group(2), match.group(3).lower()
+    if key not in RESOURCES:
+        raise UserError(f"budget {text!r} has unknown key {key!r}; known keys: {', '.join(RESOURCES)}.")
+    try:
+        value = float(number)
+    except ValueError:
+        raise UserError(f"budget {text!r}: {number!r} is not a number.") from None
+    if not np.isfinite(value) or value <= 0:
+        raise UserError(f"budget {text!r} must be positive: a ratio in (0, 1] or an absolute value with a unit.")
+    if key == "latency":
+        if unit:
+            if unit not in _TIME_SUFFIX:
+                raise UserError(f"budget {text!r} has unknown unit {unit!r}; latency takes us, ms or s, or a ratio in (0, 1].")
+            return Budget(key, value * _TIME_SUFFIX[unit], relative=False, text=text.strip())
+        return Budget(key, _ratio(value, text), relative=True, text=text.strip())
+    if unit not in _COUNT_SUFFIX:
+        raise UserError(f"budget {text!r} has unknown unit {unit!r}; {key} takes K, M, G or T, or a ratio in (0, 1].")
+    if unit or value > 1:
+        return Budget(key, value * _COUNT_SUFFIX[unit], relative=False, text=text.strip())
+    return Budget(key, _ratio(value, text), relative=True, text=text.strip())
+
+
+def _ratio(value: float, text: str) -> float:
+    if not 0 < value <= 1:
+        raise UserError(f"budget {text!r}: a ratio must lie in (0, 1]; give an absolute value with a unit instead.")
+    return value
+
+
+def parse_budgets(texts: list[str]) -> list[Budget]:
+    """Parse every budget; a resource given twice is refused (which one would hold?)."""
+    budgets = [parse_budget(t) for t in texts]
+    seen: set[str] = set()
+    for b in budgets:
+        if b.resource in seen:
+            raise UserError(f"budget for {b.resource} is given twice; give each resource once.")
+        seen.add(b.resource)
+    return budgets
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Budgets resolved to absolute limits for one model: what a searcher must respect.
+
+    FLOPs and params are checked from the level vector alone (exact cost model);
+    latency, when bounded, is checked on the measured value of each evaluated model.
+    """
+
+    limits: dict[str, float]
+
+    def feasible(self, space: SearchSpace, levels: np.ndarray) -> np.ndarray:
+        """Boolean per candidate (rows of ``levels``, 1-D counts as one row): within every FLOPs/params limit."""
+        arr = np.atleast_2d(levels)
+        ok = np.ones(len(arr), dtype=bool)
+        for resource in ("flops", "params"):
+            if resource in self.limits:
+                ok &= space.cost(resource, arr) <= self.limits[resource]
+        return ok
+
+    def slack(self, space: SearchSpace, levels: np.ndarray) -> np.ndarray:
+        """Smallest fraction of any FLOPs/params limit still unused (negative when over)."""
+        arr = np.atleast_2d(levels)
+        slack = np.full(len(arr), np.inf)
+        for resource in ("flops", "params"):
+            if resource in self.limits:
+                slack = np.minimum(slack, 1.0 - space.cost(resource, arr) / self.limits[resource])
+        return slack
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.limits)
+
+
+def resolve(budgets: list[Budget], space: SearchSpace, dense_latency_ms: float | None = None,
+            min_latency_ms: float | None = None) -> Constraints:
+    """Absolute limits for ``space``'s model; refuse a budget no candidate can meet.
+
+    The message names the smallest achievable value so the user knows what to ask for.
+    """
+    limits: dict[str, float] = {}
+    sparsest = space.sparsest_candidate()
+    for b in budgets:
+        if b.resource in ("flops", "params"):
+            dense = space.dense[b.resource]
+            limit = b.limit(dense)
+            smallest = float(space.cost(b.resource, sparsest))
+            if smallest > limit:
+                unit = " MACs" if b.resource == "flops" else ""
+                raise UserError(
+                    f"budget {b.text} is unreachable: the smallest model of this search space has "
+                    f"{smallest / dense:.3f} of the dense {b.resource} ({smallest:,.0f}{unit}); "
+                    f"ask for at least {b.resource}={smallest / dense:.3f}."
+                )
+        else:
+            if dense_latency_ms is None or min_latency_ms is None:
+                raise ValueError("latency budgets need the dense and the smallest model's measured latency")
+            limit = b.limit(dense_latency_ms)
+            if min_latency_ms > limit:
+                raise UserError(
+                    f"budget {b.text} is unreachable: the smallest model of this search space measured "
+                    f"{min_latency_ms:.3f} ms here ({min_latency_ms / dense_latency_ms:.3f} of dense); "
+                    f"ask for at least latency={min_latency_ms / dense_latency_ms:.3f}."
+                )
+        limits[b.resource] = float(limit)
+    return Constraints(limits=limits)
