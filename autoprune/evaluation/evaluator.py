@@ -1,0 +1,130 @@
+"""Score one candidate: materialise, recalibrate BatchNorm, retrain briefly, measure.
+
+Quality is measured on the held-out slice of the training data; the test split is left
+for reports and export. Every candidate is retrained with the same seed (common random
+numbers), so differences between candidates come from the allocation, not the shuffle.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoprune.data.base import TaskData
+from autoprune.evaluation.latency import measure_latency
+from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batchnorm, train
+from autoprune.space.counting import count
+from autoprune.space.materialize import Importance, materialize
+from autoprune.space.search_space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationFailed(Exception):
+    """The candidate could not be scored (diverged, out of memory, could not be built)."""
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """How a candidate is scored; ``fidelity`` is the default number of retraining steps."""
+
+    fidelity: int = 100
+    bn_batches: int = 8
+    train: TrainConfig = field(default_factory=TrainConfig)
+    latency_batch_size: int = 1
+    latency_repeats: int = 20
+    measure_latency: bool = True
+
+    def __post_init__(self) -> None:
+        if self.fidelity < 0:
+            raise ValueError(f"fidelity must be >= 0 retraining steps, got {self.fidelity}")
+        if self.bn_batches < 0:
+            raise ValueError(f"bn_batches must be >= 0, got {self.bn_batches}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Evaluated:
+    """A built and retrained candidate with its metrics and the channel indices it kept."""
+
+    model: nn.Module
+    keep_indices: dict[str, list[int]]
+    metrics: dict[str, float]
+
+
+class Evaluator:
+    """Holds the dense model and data once; scores a stream of candidates."""
+
+    def __init__(
+        self,
+        *,
+        dense: nn.Module,
+        data: TaskData,
+        space: SearchSpace,
+        never_prune: list[str],
+        config: EvaluatorConfig,
+        importance: Importance | None = None,
+    ) -> None:
+        self.dense = dense.eval()
+        self.data = data
+        self.space = space
+        self.never_prune = list(never_prune)
+        self.config = config
+        self.importance = importance
+        self.example_input = data.example_input(1)
+
+    def build(self, levels: np.ndarray, *, fidelity: int, seed: int) -> Evaluated:
+        """Materialise and retrain ``levels``; raise :class:`EvaluationFailed` when it cannot."""
+        started = time.perf_counter()
+        try:
+            model, keep = materialize(self.dense, self.space, levels, self.example_input,
+                                      never_prune=self.never_prune, importance=self.importance)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise EvaluationFailed(f"could not build the candidate: {type(exc).__name__}: {exc}") from exc
+        built = time.perf_counter()
+        cfg = self.config
+        bn_samples = recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
+                                           batch_size=cfg.train.batch_size, seed=seed)
+        try:
+            outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed)
+        except RuntimeError as exc:  # out of memory and other runtime failures
+            raise EvaluationFailed(f"retraining failed: {exc}") from exc
+        if outcome.diverged:
+            raise EvaluationFailed(f"retraining diverged: loss {outcome.final_loss} at step {outcome.steps}")
+        accuracy, loss = measure(model, self.data, self.data.val)
+        if not np.isfinite(loss):
+            raise EvaluationFailed(f"held-out loss is {loss}")
+        counted = count(model, self.example_input)
+        predicted_flops = int(self.space.cost("flops", levels))
+        if counted.flops != predicted_flops:
+            logger.warning("counted FLOPs %d differ from predicted %d", counted.flops, predicted_flops)
+        metrics: dict[str, float] = {
+            "accuracy": accuracy,
+            "loss": loss,
+            "flops": counted.flops,
+            "params": counted.params,
+            "flops_ratio": counted.flops / self.space.dense["flops"],
+            "params_ratio": counted.params / self.space.dense["params"],
+            "steps": outcome.steps,
+            "samples": outcome.samples + bn_samples,
+            "build_seconds": built - started,
+        }
+        if cfg.measure_latency:
+            latency = measure_latency(model, self.data.input_shape, batch_size=cfg.latency_batch_size,
+                                      repeats=cfg.latency_repeats)
+            metrics["latency_ms"] = latency.median_ms
+            metrics["latency_iqr_ms"] = latency.iqr_ms
+        metrics["seconds"] = time.perf_counter() - started
+        return Evaluated(model=model, keep_indices=keep, metrics=metrics)
+
+    def evaluate(self, levels: np.ndarray, *, fidelity: int, seed: int) -> dict[str, float]:
+        """Metrics of ``levels`` after ``fidelity`` retraining steps."""
+        with torch.random.fork_rng(devices=[]):
+            return self.build(levels, fidelity=fidelity, seed=seed).metrics

@@ -1,0 +1,154 @@
+"""Training, BatchNorm recalibration and measurement on in-memory data.
+
+Shared by the dense model's first training, the evaluator's short retraining and the
+final fine-tuning at export, so all three follow one recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoprune.data.base import Split, TaskData
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD with Nesterov momentum and a warm-up then cosine learning-rate schedule.
+
+    The cosine schedule reaching zero at the last step suits short budgets: a few
+    hundred steps still end in a converged state.
+    """
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    warmup_fraction: float = 0.05
+    #: weight of the KL term to the dense model's predictions (0 disables distillation)
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        for field_name in ("lr", "batch_size"):
+            if getattr(self, field_name) <= 0:
+                raise ValueError(f"{field_name} must be positive, got {getattr(self, field_name)}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    steps: int
+    samples: int
+    final_loss: float
+    diverged: bool
+
+
+def _lr_at(step: int, total: int, config: TrainConfig) -> float:
+    warmup = max(1, int(config.warmup_fraction * total))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def train(
+    model: nn.Module,
+    data: TaskData,
+    *,
+    steps: int,
+    config: TrainConfig,
+    seed: int,
+    teacher: nn.Module | None = None,
+) -> TrainOutcome:
+    """Train ``model`` for ``steps`` mini-batches of ``data.train``; stop early on NaN/inf loss."""
+    if steps <= 0:
+        return TrainOutcome(steps=0, samples=0, final_loss=float("nan"), diverged=False)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+    )
+    model.train()
+    n = len(data.train)
+    order = torch.randperm(n, generator=generator)
+    cursor = 0
+    loss_value = float("nan")
+    samples = 0
+    for step in range(steps):
+        if cursor + config.batch_size > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        idx = order[cursor : cursor + config.batch_size]
+        cursor += config.batch_size
+        x = data.normalize(data.train.x[idx])
+        y = data.train.y[idx]
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, steps, config)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if teacher is not None and config.distill_weight > 0:
+            with torch.no_grad():
+                target = teacher(x)
+            t = config.distill_temperature
+            kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(target / t, dim=1), log_target=True,
+                          reduction="batchmean") * t * t
+            loss = (1 - config.distill_weight) * loss + config.distill_weight * kl
+        loss_value = float(loss.detach())
+        samples += len(idx)
+        if not np.isfinite(loss_value):
+            return TrainOutcome(steps=step + 1, samples=samples, final_loss=loss_value, diverged=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return TrainOutcome(steps=steps, samples=samples, final_loss=loss_value, diverged=False)
+
+
+def recalibrate_batchnorm(model: nn.Module, data: TaskData, *, batches: int, batch_size: int, seed: int) -> int:
+    """Re-estimate BatchNorm running statistics on training batches (EagleEye's adaptive BN).
+
+    Running stats are reset and accumulated as a cumulative average (momentum None), so
+    the result is the plain mean over the batches seen. Returns the number of samples used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return 0
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.train), generator=generator)
+    used = 0
+    model.train()
+    with torch.no_grad():
+        for b in range(batches):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            if len(idx) == 0:
+                break
+            model(data.normalize(data.train.x[idx]))
+            used += len(idx)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
+    return used
+
+
+def measure(model: nn.Module, data: TaskData, split: Split, *, batch_size: int = 512) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in eval mode."""
+    model.eval()
+    correct = 0
+    total_loss = 0.0
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            x = data.normalize(split.x[start : start + batch_size])
+            y = split.y[start : start + batch_size]
+            logits = model(x)
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+    return correct / len(split), total_loss / len(split)

@@ -1,0 +1,191 @@
+"""A task: the data, the model architecture, and the trained dense weights.
+
+Built-in zoo models without a checkpoint are trained on first use and cached (in
+``$AUTOPRUNE_CACHE``, default ``~/.cache/autoprune``) keyed by architecture, data and
+recipe, so the second run starts at once. A checkpoint is read without unpickling:
+safetensors, or a torch file through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprune.data import load_data
+from autoprune.data import data_fingerprint
+from autoprune.data.base import TaskData
+from autoprune.errors import UserError
+from autoprune.evaluation.training import TrainConfig, measure, train
+from autoprune.factory import import_object, is_factory_spec
+from autoprune.models import MODEL_NAMES, build_model, model_family
+from autoprune.space.config import SpaceConfig, load_space_config
+from autoprune.weights import load_state_dict_file, save_weights
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_FOR_DATA = {"digits": "digitnet"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build the (untrained) architecture again in another process."""
+
+    name: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+
+    def build(self) -> nn.Module:
+        if is_factory_spec(self.name):
+            return _build_from_factory(self)
+        return build_model(self.name, in_channels=self.in_channels, image_size=self.image_size,
+                           num_classes=self.num_classes)
+
+    @property
+    def family(self) -> str:
+        return "default" if is_factory_spec(self.name) else model_family(self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        return cls(**{k: data[k] for k in ("name", "in_channels", "image_size", "num_classes")})
+
+
+@dataclass
+class Task:
+    """Data plus a trained dense model, ready to be searched."""
+
+    data: TaskData
+    model_spec: ModelSpec
+    dense: nn.Module
+    space_config: SpaceConfig
+    weights_source: str
+
+    def example_input(self) -> torch.Tensor:
+        return self.data.example_input(1)
+
+
+def _build_from_factory(spec: ModelSpec) -> nn.Module:
+    factory = import_object(spec.name, what="--model")
+    offered = {"in_channels": spec.in_channels, "image_size": spec.image_size, "num_classes": spec.num_classes}
+    try:
+        accepted = inspect.signature(factory).parameters
+        kwargs = {k: v for k, v in offered.items() if k in accepted}
+        model = factory(**kwargs)
+    except Exception as exc:
+        raise UserError(f"--model {spec.name!r} failed when called ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--model {spec.name!r} returned {type(model).__name__}, not a torch.nn.Module.")
+    return model
+
+
+def cache_dir() -> Path:
+    """Where trained dense models are kept: ``$AUTOPRUNE_CACHE`` or ``~/.cache/autoprune``."""
+    return Path(os.environ.get("AUTOPRUNE_CACHE") or Path.home() / ".cache" / "autoprune")
+
+
+def dense_recipe(data_name: str) -> tuple[int, TrainConfig]:
+    """(epochs, config) for training a zoo model from scratch on built-in data."""
+    if data_name == "digits":
+        return 20, TrainConfig(lr=0.05, batch_size=64)
+    return 15, TrainConfig(lr=0.1, batch_size=128)
+
+
+def prepare_task(
+    *,
+    model: str | None,
+    data: str,
+    data_root: str | None = None,
+    image_size: int | None = None,
+    checkpoint: str | None = None,
+    space_file: str | None = None,
+) -> Task:
+    """Load data, build the model, and give it trained weights (checkpoint, cache, or training)."""
+    task_data = load_data(data, root=data_root, image_size=image_size)
+    name = model or DEFAULT_MODEL_FOR_DATA.get(data)
+    if name is None:
+        raise UserError(f"--model is needed for data {data!r}; zoo models: {', '.join(MODEL_NAMES)}, "
+                        "or package.module:factory.")
+    if not is_factory_spec(name) and name not in MODEL_NAMES:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}, or package.module:factory.")
+    c, h, w = task_data.input_shape
+    spec = ModelSpec(name=name, in_channels=c, image_size=h, num_classes=task_data.num_classes)
+    torch.manual_seed(0)
+    dense = spec.build()
+    _check_output_shape(dense, task_data, name)
+    if checkpoint:
+        dense.load_state_dict(_checkpoint_state(checkpoint, dense, name))
+        source = f"checkpoint:{checkpoint}"
+    elif is_factory_spec(name):
+        source = "factory"  # the factory's own weights, as returned
+    else:
+        source = _load_or_train(dense, spec, task_data)
+    space_config = load_space_config(spec.family, space_file)
+    return Task(data=task_data, model_spec=spec, dense=dense.eval(), space_config=space_config, weights_source=source)
+
+
+def _check_output_shape(model: nn.Module, data: TaskData, name: str) -> None:
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.example_input(2))
+    except Exception as exc:
+        raise UserError(
+            f"model {name!r} fails on the data's input shape {data.input_shape} ({type(exc).__name__}: {exc})."
+        ) from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"model {name!r} outputs {shape} for a batch of 2, but the data has "
+                        f"{data.num_classes} classes; it must output (batch, {data.num_classes}).")
+
+
+def _checkpoint_state(path: str, model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    state = load_state_dict_file(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        if wrong:
+            k = wrong[0]
+            details.append(f"shape of {k!r} is {tuple(state[k].shape)}, model has {tuple(expected[k].shape)}")
+        raise UserError(f"checkpoint {path!r} does not match model {name!r}: {'; '.join(details)}.")
+    return state
+
+
+def _load_or_train(model: nn.Module, spec: ModelSpec, data: TaskData) -> str:
+    epochs, config = dense_recipe(data.name)
+    key_source = json.dumps({"model": spec.to_dict(), "data": data_fingerprint(data), "epochs": epochs,
+                             "config": asdict(config), "version": 1}, sort_keys=True)
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
+    path = cache_dir() / f"dense-{spec.name}-{data.name}-{key}.safetensors"
+    if path.is_file():
+        try:
+            model.load_state_dict(load_state_dict_file(str(path)))
+            return f"cache:{path}"
+        except (UserError, RuntimeError):
+            logger.warning("cached dense weights %s are unreadable; training again", path)
+    steps = epochs * max(1, len(data.train) // config.batch_size)
+    logger.info("training the dense %s on %s for %d steps (first use; cached in %s)", spec.name, data.name, steps, path)
+    outcome = train(model, data, steps=steps, config=config, seed=0)
+    if outcome.diverged:
+        raise RuntimeError(f"training the dense {spec.name} diverged (loss {outcome.final_loss})")
+    accuracy, _ = measure(model, data, data.test)
+    logger.info("dense %s reached %.2f%% test accuracy", spec.name, 100 * accuracy)
+    save_weights(model.state_dict(), path, metadata={"test_accuracy": f"{accuracy:.6f}"})
+    return f"trained:{path}"

@@ -1,0 +1,56 @@
+"""Weights on disk without pickle: safetensors, or torch files read with ``weights_only``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from autoprune.errors import UserError
+
+
+def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, never unpickling arbitrary objects.
+
+    A torch file holding ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped, and a
+    ``module.`` prefix left by DataParallel is removed.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"checkpoint {path!r} does not exist.")
+    if file.suffix == ".safetensors":
+        try:
+            return load_file(str(file))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"checkpoint {path!r} is not a readable safetensors file ({exc}).") from None
+    try:
+        state = torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled objects; any failure means bad input
+        raise UserError(
+            f"checkpoint {path!r} could not be read as a weights-only torch file ({type(exc).__name__}); "
+            "save it with torch.save(model.state_dict(), path) or as .safetensors."
+        ) from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {path!r} does not hold a state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, str] | None = None) -> None:
+    """Write ``state`` as safetensors atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
