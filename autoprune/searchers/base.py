@@ -42,10 +42,6 @@ class Proposal:
     levels: np.ndarray
     fidelity: int | None = None
 
-    def key(self) -> tuple[tuple[int, ...], int | None]:
-        """Identity for de-duplication: same levels at the same fidelity is the same trial."""
-        return tuple(int(v) for v in self.levels), self.fidelity
-
 
 @dataclass
 class Result:

@@ -1,0 +1,170 @@
+"""The Python API, mirroring the CLI: ``search``, ``resume``, ``open_run``, ``Run.pick``,
+``Run.export`` and ``load``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autoprune.config import SearchConfig
+from autoprune.errors import UserError
+from autoprune.executors import LocalExecutor
+from autoprune.pick import pick_row
+from autoprune.search import LoopStats, run_loop
+from autoprune.searchers import make_searcher
+from autoprune.space.search_space import SearchSpace
+from autoprune.store.front import hypervolume, pareto_front, trials_table
+from autoprune.store.journal import Journal
+from autoprune.store.run_dir import check_new_run_dir, create_run, read_run, update_run, write_front
+
+logger = logging.getLogger(__name__)
+
+
+class Run:
+    """A run directory, read: its configuration, trials and Pareto front."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.info = read_run(self.path)
+        self.config = SearchConfig.from_dict(self.info["config"], source=f"{self.path}/run.json")
+        self.space = SearchSpace.from_dict(self.info["space"])
+        self.limits: dict[str, float] = self.info["limits"]
+        self.dense: dict[str, float] = self.info["dense"]
+        self.last_stats: LoopStats | None = None
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """Every journaled trial, one row each."""
+        journal = Journal(self.path)
+        return trials_table(list(journal.records.values()), self.space.group_names, self.limits)
+
+    @property
+    def front(self) -> pd.DataFrame:
+        """The Pareto front over accuracy, FLOPs, params and latency (within budget only)."""
+        return pareto_front(self.trials)
+
+    @property
+    def hypervolume(self) -> float:
+        return hypervolume(self.front, self.dense)
+
+    def pick(self, spec: str | int) -> pd.Series:
+        """One trial by id (``12``, ``"trial=12"``) or by constraints and objective
+        (``"flops<=0.3"`` picks the best accuracy among front members with at most 30% of
+        the dense FLOPs)."""
+        return pick_row(self.trials, self.front, spec, self.dense)
+
+    def export(self, out: str | Path, *, pick: str | int = "best", steps: int | None = None) -> dict[str, Any]:
+        """Rebuild the picked trial, fine-tune it ``steps`` steps (default: the run's fidelity),
+        report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``."""
+        from autoprune.export import export_trial
+
+        row = self.pick(pick)
+        return export_trial(self, row, Path(out), steps=steps)
+
+    def write_front(self) -> pd.DataFrame:
+        front = self.front
+        write_front(self.path, front)
+        return front
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, trials={len(Journal(self.path))})"
+
+
+def open_run(path: str | Path) -> Run:
+    return Run(path)
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("search-%Y%m%d-%H%M%S")
+
+
+def search(*, run_dir: str | Path | None = None, progress: bool = True, **options: Any) -> Run:
+    """Start a search (options as in :class:`SearchConfig`) and return the finished run."""
+    from autoprune.setup_run import environment, prepare
+
+    config = SearchConfig.from_dict(options, source="search options")
+    path = Path(run_dir) if run_dir is not None else default_run_dir()
+    check_new_run_dir(path)
+    prepared = prepare(config)
+    searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
+                             options=config.searcher_options)
+    create_run(path, {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "config": config.to_dict(),
+        "searcher": searcher.options(),
+        "evaluator": prepared.evaluator.config.to_dict(),
+        "weights": prepared.task.weights_source,
+        "model_spec": prepared.task.model_spec.to_dict(),
+        "never_prune": list(prepared.task.space_config.never_prune),
+        "dense": prepared.dense_metrics,
+        "limits": prepared.constraints.to_dict(),
+        "space": prepared.space.to_dict(),
+        "environment": environment(),
+        "sessions": [],
+    })
+    return _drive(Run(path), prepared, searcher, progress=progress)
+
+
+def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float | None = None,
+           progress: bool = True) -> Run:
+    """Continue a stopped run: journaled trials are replayed, not evaluated again."""
+    from autoprune.setup_run import check_same_space, prepare
+
+    run = Run(run_dir)
+    config = run.config
+    if trials is not None or time_limit is not None:
+        config = replace(config, trials=trials or config.trials, time_limit=time_limit or config.time_limit)
+    prepared = prepare(config)
+    check_same_space(run.info["space"], prepared.space, str(run.path))
+    searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
+                             options=config.searcher_options)
+    if config != run.config:
+        run.info["config"] = config.to_dict()
+        update_run(run.path, run.info)
+        run.config = config
+    return _drive(run, prepared, searcher, progress=progress)
+
+
+def _drive(run: Run, prepared: Any, searcher: Any, *, progress: bool) -> Run:
+    config = run.config
+    journal = Journal(run.path)
+    executor = LocalExecutor(prepared.evaluator)
+    started = time.time()
+    try:
+        stats = run_loop(
+            searcher=searcher, executor=executor, journal=journal, trials=config.trials,
+            default_fidelity=config.fidelity, seed=config.seed, time_limit=config.time_limit,
+            on_result=lambda _r: run.write_front(), progress=progress,
+        )
+    finally:
+        executor.close()
+    run.info["sessions"].append({"started": started, "seconds": time.time() - started,
+                                 "evaluated": stats.evaluated, "replayed": stats.replayed,
+                                 "stopped_by": stats.stopped_by})
+    update_run(run.path, run.info)
+    run.write_front()
+    run.last_stats = stats
+    return run
+
+
+def load(path: str | Path):  # noqa: ANN201 (returns torch.nn.Module; torch imported lazily)
+    """Rebuild an exported model (folder with ``recipe.json`` and ``model.safetensors``)
+    in any process, without unpickling anything."""
+    from autoprune.export import load_exported
+
+    return load_exported(Path(path))
+
+
+def levels_of(row: pd.Series, space: SearchSpace) -> np.ndarray:
+    """The level vector of a trial-table row."""
+    return np.array([int(row[f"level:{name}"]) for name in space.group_names], dtype=np.int64)
+
+
+__all__ = ["Run", "UserError", "load", "open_run", "resume", "search"]

@@ -1,0 +1,184 @@
+"""``autoprune`` command line: ``search``, ``front``, ``export``.
+
+Bad input ends with one sentence on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autoprune.errors import UserError
+
+logger = logging.getLogger("autoprune")
+
+# flag name -> (SearchConfig field, type, help)
+SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--data": ("data", str, "built-in data (digits, fashion-mnist, cifar10, cifar100, folder) or package.module:factory [digits]"),
+    "--model": ("model", str, "zoo model (digitnet, resnet20, resnet56, vgg16_bn, mobilenetv2) or package.module:factory [digitnet for digits]"),
+    "--data-root": ("data_root", str, "folder of the data (CIFAR binary files, image tree, Fashion-MNIST IDX files)"),
+    "--image-size": ("image_size", int, "resize images of --data folder to this square size [32]"),
+    "--checkpoint": ("checkpoint", str, "dense weights: .safetensors, or a torch state dict read with weights_only"),
+    "--space": ("space_file", str, "search-space YAML (level grid, minimum keep, rounding, never_prune)"),
+    "--searcher": ("searcher", str, "uniform or random [random]"),
+    "--trials": ("trials", int, "number of distinct candidates to evaluate [24]"),
+    "--time-limit": ("time_limit", float, "stop asking for candidates after this many seconds"),
+    "--fidelity": ("fidelity", int, "retraining steps per candidate [100]"),
+    "--bn-batches": ("bn_batches", int, "training batches for BatchNorm recalibration [8]"),
+    "--lr": ("lr", float, "peak learning rate of retraining [0.05]"),
+    "--batch-size": ("batch_size", int, "retraining batch size [64]"),
+    "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 [0]"),
+    "--latency-batch-size": ("latency_batch_size", int, "batch size of latency measurements [1]"),
+    "--executor": ("executor", str, "where candidates are evaluated: local [local]"),
+    "--seed": ("seed", int, "seed of the searcher and of retraining [0]"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoprune", description="Search where to prune a trained network.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="search per-layer sparsity under a budget")
+    search.add_argument("--budget", action="append", metavar="KEY=VALUE",
+                        help="flops=0.4 (ratio of dense), flops=20M, params=1.5e6, latency=3ms or latency=0.6; "
+                             "repeatable, all must hold [flops=0.4]")
+    for flag, (_, kind, text) in SEARCH_FLAGS.items():
+        search.add_argument(flag, type=kind, default=None, help=text)
+    search.add_argument("--searcher-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the searcher (value read as YAML), repeatable")
+    search.add_argument("--config", metavar="FILE", help="YAML file with the same options (flags win)")
+    search.add_argument("--run-dir", metavar="DIR", help="where the run is written [runs/search-DATE-TIME]")
+    search.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (--trials/--time-limit may extend it)")
+
+    front = commands.add_parser("front", help="print the Pareto front of a run")
+    front.add_argument("run_dir")
+    front.add_argument("--all", action="store_true", help="print every trial, not only the front")
+
+    export = commands.add_parser("export", help="write a picked model as safetensors plus a JSON recipe")
+    export.add_argument("run_dir")
+    export.add_argument("--pick", default="best",
+                        help="trial id, or constraints such as 'flops<=0.3' (best accuracy among them) [best]")
+    export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
+    export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
+    return parser
+
+
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    import yaml
+
+    from autoprune.config import read_config_file
+
+    options: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    for flag, (field, _, _) in SEARCH_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            options[field] = value
+    if args.budget:
+        options["budget"] = tuple(args.budget)
+    if args.searcher_option:
+        searcher_options = dict(options.get("searcher_options") or {})
+        for item in args.searcher_option:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise UserError(f"--searcher-option {item!r} is not of the form key=value.")
+            searcher_options[key.strip()] = yaml.safe_load(raw)
+        options["searcher_options"] = searcher_options
+    return options
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from autoprune import api
+
+    progress = not args.quiet
+    if args.resume:
+        given = [flag for flag in ("--budget", "--config", "--run-dir") if getattr(args, flag[2:].replace("-", "_"))]
+        if given:
+            raise UserError(f"--resume continues a run with its own settings; drop {', '.join(given)}.")
+        run = api.resume(args.resume, trials=args.trials, time_limit=args.time_limit, progress=progress)
+    else:
+        run = api.search(run_dir=args.run_dir, progress=progress, **_search_options(args))
+    _print_summary(run)
+    return 0
+
+
+def _print_summary(run: Any) -> None:
+    trials = run.trials
+    front = run.front
+    stats = run.last_stats
+    ok = int((trials["status"] == "ok").sum()) if not trials.empty else 0
+    print(f"\nrun directory: {run.path}")
+    print(f"trials: {len(trials)} ({ok} ok, {len(trials) - ok} failed); "
+          f"this session evaluated {stats.evaluated}, replayed {stats.replayed}; stopped by {stats.stopped_by}")
+    budgets = ", ".join(run.config.budget)
+    print(f"dense model: accuracy {run.dense['accuracy']:.4f} (held-out), {run.dense['flops']:,} FLOPs (MACs), "
+          f"{run.dense['params']:,} params; budget: {budgets}")
+    if front.empty:
+        print("no trial within budget succeeded; the front is empty")
+        return
+    best = front.iloc[0]
+    print(f"Pareto front: {len(front)} models (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
+          f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
+    print(f"see the front:   autoprune front {run.path}")
+    print(f"export a model:  autoprune export {run.path} --pick 'flops<=0.3'   (or --pick TRIAL_ID)")
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from autoprune.api import open_run
+
+    run = open_run(args.run_dir)
+    table = run.trials if args.all else run.front
+    if table.empty:
+        print("no trials yet" if args.all else "the front is empty: no successful trial within budget yet")
+        return 0
+    columns = ["trial_id", "status", "accuracy", "loss", "flops_ratio", "flops", "params_ratio", "params",
+               "latency_ms", "fidelity"]
+    shown = table[[c for c in columns if c in table]].copy()
+    with pd.option_context("display.max_rows", None, "display.width", 160, "display.float_format", "{:.4f}".format):
+        print(shown.to_string(index=False))
+    what = "trials" if args.all else "Pareto front (held-out accuracy up, FLOPs, params, latency down)"
+    print(f"\n{len(shown)} {what}; FLOPs are multiply-accumulates (MACs) per input; "
+          f"latency: batch {run.config.latency_batch_size}, median ms on this machine")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autoprune.api import open_run
+
+    run = open_run(args.run_dir)
+    row = run.pick(args.pick)
+    out = Path(args.out) if args.out else run.path / f"export-trial-{int(row['trial_id'])}"
+    recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps)
+    m = recipe["metrics"]
+    print(f"exported trial {recipe['trial_id']} to {out}")
+    print(f"  test accuracy {m['test_accuracy']:.4f} (dense {run.dense['test_accuracy']:.4f}); held-out {m['val_accuracy']:.4f}")
+    print(f"  FLOPs {m['flops']:,} MACs ({m['flops_ratio']:.3f} of dense), params {m['params']:,} ({m['params_ratio']:.3f})")
+    print(f"  load it with: python -c \"import autoprune; print(autoprune.load('{out}'))\"")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    handlers = {"search": cmd_search, "front": cmd_front, "export": cmd_export}
+    try:
+        return handlers[args.command](args)
+    except UserError as exc:
+        print(f"autoprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        resume = getattr(args, "run_dir", None) or getattr(args, "resume", None)
+        hint = f"; resume with: autoprune search --resume {resume}" if args.command == "search" and resume else ""
+        print(f"autoprune: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

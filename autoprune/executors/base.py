@@ -1,0 +1,58 @@
+"""Executors map evaluation jobs to results, yielding each result as it finishes.
+
+The run loop journals every result the moment it is yielded, so an executor that runs
+jobs in parallel (Ray) and one that runs them in turn (local) lose nothing alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoprune.evaluation.evaluator import EvaluationFailed, Evaluator
+from autoprune.searchers.base import Result
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One candidate to score: retrain ``fidelity`` steps with ``seed``."""
+
+    trial_id: int
+    levels: np.ndarray
+    fidelity: int
+    seed: int
+
+
+def run_job(evaluator: Evaluator, job: Job) -> Result:
+    """Evaluate ``job``; any failure of the candidate becomes a failed result, not a crash."""
+    try:
+        metrics = evaluator.evaluate(job.levels, fidelity=job.fidelity, seed=job.seed)
+        return Result(trial_id=job.trial_id, levels=job.levels, fidelity=job.fidelity, status="ok", metrics=metrics)
+    except EvaluationFailed as exc:
+        error = str(exc)
+    except MemoryError:
+        error = "out of memory"
+    except Exception as exc:  # a candidate must never stop the run; keep the traceback in the log
+        logger.warning("trial %d failed unexpectedly:\n%s", job.trial_id, traceback.format_exc())
+        error = f"{type(exc).__name__}: {exc}"
+    return Result(trial_id=job.trial_id, levels=job.levels, fidelity=job.fidelity, status="failed", error=error)
+
+
+class Executor(ABC):
+    """Runs jobs on ``workers`` workers."""
+
+    workers: int = 1
+
+    @abstractmethod
+    def run(self, jobs: list[Job]) -> Iterator[Result]:
+        """Yield one result per job, in the order they finish."""
+
+    def close(self) -> None:
+        """Release workers."""
