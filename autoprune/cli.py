@@ -25,7 +25,7 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--checkpoint": ("checkpoint", str, "dense weights: .safetensors, or a torch state dict read with weights_only"),
     "--space": ("space_file", str, "search-space YAML (level grid, minimum keep, rounding, never_prune)"),
     "--searcher": ("searcher", str, "uniform or random [random]"),
-    "--trials": ("trials", int, "number of distinct candidates to evaluate [24]"),
+    "--trials": ("trials", int, "number of distinct candidates to evaluate [40]"),
     "--time-limit": ("time_limit", float, "stop asking for candidates after this many seconds"),
     "--fidelity": ("fidelity", int, "retraining steps per candidate [100]"),
     "--bn-batches": ("bn_batches", int, "training batches for BatchNorm recalibration [8]"),
@@ -124,7 +124,8 @@ def _print_summary(run: Any) -> None:
     print(f"Pareto front: {len(front)} models (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
           f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
     print(f"see the front:   autoprune front {run.path}")
-    print(f"export a model:  autoprune export {run.path} --pick 'flops<=0.3'   (or --pick TRIAL_ID)")
+    print(f"export a model:  autoprune export {run.path} --pick best   "
+          "(or --pick TRIAL_ID, or constraints such as --pick 'flops<=0.35')")
 
 
 def cmd_front(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ class SearchConfig:
     budget: tuple[str, ...] = ("flops=0.4",)
     searcher: str = "random"
     searcher_options: dict[str, Any] = field(default_factory=dict)
-    trials: int = 24
+    trials: int = 40
     time_limit: float | None = None
     fidelity: int = 100
     bn_batches: int = 8

@@ -63,7 +63,7 @@ def load_data(
         return load_factory_data(name, val_fraction=val_fraction, seed=seed)
     if name not in DATA_NAMES:
         raise UserError(
-            f"Unknown data {name!r}; use one of {', '.join(DATA_NAMES)}, or package.module:factory for your own."
+            f"unknown data {name!r}; use one of {', '.join(DATA_NAMES)}, or package.module:factory for your own."
         )
     if root is not None:
         root = Path(root).expanduser()  # a path from a config file is not expanded by a shell

@@ -12,7 +12,7 @@ from autoprune.errors import UserError
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(UserError, match="Unknown data 'mnist'; use one of digits, fashion-mnist, cifar10, cifar100, folder"):
+    with pytest.raises(UserError, match="unknown data 'mnist'; use one of digits, fashion-mnist, cifar10, cifar100, folder"):
         load_data("mnist")
 
 

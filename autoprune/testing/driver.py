@@ -1,0 +1,98 @@
+"""A tiny ask/tell loop over a synthetic objective, the run loop without model or journal.
+
+The conformance suite needs to run a searcher the way :func:`autoprune.search.run_loop`
+does (ask a batch, evaluate it, tell every result back, failed ones included) but in
+milliseconds, and to keep a transcript of what was proposed so two runs can be compared.
+Failures are a deterministic function of the trial id, so two runs with the same seed
+tell the searcher exactly the same results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autoprune.searchers.base import Proposal, Result, Searcher
+from autoprune.testing.synthetic import SeparableQuality
+
+#: the fidelity (retraining steps) a proposal with ``fidelity=None`` is evaluated at
+DEFAULT_FIDELITY = 100
+
+
+@dataclass
+class Transcript:
+    """What one drive asked and told: every batch of proposals and every result."""
+
+    batches: list[list[Proposal]] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def proposals(self) -> list[Proposal]:
+        return [p for batch in self.batches for p in batch]
+
+    def levels(self) -> list[list[int]]:
+        """Every proposal's levels as plain lists, in ask order (for equality checks)."""
+        return [np.asarray(p.levels).tolist() for p in self.proposals]
+
+
+def evaluate(
+    proposals: list[Proposal], quality: SeparableQuality, *, first_trial_id: int, fail_every: int | None
+) -> list[Result]:
+    """Score proposals on ``quality``; trial ids ``k`` with ``(k + 1) % fail_every == 0`` fail.
+
+    A failed result carries no metrics, as a NaN loss or an out-of-memory evaluation does.
+    """
+    if fail_every is not None and fail_every < 1:
+        raise ValueError(f"fail_every must be a positive integer or None, got {fail_every!r}")
+    space = quality.space
+    results = []
+    for offset, proposal in enumerate(proposals):
+        trial_id = first_trial_id + offset
+        levels = np.array(proposal.levels, dtype=np.int64)
+        fidelity = DEFAULT_FIDELITY if proposal.fidelity is None else int(proposal.fidelity)
+        if fail_every is not None and (trial_id + 1) % fail_every == 0:
+            results.append(Result(trial_id=trial_id, levels=levels, fidelity=fidelity, status="failed",
+                                  error="synthetic failure"))
+            continue
+        accuracy = float(quality.accuracy(levels))
+        metrics = {
+            "accuracy": accuracy,
+            "loss": 1.0 - accuracy,
+            "flops_ratio": float(space.relative_cost("flops", levels)),
+            "params_ratio": float(space.relative_cost("params", levels)),
+        }
+        results.append(Result(trial_id=trial_id, levels=levels, fidelity=fidelity, status="ok", metrics=metrics))
+    return results
+
+
+def drive(
+    searcher: Searcher,
+    quality: SeparableQuality,
+    *,
+    max_proposals: int,
+    batch_size: int | None = None,
+    fail_every: int | None = None,
+) -> Transcript:
+    """Ask, evaluate and tell until the searcher stops proposing or ``max_proposals`` is spent.
+
+    ``batch_size`` defaults to the searcher's own, as the run loop asks; the last ask is
+    cut to what is left of ``max_proposals``, as the run loop cuts to its trial budget.
+    """
+    if max_proposals < 1:
+        raise ValueError(f"max_proposals must be a positive integer, got {max_proposals!r}")
+    size = searcher.batch_size if batch_size is None else batch_size
+    transcript = Transcript()
+    n_proposed = 0
+    while n_proposed < max_proposals:
+        proposals = searcher.ask(min(size, max_proposals - n_proposed))
+        if not proposals:
+            transcript.finished = True
+            break
+        transcript.batches.append(list(proposals))
+        results = evaluate(proposals, quality, first_trial_id=n_proposed, fail_every=fail_every)
+        n_proposed += len(proposals)
+        transcript.results.extend(results)
+        searcher.tell(results)
+    return transcript

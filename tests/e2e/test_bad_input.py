@@ -1,0 +1,124 @@
+"""Bad input: one clear sentence on stderr, exit status 2, no traceback, no run directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoprune.cli import main
+
+BASE = ["search", "--trials", "2", "--fidelity", "2"]
+
+
+def _run(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str]:
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--budget", "memory=0.4"], "unknown key 'memory'"),
+        (["--budget", "flops=0"], "must be positive"),
+        (["--budget", "flops=-0.3"], "must be positive"),
+        (["--budget", "latency=1.5"], "ratio must lie in (0, 1]"),
+        (["--budget", "flops=20Q"], "unknown unit 'q'"),
+        (["--budget", "flops"], "not of the form key=value"),
+        (["--budget", "flops=0.0001"], "is unreachable"),
+        (["--budget", "flops=0.4", "--budget", "flops=0.5"], "given twice"),
+        (["--model", "resnet99"], "unknown model 'resnet99'; known models: digitnet"),
+        (["--searcher", "annealing"], "unknown searcher 'annealing'; known searchers: random, uniform"),
+        (["--data", "cifar10", "--model", "resnet20", "--data-root", "/nonexistent/cifar"], "/nonexistent/cifar"),
+        (["--data", "imagenet"], "unknown"),
+        (["--model", "no_such_module_xyz:factory"], "could not be imported"),
+        (["--trials", "0"], "trials must be"),
+        (["--executor", "slurm"], "unknown executor 'slurm'"),
+        (["--config", "/nonexistent/config.yaml"], "does not exist"),
+    ],
+)
+def test_bad_search_input(capsys, tmp_path: Path, extra: list[str], expected: str) -> None:
+    run_dir = tmp_path / "run"
+    code, err = _run(capsys, ["-q", *BASE, *extra, "--run-dir", str(run_dir)])
+    assert code == 2
+    assert err.startswith("autoprune: error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert not run_dir.exists(), "nothing half written"
+
+
+def test_wrong_format_data_folder(capsys, tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        (folder / name).write_bytes(b"\x00" * 100)
+    code, err = _run(capsys, ["-q", *BASE, "--data", "cifar10", "--model", "resnet20", "--data-root", str(folder),
+                              "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "Traceback" not in err and "data_batch_1.bin" in err
+
+
+def test_checkpoint_that_does_not_match_the_model(capsys, tmp_path: Path) -> None:
+    other = torch.nn.Linear(3, 4)
+    path = tmp_path / "wrong.pt"
+    torch.save(other.state_dict(), path)
+    code, err = _run(capsys, ["-q", *BASE, "--checkpoint", str(path), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "does not match model 'digitnet'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_pickled_checkpoint_is_refused(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save({"weights": __import__("fractions").Fraction(1, 2)}, path)
+    code, err = _run(capsys, ["-q", *BASE, "--checkpoint", str(path), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "weights-only" in err
+
+
+def test_resume_on_a_folder_that_is_not_a_run(capsys, tmp_path: Path) -> None:
+    code, err = _run(capsys, ["-q", "search", "--resume", str(tmp_path)])
+    assert code == 2 and "is not an autoprune run" in err
+
+
+def test_run_directory_holding_another_run(capsys, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["-q", *BASE, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in run_dir.iterdir())
+    code, err = _run(capsys, ["-q", *BASE, "--budget", "flops=0.2", "--run-dir", str(run_dir)])
+    assert code == 2 and "already holds a run" in err and "--resume" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_front_and_export_of_a_folder_that_is_not_a_run(capsys, tmp_path: Path) -> None:
+    assert _run(capsys, ["front", str(tmp_path)])[0] == 2
+    code, err = _run(capsys, ["export", str(tmp_path / "missing")])
+    assert code == 2 and "is not a folder" in err
+
+
+def test_unparseable_pick(capsys, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["-q", *BASE, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    code, err = _run(capsys, ["export", str(run_dir), "--pick", "fastest please"])
+    assert code == 2 and "is not understood" in err
+    code, err = _run(capsys, ["export", str(run_dir), "--pick", "99"])
+    assert code == 2 and "no trial 99" in err
+
+
+def test_no_traceback_from_the_console_script(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "autoprune.cli", "search", "--budget", "flops=2x"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_diverging_candidates_are_failed_trials_and_the_run_goes_on(capsys, tmp_path: Path) -> None:
+    import autoprune
+
+    run = autoprune.search(run_dir=tmp_path / "nan", trials=3, fidelity=5, bn_batches=1, lr=1e12, progress=False)
+    trials = run.trials
+    assert len(trials) == 3
+    assert (trials["status"] == "failed").all()
+    assert trials["error"].str.contains("diverged").all()
+    assert run.front.empty
