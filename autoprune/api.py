@@ -17,7 +17,7 @@ from autoprune.config import SearchConfig
 from autoprune.errors import UserError
 from autoprune.executors import LocalExecutor
 from autoprune.pick import pick_row
-from autoprune.search import LoopStats, run_loop
+from autoprune.loop import LoopStats, run_loop
 from autoprune.searchers import make_searcher
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, pareto_front, trials_table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from autoprune.errors import UserError
@@ -16,10 +17,15 @@ def make_searcher(name: str, *, problem: Problem, seed: int, options: dict[str, 
     """The searcher called ``name``; an unknown name is refused with the known ones listed."""
     if name not in SEARCHERS:
         raise UserError(f"unknown searcher {name!r}; known searchers: {', '.join(sorted(SEARCHERS))}.")
+    cls = SEARCHERS[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "problem", "seed")]
+    unknown = sorted(set(options or {}) - set(accepted))
+    if unknown:
+        raise UserError(f"searcher {name!r} has no options {unknown}; its options: {', '.join(accepted) or 'none'}.")
     try:
-        return SEARCHERS[name](problem=problem, seed=seed, **(options or {}))
-    except TypeError as exc:
-        raise UserError(f"searcher {name!r} does not take these options: {exc}.") from None
+        return cls(problem=problem, seed=seed, **(options or {}))
+    except ValueError as exc:
+        raise UserError(f"searcher {name!r}: {exc}.") from None
 
 
 __all__ = ["SEARCHERS", "Problem", "Proposal", "Result", "Searcher", "make_searcher"]

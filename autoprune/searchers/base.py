@@ -72,7 +72,7 @@ class Searcher(ABC):
     def __init__(self, *, problem: Problem, seed: int = 0) -> None:
         if not isinstance(problem, Problem):
             raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.problem = problem
         self.space = problem.space
@@ -88,15 +88,22 @@ class Searcher(ABC):
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if self.finished:
             return []
-        proposals = self._ask(int(n))[:n]
+        proposals = self._ask(int(n))
+        if len(proposals) > n:
+            raise RuntimeError(f"searcher {self.name!r} returned {len(proposals)} proposals when asked for {n}")
+        checked = []
         for p in proposals:
             levels = self.space.check(p.levels)
+            if levels.ndim != 1:
+                raise RuntimeError(f"searcher {self.name!r} proposed levels of shape {levels.shape}, not one vector")
             if not self.problem.feasible(levels)[0]:
                 raise RuntimeError(f"searcher {self.name!r} proposed a candidate over budget: {levels.tolist()}")
-            if p.fidelity is not None and p.fidelity < 0:
-                raise RuntimeError(f"searcher {self.name!r} proposed a negative fidelity {p.fidelity}")
-        self.n_asked += len(proposals)
-        return proposals
+            fidelity = p.fidelity
+            if fidelity is not None and (not isinstance(fidelity, (int, np.integer)) or fidelity < 0):
+                raise RuntimeError(f"searcher {self.name!r} proposed fidelity {fidelity!r}, not a whole number >= 0")
+            checked.append(Proposal(levels=levels.copy(), fidelity=None if fidelity is None else int(fidelity)))
+        self.n_asked += len(checked)
+        return checked
 
     def tell(self, results: list[Result]) -> None:
         """Learn from evaluated proposals (failed ones included, with their status)."""

@@ -7,6 +7,8 @@ random allocations spend the same budget as the searchers they are compared with
 
 from __future__ import annotations
 
+from typing import Any
+
 from autoprune.searchers.base import Problem, Proposal, Searcher
 from autoprune.searchers.repair import fill, repair
 
@@ -16,7 +18,9 @@ class RandomSearcher(Searcher):
 
     def __init__(self, *, problem: Problem, seed: int = 0, use_budget: bool = True) -> None:
         super().__init__(problem=problem, seed=seed)
-        self.use_budget = bool(use_budget)
+        if not isinstance(use_budget, bool):
+            raise ValueError(f"use_budget must be True or False, got {use_budget!r}")
+        self.use_budget = use_budget
 
     def _ask(self, n: int) -> list[Proposal]:
         proposals = []
@@ -28,5 +32,5 @@ class RandomSearcher(Searcher):
             proposals.append(Proposal(levels=levels))
         return proposals
 
-    def options(self) -> dict:
+    def options(self) -> dict[str, Any]:
         return {**super().options(), "use_budget": self.use_budget}

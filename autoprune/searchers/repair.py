@@ -40,6 +40,10 @@ def repair(problem: Problem, levels: np.ndarray, rng: np.random.Generator) -> np
                 saving += (space.cost(resource, current) - space.cost(resource, moved)) / limits[resource]
         weights = np.where(valid, np.maximum(saving, 0.0), 0.0)
         if weights.sum() <= 0:
+            # rounding can make neighbouring levels keep the same count: a step that saves
+            # nothing now may enable one that does, so fall back to any valid group
+            weights = valid.astype(float)
+        if weights.sum() <= 0:
             raise RuntimeError("cannot repair: no group can be pruned further (the budget check should have caught this)")
         g = rng.choice(len(current), p=weights / weights.sum())
         current[g] += 1

@@ -7,6 +7,7 @@ million MACs; ``params=1.5e6`` an absolute count; ``latency=3ms`` or ``latency=0
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -71,6 +72,11 @@ def _ratio(value: float, text: str) -> float:
     return value
 
 
+def _round_up(ratio: float) -> float:
+    """A ratio rounded up to 3 decimals, so that the suggested budget is itself reachable."""
+    return min(1.0, math.ceil(ratio * 1000 - 1e-9) / 1000)
+
+
 def parse_budgets(texts: list[str]) -> list[Budget]:
     """Parse every budget; a resource given twice is refused (which one would hold?)."""
     budgets = [parse_budget(t) for t in texts]
@@ -131,8 +137,8 @@ def resolve(budgets: list[Budget], space: SearchSpace, dense_latency_ms: float |
                 unit = " MACs" if b.resource == "flops" else ""
                 raise UserError(
                     f"budget {b.text} is unreachable: the smallest model of this search space has "
-                    f"{smallest / dense:.3f} of the dense {b.resource} ({smallest:,.0f}{unit}); "
-                    f"ask for at least {b.resource}={smallest / dense:.3f}."
+                    f"{smallest / dense:.4f} of the dense {b.resource} ({smallest:,.0f}{unit}); "
+                    f"ask for at least {b.resource}={_round_up(smallest / dense)}."
                 )
         else:
             if dense_latency_ms is None or min_latency_ms is None:
@@ -142,7 +148,7 @@ def resolve(budgets: list[Budget], space: SearchSpace, dense_latency_ms: float |
                 raise UserError(
                     f"budget {b.text} is unreachable: the smallest model of this search space measured "
                     f"{min_latency_ms:.3f} ms here ({min_latency_ms / dense_latency_ms:.3f} of dense); "
-                    f"ask for at least latency={min_latency_ms / dense_latency_ms:.3f}."
+                    f"ask for at least latency={_round_up(min_latency_ms / dense_latency_ms)}."
                 )
         limits[b.resource] = float(limit)
     return Constraints(limits=limits)

@@ -1,6 +1,6 @@
 """A tiny ask/tell loop over a synthetic objective, the run loop without model or journal.
 
-The conformance suite needs to run a searcher the way :func:`autoprune.search.run_loop`
+The conformance suite needs to run a searcher the way :func:`autoprune.loop.run_loop`
 does (ask a batch, evaluate it, tell every result back, failed ones included) but in
 milliseconds, and to keep a transcript of what was proposed so two runs can be compared.
 Failures are a deterministic function of the trial id, so two runs with the same seed

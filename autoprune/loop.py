@@ -65,7 +65,9 @@ def run_loop(
             if time_limit is not None and time.monotonic() - started >= time_limit and next_id >= len(journal):
                 stats.stopped_by = "time limit"
                 break
-            proposals = searcher.ask(min(searcher.batch_size, trials - next_id))
+            # always a full batch, also near the end: what a searcher proposes must not depend
+            # on the trial budget, or a run resumed with more trials would diverge from its journal
+            proposals = searcher.ask(searcher.batch_size)
             if not proposals:
                 stats.stopped_by = "searcher finished"
                 break
@@ -78,6 +80,8 @@ def run_loop(
                 if key in seen:  # never evaluate the same candidate twice
                     order.append((-1, proposal))
                     continue
+                if next_id >= trials:
+                    break  # over the trial budget: neither evaluated nor told
                 trial_id = next_id
                 next_id += 1
                 order.append((trial_id, proposal))
