@@ -15,7 +15,8 @@ import pandas as pd
 
 from autoprune.config import SearchConfig
 from autoprune.errors import UserError
-from autoprune.executors import LocalExecutor
+from autoprune.evaluation.checkpoints import CheckpointStore
+from autoprune.executors import Executor, LocalExecutor
 from autoprune.pick import pick_row
 from autoprune.loop import LoopStats, run_loop
 from autoprune.searchers import make_searcher
@@ -132,15 +133,26 @@ def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float 
     return _drive(run, prepared, searcher, progress=progress)
 
 
+def make_executor(config: SearchConfig, prepared: Any) -> Executor:
+    """The executor named by ``config.executor``, holding the prepared evaluator's inputs."""
+    if config.executor == "ray":
+        from autoprune.executors.ray_executor import RayExecutor
+
+        return RayExecutor.from_prepared(prepared, workers=config.workers, address=config.address,
+                                         gpus_per_worker=config.gpus_per_worker)
+    return LocalExecutor(prepared.evaluator)
+
+
 def _drive(run: Run, prepared: Any, searcher: Any, *, progress: bool) -> Run:
     config = run.config
     journal = Journal(run.path)
-    executor = LocalExecutor(prepared.evaluator)
+    executor = make_executor(config, prepared)
     started = time.time()
     try:
         stats = run_loop(
             searcher=searcher, executor=executor, journal=journal, trials=config.trials,
             default_fidelity=config.fidelity, seed=config.seed, time_limit=config.time_limit,
+            checkpoints=CheckpointStore(run.path / "checkpoints"),
             on_result=lambda _r: run.write_front(), progress=progress,
         )
     finally:

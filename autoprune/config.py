@@ -15,7 +15,7 @@ import yaml
 
 from autoprune.errors import UserError
 
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class SearchConfig:
     distill_weight: float = 0.0
     latency_batch_size: int = 1
     executor: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    gpus_per_worker: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +68,14 @@ class SearchConfig:
             _positive_int("image_size", self.image_size)
         if self.executor not in EXECUTORS:
             raise UserError(f"unknown executor {self.executor!r}; known executors: {', '.join(EXECUTORS)}.")
+        if self.workers is not None:
+            _positive_int("workers", self.workers)
+        if self.gpus_per_worker is not None and not (
+            isinstance(self.gpus_per_worker, (int, float)) and 0 < self.gpus_per_worker <= 8
+        ):
+            raise UserError(f"gpus_per_worker must be a number in (0, 8], e.g. 0.5 or 1, got {self.gpus_per_worker!r}.")
+        if self.executor == "local" and (self.workers not in (None, 1) or self.address or self.gpus_per_worker):
+            raise UserError("--workers, --address and --gpus-per-worker need --executor ray.")
         if not isinstance(self.searcher_options, dict):
             raise UserError(f"searcher_options must be a mapping, got {self.searcher_options!r}.")
 

@@ -46,7 +46,7 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
     check_same_space(run.info["space"], prepared.space, str(run.path))
     levels = levels_of(row, prepared.space)
     fidelity = run.config.fidelity if steps is None else steps
-    evaluated = prepared.evaluator.build(levels, fidelity=fidelity, seed=run.config.seed)
+    evaluated = prepared.evaluator.run(levels, fidelity=fidelity, seed=run.config.seed)
     data = prepared.task.data
     test_accuracy, test_loss = measure(evaluated.model, data, data.test)
     metrics = {**evaluated.metrics, "val_accuracy": evaluated.metrics["accuracy"],

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from autoprune.evaluation.checkpoints import CheckpointStore
 from autoprune.executors.base import Executor, Job
 from autoprune.searchers.base import Proposal, Result, Searcher
 from autoprune.store.journal import Journal, result_to_record
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: consecutive asks with nothing new to evaluate before the space counts as exhausted
 MAX_IDLE_ASKS = 50
+
+TrialKey = tuple[tuple[int, ...], int, "int | None", "int | None"]
 
 
 @dataclass
@@ -35,10 +38,14 @@ class LoopStats:
     stopped_by: str = ""
 
 
-def _key(proposal: Proposal, default_fidelity: int) -> tuple[tuple[int, ...], int]:
-    """Same levels at the same fidelity is the same trial."""
+def _key(proposal: Proposal, default_fidelity: int) -> TrialKey:
+    """Same levels, fidelity, scoring data and parent is the same trial."""
     fidelity = default_fidelity if proposal.fidelity is None else proposal.fidelity
-    return tuple(int(v) for v in proposal.levels), int(fidelity)
+    return tuple(int(v) for v in proposal.levels), int(fidelity), proposal.eval_samples, proposal.parent
+
+
+def _same(record: Result, key: TrialKey) -> bool:
+    return (tuple(record.levels.tolist()), record.fidelity, record.eval_samples, record.parent) == key
 
 
 def run_loop(
@@ -50,19 +57,23 @@ def run_loop(
     default_fidelity: int,
     seed: int,
     time_limit: float | None = None,
-    on_result: Any = None,
+    checkpoints: CheckpointStore | None = None,
+    on_result: Callable[[Result], None] | None = None,
     progress: bool = True,
 ) -> LoopStats:
     """Drive ``searcher`` until ``trials`` distinct trials exist, time runs out, or it finishes."""
+    if searcher.keeps_checkpoints and checkpoints is None:
+        raise ValueError(f"searcher {searcher.name!r} continues training and needs a checkpoint store")
     stats = LoopStats()
     started = time.monotonic()
-    seen: dict[tuple, Result] = {}
+    seen: dict[TrialKey, Result | None] = {}
     next_id = 0
     idle = 0
     bar = tqdm(total=trials, desc="search", unit="trial", disable=not progress, dynamic_ncols=True)
     try:
         while next_id < trials:
-            if time_limit is not None and time.monotonic() - started >= time_limit and next_id >= len(journal):
+            out_of_time = time_limit is not None and time.monotonic() - started >= time_limit
+            if out_of_time and next_id >= len(journal):
                 stats.stopped_by = "time limit"
                 break
             # always a full batch, also near the end: what a searcher proposes must not depend
@@ -71,23 +82,23 @@ def run_loop(
             if not proposals:
                 stats.stopped_by = "searcher finished"
                 break
-            told: dict[int, Result] = {}
+            order: list[tuple[int, TrialKey]] = []
             jobs: list[Job] = []
-            order: list[tuple[int, Proposal]] = []
+            told: dict[int, Result] = {}
             for proposal in proposals:
                 key = _key(proposal, default_fidelity)
-                fidelity = key[1]
                 if key in seen:  # never evaluate the same candidate twice
-                    order.append((-1, proposal))
+                    order.append((-1, key))
                     continue
                 if next_id >= trials:
                     break  # over the trial budget: neither evaluated nor told
                 trial_id = next_id
                 next_id += 1
-                order.append((trial_id, proposal))
+                order.append((trial_id, key))
+                seen[key] = None
                 if trial_id in journal:
                     result = journal.result(trial_id)
-                    if tuple(result.levels.tolist()) != key[0] or result.fidelity != fidelity:
+                    if not _same(result, key):
                         raise RuntimeError(
                             f"trial {trial_id} in the journal differs from what the searcher proposes now; "
                             "the run cannot be resumed with a changed searcher or search space"
@@ -96,10 +107,16 @@ def run_loop(
                     stats.replayed += 1
                     bar.update(1)
                 else:
-                    jobs.append(Job(trial_id=trial_id, levels=np.asarray(proposal.levels), fidelity=fidelity,
-                                    seed=seed))
-                seen[key] = None  # type: ignore[assignment]
+                    jobs.append(_job(trial_id, key, seed, searcher.keeps_checkpoints, checkpoints))
             for result in executor.run(jobs):
+                if result.parent is not None and result.ok:
+                    parent_steps = journal.records[result.parent]["metrics"].get("total_steps", 0)
+                    result.metrics["total_steps"] = parent_steps + result.metrics["steps"]
+                elif result.ok:
+                    result.metrics["total_steps"] = result.metrics["steps"]
+                if result.state is not None and checkpoints is not None:
+                    checkpoints.save(result.trial_id, result.state)  # before the journal: a journaled
+                result.state = None                                  # trial's weights always exist
                 journal.append(result_to_record(result, {"finished_at": time.time()}))
                 told[result.trial_id] = result
                 stats.evaluated += 1
@@ -111,12 +128,12 @@ def run_loop(
                 if on_result is not None:
                     on_result(result)
             batch: list[Result] = []
-            for trial_id, proposal in order:
+            for trial_id, key in order:
                 if trial_id >= 0:
-                    seen[_key(proposal, default_fidelity)] = told[trial_id]
-                batch.append(seen[_key(proposal, default_fidelity)])
+                    seen[key] = told[trial_id]
+                batch.append(seen[key])  # type: ignore[arg-type]
             searcher.tell(batch)
-            idle = idle + 1 if not any(tid >= 0 for tid, _ in order) else 0
+            idle = 0 if any(trial_id >= 0 for trial_id, _ in order) else idle + 1
             if idle >= MAX_IDLE_ASKS:
                 stats.stopped_by = "searcher proposes only candidates already evaluated"
                 break
@@ -125,3 +142,14 @@ def run_loop(
     finally:
         bar.close()
     return stats
+
+
+def _job(trial_id: int, key: TrialKey, seed: int, keep_state: bool, checkpoints: CheckpointStore | None) -> Job:
+    levels, fidelity, eval_samples, parent = key
+    init_state = None
+    if parent is not None:
+        init_state = checkpoints.load(parent) if checkpoints is not None else None
+        if init_state is None:
+            raise RuntimeError(f"trial {trial_id} continues trial {parent}, whose weights were not kept")
+    return Job(trial_id=trial_id, levels=np.array(levels, dtype=np.int64), fidelity=fidelity, seed=seed,
+               eval_samples=eval_samples, parent=parent, init_state=init_state, keep_state=keep_state)

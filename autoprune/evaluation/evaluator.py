@@ -17,7 +17,7 @@ from torch import nn
 
 from autoprune.data.base import TaskData
 from autoprune.evaluation.latency import measure_latency
-from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batchnorm, train
+from autoprune.evaluation.training import TrainConfig, predict, recalibrate_batchnorm, score, train
 from autoprune.space.counting import count
 from autoprune.space.materialize import Importance, materialize
 from autoprune.space.search_space import SearchSpace
@@ -79,35 +79,56 @@ class Evaluator:
         self.config = config
         self.importance = importance
         self.example_input = data.example_input(1)
+        self._dense_logits = predict(self.dense, data, data.val)
 
-    def build(self, levels: np.ndarray, *, fidelity: int, seed: int) -> Evaluated:
-        """Materialise and retrain ``levels``; raise :class:`EvaluationFailed` when it cannot."""
+    def run(
+        self,
+        levels: np.ndarray,
+        *,
+        fidelity: int,
+        seed: int,
+        eval_samples: int | None = None,
+        init_state: dict[str, torch.Tensor] | None = None,
+    ) -> Evaluated:
+        """Materialise ``levels`` and retrain it ``fidelity`` steps (continuing from
+        ``init_state`` when given, with a fresh schedule for the new steps), then score it on
+        ``eval_samples`` held-out samples. Raises :class:`EvaluationFailed` when it cannot."""
+        with torch.random.fork_rng(devices=[]):
+            return self._run(levels, fidelity=fidelity, seed=seed, eval_samples=eval_samples, init_state=init_state)
+
+    def _run(self, levels: np.ndarray, *, fidelity: int, seed: int, eval_samples: int | None,
+             init_state: dict[str, torch.Tensor] | None) -> Evaluated:
         started = time.perf_counter()
         try:
             model, keep = materialize(self.dense, self.space, levels, self.example_input,
                                       never_prune=self.never_prune, importance=self.importance)
+            if init_state is not None:
+                model.load_state_dict(init_state)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise EvaluationFailed(f"could not build the candidate: {type(exc).__name__}: {exc}") from exc
         built = time.perf_counter()
         cfg = self.config
-        bn_samples = recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
-                                           batch_size=cfg.train.batch_size, seed=seed)
+        bn_samples = 0
+        if init_state is None:  # continued weights carry statistics already adapted to them
+            bn_samples = recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
+                                               batch_size=cfg.train.batch_size, seed=seed)
         try:
-            outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed)
+            outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed,
+                            teacher=self.dense if cfg.train.distill_weight > 0 else None)
         except RuntimeError as exc:  # out of memory and other runtime failures
             raise EvaluationFailed(f"retraining failed: {exc}") from exc
         if outcome.diverged:
             raise EvaluationFailed(f"retraining diverged: loss {outcome.final_loss} at step {outcome.steps}")
-        accuracy, loss = measure(model, self.data, self.data.val)
-        if not np.isfinite(loss):
-            raise EvaluationFailed(f"held-out loss is {loss}")
+        trained = time.perf_counter()
+        scores = score(model, self.data, self.data.val, limit=eval_samples, reference=self._dense_logits)
+        if not np.isfinite(scores["loss"]):
+            raise EvaluationFailed(f"held-out loss is {scores['loss']}")
         counted = count(model, self.example_input)
         predicted_flops = int(self.space.cost("flops", levels))
         if counted.flops != predicted_flops:
             logger.warning("counted FLOPs %d differ from predicted %d", counted.flops, predicted_flops)
         metrics: dict[str, float] = {
-            "accuracy": accuracy,
-            "loss": loss,
+            **scores,
             "flops": counted.flops,
             "params": counted.params,
             "flops_ratio": counted.flops / self.space.dense["flops"],
@@ -115,6 +136,7 @@ class Evaluator:
             "steps": outcome.steps,
             "samples": outcome.samples + bn_samples,
             "build_seconds": built - started,
+            "train_seconds": trained - built,
         }
         if cfg.measure_latency:
             latency = measure_latency(model, self.data.input_shape, batch_size=cfg.latency_batch_size,
@@ -126,5 +148,4 @@ class Evaluator:
 
     def evaluate(self, levels: np.ndarray, *, fidelity: int, seed: int) -> dict[str, float]:
         """Metrics of ``levels`` after ``fidelity`` retraining steps."""
-        with torch.random.fork_rng(devices=[]):
-            return self.build(levels, fidelity=fidelity, seed=seed).metrics
+        return self.run(levels, fidelity=fidelity, seed=seed).metrics

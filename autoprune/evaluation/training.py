@@ -141,14 +141,36 @@ def recalibrate_batchnorm(model: nn.Module, data: TaskData, *, batches: int, bat
 
 def measure(model: nn.Module, data: TaskData, split: Split, *, batch_size: int = 512) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` on ``split``, in eval mode."""
+    scores = score(model, data, split, batch_size=batch_size)
+    return scores["accuracy"], scores["loss"]
+
+
+def predict(model: nn.Module, data: TaskData, split: Split, *, limit: int | None = None,
+            batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` for the first ``limit`` samples of ``split`` (all when None)."""
     model.eval()
-    correct = 0
-    total_loss = 0.0
+    n = len(split) if limit is None else min(limit, len(split))
+    outputs = []
     with torch.no_grad():
-        for start in range(0, len(split), batch_size):
-            x = data.normalize(split.x[start : start + batch_size])
-            y = split.y[start : start + batch_size]
-            logits = model(x)
-            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == y).sum())
-    return correct / len(split), total_loss / len(split)
+        for start in range(0, n, batch_size):
+            outputs.append(model(data.normalize(split.x[start : min(n, start + batch_size)])).float())
+    return torch.cat(outputs)
+
+
+def score(model: nn.Module, data: TaskData, split: Split, *, limit: int | None = None,
+          reference: torch.Tensor | None = None, batch_size: int = 512) -> dict[str, float]:
+    """Accuracy and mean cross-entropy on the first ``limit`` samples of ``split``; with
+    ``reference`` logits (the dense model's), also the mean KL divergence from the reference
+    predictions to the model's, the output-distance fitness of Týr-the-Pruner."""
+    logits = predict(model, data, split, limit=limit, batch_size=batch_size)
+    y = split.y[: len(logits)]
+    result = {
+        "accuracy": float((logits.argmax(dim=1) == y).float().mean()),
+        "loss": float(F.cross_entropy(logits, y)),
+        "eval_samples": len(logits),
+    }
+    if reference is not None:
+        ref = reference[: len(logits)]
+        result["kl_to_dense"] = float(F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(ref, dim=1),
+                                               log_target=True, reduction="batchmean"))
+    return result

@@ -10,7 +10,8 @@ import logging
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,19 +23,29 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """One candidate to score: retrain ``fidelity`` steps with ``seed``."""
+    """One candidate to score: retrain ``fidelity`` steps with ``seed`` (continuing from
+    ``init_state`` when given), score on ``eval_samples`` held-out samples (None: all);
+    return the trained weights when ``keep_state``."""
 
     trial_id: int
     levels: np.ndarray
     fidelity: int
     seed: int
+    eval_samples: int | None = None
+    parent: int | None = None
+    init_state: Any = field(default=None, repr=False)
+    keep_state: bool = False
 
 
 def run_job(evaluator: Evaluator, job: Job) -> Result:
     """Evaluate ``job``; any failure of the candidate becomes a failed result, not a crash."""
+    common = {"trial_id": job.trial_id, "levels": job.levels, "fidelity": job.fidelity,
+              "eval_samples": job.eval_samples, "parent": job.parent}
     try:
-        metrics = evaluator.evaluate(job.levels, fidelity=job.fidelity, seed=job.seed)
-        return Result(trial_id=job.trial_id, levels=job.levels, fidelity=job.fidelity, status="ok", metrics=metrics)
+        evaluated = evaluator.run(job.levels, fidelity=job.fidelity, seed=job.seed, eval_samples=job.eval_samples,
+                                  init_state=job.init_state)
+        state = {k: v.detach().cpu() for k, v in evaluated.model.state_dict().items()} if job.keep_state else None
+        return Result(status="ok", metrics=evaluated.metrics, state=state, **common)
     except EvaluationFailed as exc:
         error = str(exc)
     except MemoryError:
@@ -42,7 +53,7 @@ def run_job(evaluator: Evaluator, job: Job) -> Result:
     except Exception as exc:  # a candidate must never stop the run; keep the traceback in the log
         logger.warning("trial %d failed unexpectedly:\n%s", job.trial_id, traceback.format_exc())
         error = f"{type(exc).__name__}: {exc}"
-    return Result(trial_id=job.trial_id, levels=job.levels, fidelity=job.fidelity, status="failed", error=error)
+    return Result(status="failed", error=error, **common)
 
 
 class Executor(ABC):

@@ -37,10 +37,19 @@ class Problem:
 
 @dataclass(frozen=True)
 class Proposal:
-    """A candidate to evaluate. ``fidelity`` (retraining steps) ``None`` means the run's default."""
+    """A candidate to evaluate.
+
+    ``fidelity``: retraining steps (``None``: the run's default; 0: no retraining, e.g. for
+    a cheap output-distance fitness). ``eval_samples``: how many held-out samples to score
+    on (``None``: all). ``parent``: id of an evaluated trial with the same levels whose
+    trained weights this evaluation continues from, so staged selection does not pay for
+    the same steps twice.
+    """
 
     levels: np.ndarray
     fidelity: int | None = None
+    eval_samples: int | None = None
+    parent: int | None = None
 
 
 @dataclass
@@ -54,6 +63,10 @@ class Result:
     status: str
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    eval_samples: int | None = None
+    parent: int | None = None
+    #: trained weights, handed from the executor to the checkpoint store; never journaled
+    state: Any = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +81,9 @@ class Searcher(ABC):
     #: how many proposals the run loop asks for at a time (fixed, so that results do not
     #: depend on how many workers evaluate them)
     batch_size: ClassVar[int] = 8
+    #: True when proposals name a ``parent`` to continue training from: the run then keeps
+    #: each trial's trained weights in ``RUN_DIR/checkpoints``
+    keeps_checkpoints: ClassVar[bool] = False
 
     def __init__(self, *, problem: Problem, seed: int = 0) -> None:
         if not isinstance(problem, Problem):
@@ -98,10 +114,15 @@ class Searcher(ABC):
                 raise RuntimeError(f"searcher {self.name!r} proposed levels of shape {levels.shape}, not one vector")
             if not self.problem.feasible(levels)[0]:
                 raise RuntimeError(f"searcher {self.name!r} proposed a candidate over budget: {levels.tolist()}")
-            fidelity = p.fidelity
-            if fidelity is not None and (not isinstance(fidelity, (int, np.integer)) or fidelity < 0):
-                raise RuntimeError(f"searcher {self.name!r} proposed fidelity {fidelity!r}, not a whole number >= 0")
-            checked.append(Proposal(levels=levels.copy(), fidelity=None if fidelity is None else int(fidelity)))
+            for what, value in (("fidelity", p.fidelity), ("eval_samples", p.eval_samples), ("parent", p.parent)):
+                if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
+                    raise RuntimeError(f"searcher {self.name!r} proposed {what} {value!r}, not a whole number >= 0")
+            checked.append(Proposal(
+                levels=levels.copy(),
+                fidelity=None if p.fidelity is None else int(p.fidelity),
+                eval_samples=None if p.eval_samples is None else int(p.eval_samples),
+                parent=None if p.parent is None else int(p.parent),
+            ))
         self.n_asked += len(checked)
         return checked
 

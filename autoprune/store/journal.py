@@ -29,6 +29,8 @@ def result_to_record(result: Result, extra: dict[str, Any] | None = None) -> dic
         "status": result.status,
         "metrics": result.metrics,
         "error": result.error,
+        "eval_samples": result.eval_samples,
+        "parent": result.parent,
     }
     record.update(extra or {})
     return record
@@ -42,6 +44,8 @@ def record_to_result(record: dict[str, Any]) -> Result:
         status=str(record["status"]),
         metrics=dict(record.get("metrics") or {}),
         error=record.get("error"),
+        eval_samples=record.get("eval_samples"),
+        parent=record.get("parent"),
     )
 
 
