@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,7 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
         "created_at": datetime.now(timezone.utc).isoformat(),
         "config": config.to_dict(),
         "searcher": searcher.options(),
-        "evaluator": prepared.evaluator.config.to_dict(),
+        "evaluator": {**prepared.evaluator.config.to_dict(), "placement": asdict(prepared.evaluator.placement)},
         "weights": prepared.task.weights_source,
         "model_spec": prepared.task.model_spec.to_dict(),
         "never_prune": list(prepared.task.space_config.never_prune),

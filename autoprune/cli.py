@@ -33,6 +33,7 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--batch-size": ("batch_size", int, "retraining batch size [64]"),
     "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 [0]"),
     "--latency-batch-size": ("latency_batch_size", int, "batch size of latency measurements [1]"),
+    "--device": ("device", str, "auto (CUDA when present), cpu or cuda[:N] [auto]"),
     "--executor": ("executor", str, "where candidates are evaluated: local or ray [local]"),
     "--workers": ("workers", int, "Ray workers to start (default: one per GPU, or per CPU without GPUs)"),
     "--address": ("address", str, "join this Ray cluster (auto, or HOST:PORT of a head) instead of starting one"),

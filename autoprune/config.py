@@ -39,6 +39,7 @@ class SearchConfig:
     batch_size: int = 64
     distill_weight: float = 0.0
     latency_batch_size: int = 1
+    device: str = "auto"
     executor: str = "local"
     workers: int | None = None
     address: str | None = None
@@ -68,6 +69,8 @@ class SearchConfig:
             _positive_int("image_size", self.image_size)
         if self.executor not in EXECUTORS:
             raise UserError(f"unknown executor {self.executor!r}; known executors: {', '.join(EXECUTORS)}.")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise UserError(f"device must be auto, cpu or cuda[:N], got {self.device!r}.")
         if self.workers is not None:
             _positive_int("workers", self.workers)
         if self.gpus_per_worker is not None and not (

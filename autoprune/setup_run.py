@@ -47,6 +47,7 @@ def evaluator_config(config: SearchConfig) -> EvaluatorConfig:
         bn_batches=config.bn_batches,
         train=TrainConfig(lr=config.lr, batch_size=config.batch_size, distill_weight=config.distill_weight),
         latency_batch_size=config.latency_batch_size,
+        device=config.device,
     )
 
 
@@ -71,8 +72,11 @@ def prepare(config: SearchConfig) -> Prepared:
                                   never_prune=never_prune)
         min_latency = measure_latency(sparsest, shape, batch_size=config.latency_batch_size).median_ms
     constraints = resolve(budgets, space, dense_latency_ms=dense_latency.median_ms, min_latency_ms=min_latency)
-    evaluator = Evaluator(dense=task.dense, data=task.data, space=space, never_prune=never_prune,
-                          config=evaluator_config(config))
+    try:
+        evaluator = Evaluator(dense=task.dense, data=task.data, space=space, never_prune=never_prune,
+                              config=evaluator_config(config))
+    except ValueError as exc:  # e.g. --device cuda on a machine without CUDA
+        raise UserError(f"{exc}; use --device auto or cpu.") from None
     return Prepared(config=config, task=task, space=space, constraints=constraints,
                     dense_metrics=dense_metrics, evaluator=evaluator)
 
@@ -86,7 +90,7 @@ def environment() -> dict[str, Any]:
         except Exception:  # a package missing from metadata is not worth failing a run over
             packages[name] = None
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages,
-            "threads": torch.get_num_threads(), "device": "cpu"}
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
 
 
 def check_same_space(stored: dict[str, Any], space: SearchSpace, run_dir: str) -> None:

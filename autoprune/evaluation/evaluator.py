@@ -7,6 +7,7 @@ numbers), so differences between candidates come from the allocation, not the sh
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,14 @@ from torch import nn
 
 from autoprune.data.base import TaskData
 from autoprune.evaluation.latency import measure_latency
-from autoprune.evaluation.training import TrainConfig, predict, recalibrate_batchnorm, score, train
+from autoprune.evaluation.training import (
+    TrainConfig,
+    predict,
+    recalibrate_batchnorm,
+    resolve_placement,
+    score,
+    train,
+)
 from autoprune.space.counting import count
 from autoprune.space.materialize import Importance, materialize
 from autoprune.space.search_space import SearchSpace
@@ -39,6 +47,11 @@ class EvaluatorConfig:
     latency_batch_size: int = 1
     latency_repeats: int = 20
     measure_latency: bool = True
+    #: "auto" (CUDA when present, else CPU), "cpu" or "cuda[:N]"
+    device: str = "auto"
+    #: bfloat16 autocast and channels-last memory format; None = on for CUDA, off on CPU
+    amp: bool | None = None
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         if self.fidelity < 0:
@@ -79,7 +92,9 @@ class Evaluator:
         self.config = config
         self.importance = importance
         self.example_input = data.example_input(1)
-        self._dense_logits = predict(self.dense, data, data.val)
+        self.placement = resolve_placement(config.device, amp=config.amp, channels_last=config.channels_last)
+        self._teacher = self.placement.place(copy.deepcopy(self.dense)).eval()
+        self._dense_logits = predict(self._teacher, data, data.val, placement=self.placement)
 
     def run(
         self,
@@ -106,27 +121,33 @@ class Evaluator:
                 model.load_state_dict(init_state)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise EvaluationFailed(f"could not build the candidate: {type(exc).__name__}: {exc}") from exc
-        built = time.perf_counter()
-        cfg = self.config
-        bn_samples = 0
-        if init_state is None:  # continued weights carry statistics already adapted to them
-            bn_samples = recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
-                                               batch_size=cfg.train.batch_size, seed=seed)
-        try:
-            outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed,
-                            teacher=self.dense if cfg.train.distill_weight > 0 else None)
-        except RuntimeError as exc:  # out of memory and other runtime failures
-            raise EvaluationFailed(f"retraining failed: {exc}") from exc
-        if outcome.diverged:
-            raise EvaluationFailed(f"retraining diverged: loss {outcome.final_loss} at step {outcome.steps}")
-        trained = time.perf_counter()
-        scores = score(model, self.data, self.data.val, limit=eval_samples, reference=self._dense_logits)
-        if not np.isfinite(scores["loss"]):
-            raise EvaluationFailed(f"held-out loss is {scores['loss']}")
-        counted = count(model, self.example_input)
+        counted = count(model, self.example_input)  # on the CPU, before the model moves
         predicted_flops = int(self.space.cost("flops", levels))
         if counted.flops != predicted_flops:
             logger.warning("counted FLOPs %d differ from predicted %d", counted.flops, predicted_flops)
+        model = self.placement.place(model)
+        built = time.perf_counter()
+        cfg = self.config
+        bn_samples = 0
+        try:
+            if init_state is None:  # continued weights carry statistics already adapted to them
+                bn_samples = recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
+                                                   batch_size=cfg.train.batch_size, seed=seed,
+                                                   placement=self.placement)
+            outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed,
+                            teacher=self._teacher if cfg.train.distill_weight > 0 else None,
+                            placement=self.placement)
+            if outcome.diverged:
+                raise EvaluationFailed(f"retraining diverged: loss {outcome.final_loss} at step {outcome.steps}")
+            trained = time.perf_counter()
+            scores = score(model, self.data, self.data.val, limit=eval_samples, reference=self._dense_logits,
+                           placement=self.placement)
+        except torch.OutOfMemoryError as exc:
+            raise EvaluationFailed(f"out of memory: {exc}") from exc
+        except RuntimeError as exc:  # other runtime failures of this candidate
+            raise EvaluationFailed(f"retraining failed: {type(exc).__name__}: {exc}") from exc
+        if not np.isfinite(scores["loss"]):
+            raise EvaluationFailed(f"held-out loss is {scores['loss']}")
         metrics: dict[str, float] = {
             **scores,
             "flops": counted.flops,
@@ -137,14 +158,15 @@ class Evaluator:
             "samples": outcome.samples + bn_samples,
             "build_seconds": built - started,
             "train_seconds": trained - built,
+            "threads": torch.get_num_threads(),
         }
         if cfg.measure_latency:
             latency = measure_latency(model, self.data.input_shape, batch_size=cfg.latency_batch_size,
-                                      repeats=cfg.latency_repeats)
+                                      repeats=cfg.latency_repeats, device=self.placement.device)
             metrics["latency_ms"] = latency.median_ms
             metrics["latency_iqr_ms"] = latency.iqr_ms
         metrics["seconds"] = time.perf_counter() - started
-        return Evaluated(model=model, keep_indices=keep, metrics=metrics)
+        return Evaluated(model=model.cpu(), keep_indices=keep, metrics=metrics)
 
     def evaluate(self, levels: np.ndarray, *, fidelity: int, seed: int) -> dict[str, float]:
         """Metrics of ``levels`` after ``fidelity`` retraining steps."""

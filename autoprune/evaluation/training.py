@@ -43,6 +43,44 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where and how tensors run: the device, bfloat16 autocast, channels-last memory format.
+
+    Autocast and channels-last help convolutions on GPUs; on the CPU they are off.
+    """
+
+    device: str = "cpu"
+    amp: bool = False
+    channels_last: bool = False
+
+    def batch(self, data: TaskData, x: torch.Tensor) -> torch.Tensor:
+        batch = data.normalize(x).to(self.device, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def place(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+CPU = Placement()
+
+
+def resolve_placement(device: str = "auto", *, amp: bool | None = None, channels_last: bool | None = None) -> Placement:
+    """``auto`` picks CUDA when present, otherwise the CPU; amp and channels-last default to
+    on for CUDA and off elsewhere."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but CUDA is not available here")
+    on_gpu = device.startswith("cuda")
+    return Placement(device=device, amp=on_gpu if amp is None else amp and on_gpu,
+                     channels_last=on_gpu if channels_last is None else channels_last)
+
+
+@dataclass(frozen=True)
 class TrainOutcome:
     steps: int
     samples: int
@@ -66,8 +104,12 @@ def train(
     config: TrainConfig,
     seed: int,
     teacher: nn.Module | None = None,
+    placement: Placement = CPU,
 ) -> TrainOutcome:
-    """Train ``model`` for ``steps`` mini-batches of ``data.train``; stop early on NaN/inf loss."""
+    """Train ``model`` for ``steps`` mini-batches of ``data.train``; stop early on NaN/inf loss.
+
+    With a ``teacher``, the loss mixes cross-entropy with the KL divergence to the
+    teacher's softened predictions (``distill_weight``, ``distill_temperature``)."""
     if steps <= 0:
         return TrainOutcome(steps=0, samples=0, final_loss=float("nan"), diverged=False)
     generator = torch.Generator().manual_seed(seed)
@@ -85,19 +127,18 @@ def train(
             order, cursor = torch.randperm(n, generator=generator), 0
         idx = order[cursor : cursor + config.batch_size]
         cursor += config.batch_size
-        x = data.normalize(data.train.x[idx])
-        y = data.train.y[idx]
+        x = placement.batch(data, data.train.x[idx])
+        y = data.train.y[idx].to(placement.device)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, config)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        if teacher is not None and config.distill_weight > 0:
-            with torch.no_grad():
-                target = teacher(x)
-            t = config.distill_temperature
-            kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(target / t, dim=1), log_target=True,
-                          reduction="batchmean") * t * t
-            loss = (1 - config.distill_weight) * loss + config.distill_weight * kl
+        with placement.autocast():
+            logits = model(x).float()
+            target = None
+            if teacher is not None and config.distill_weight > 0:
+                with torch.no_grad():
+                    target = teacher(x).float()
+        loss = distillation_loss(logits, y, target, weight=config.distill_weight,
+                                 temperature=config.distill_temperature)
         loss_value = float(loss.detach())
         samples += len(idx)
         if not np.isfinite(loss_value):
@@ -109,7 +150,24 @@ def train(
     return TrainOutcome(steps=steps, samples=samples, final_loss=loss_value, diverged=False)
 
 
-def recalibrate_batchnorm(model: nn.Module, data: TaskData, *, batches: int, batch_size: int, seed: int) -> int:
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, *,
+                      weight: float, temperature: float) -> torch.Tensor:
+    """``(1 - w) * CE(logits, labels) + w * T^2 * KL(teacher_T || student_T)`` (Hinton et al., 2015).
+
+    The ``T^2`` factor keeps the gradient scale of the soft term independent of the
+    temperature. Without teacher logits (or with ``w = 0``) it is plain cross-entropy.
+    """
+    loss = F.cross_entropy(logits, labels)
+    if teacher_logits is None or weight == 0:
+        return loss
+    t = temperature
+    kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), log_target=True,
+                  reduction="batchmean") * t * t
+    return (1 - weight) * loss + weight * kl
+
+
+def recalibrate_batchnorm(model: nn.Module, data: TaskData, *, batches: int, batch_size: int, seed: int,
+                          placement: Placement = CPU) -> int:
     """Re-estimate BatchNorm running statistics on training batches (EagleEye's adaptive BN).
 
     Running stats are reset and accumulated as a cumulative average (momentum None), so
@@ -131,7 +189,8 @@ def recalibrate_batchnorm(model: nn.Module, data: TaskData, *, batches: int, bat
             idx = order[b * batch_size : (b + 1) * batch_size]
             if len(idx) == 0:
                 break
-            model(data.normalize(data.train.x[idx]))
+            with placement.autocast():
+                model(placement.batch(data, data.train.x[idx]))
             used += len(idx)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
@@ -146,23 +205,24 @@ def measure(model: nn.Module, data: TaskData, split: Split, *, batch_size: int =
 
 
 def predict(model: nn.Module, data: TaskData, split: Split, *, limit: int | None = None,
-            batch_size: int = 512) -> torch.Tensor:
+            batch_size: int = 512, placement: Placement = CPU) -> torch.Tensor:
     """Logits of ``model`` for the first ``limit`` samples of ``split`` (all when None)."""
     model.eval()
     n = len(split) if limit is None else min(limit, len(split))
     outputs = []
     with torch.no_grad():
         for start in range(0, n, batch_size):
-            outputs.append(model(data.normalize(split.x[start : min(n, start + batch_size)])).float())
+            with placement.autocast():
+                outputs.append(model(placement.batch(data, split.x[start : min(n, start + batch_size)])).float().cpu())
     return torch.cat(outputs)
 
 
 def score(model: nn.Module, data: TaskData, split: Split, *, limit: int | None = None,
-          reference: torch.Tensor | None = None, batch_size: int = 512) -> dict[str, float]:
+          reference: torch.Tensor | None = None, batch_size: int = 512, placement: Placement = CPU) -> dict[str, float]:
     """Accuracy and mean cross-entropy on the first ``limit`` samples of ``split``; with
     ``reference`` logits (the dense model's), also the mean KL divergence from the reference
     predictions to the model's, the output-distance fitness of Týr-the-Pruner."""
-    logits = predict(model, data, split, limit=limit, batch_size=batch_size)
+    logits = predict(model, data, split, limit=limit, batch_size=batch_size, placement=placement)
     y = split.y[: len(logits)]
     result = {
         "accuracy": float((logits.argmax(dim=1) == y).float().mean()),

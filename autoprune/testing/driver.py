@@ -52,18 +52,23 @@ def evaluate(
         trial_id = first_trial_id + offset
         levels = np.array(proposal.levels, dtype=np.int64)
         fidelity = DEFAULT_FIDELITY if proposal.fidelity is None else int(proposal.fidelity)
+        echo = {"eval_samples": proposal.eval_samples, "parent": proposal.parent}  # as the executors do
         if fail_every is not None and (trial_id + 1) % fail_every == 0:
             results.append(Result(trial_id=trial_id, levels=levels, fidelity=fidelity, status="failed",
-                                  error="synthetic failure"))
+                                  error="synthetic failure", **echo))
             continue
         accuracy = float(quality.accuracy(levels))
         metrics = {
             "accuracy": accuracy,
             "loss": 1.0 - accuracy,
+            # the quality lost to pruning also stands in for the output distance to the dense
+            # model, the training-free fitness of Týr-the-Pruner
+            "kl_to_dense": 1.0 - accuracy,
             "flops_ratio": float(space.relative_cost("flops", levels)),
             "params_ratio": float(space.relative_cost("params", levels)),
         }
-        results.append(Result(trial_id=trial_id, levels=levels, fidelity=fidelity, status="ok", metrics=metrics))
+        results.append(Result(trial_id=trial_id, levels=levels, fidelity=fidelity, status="ok", metrics=metrics,
+                              **echo))
     return results
 
 

@@ -1,0 +1,199 @@
+"""How well do cheap proxies rank pruned candidates by their accuracy after long retraining?
+
+Issue 3's proxy-fidelity study. Random allocations at the same FLOPs (plus uniform) are
+scored by each proxy: accuracy right after pruning, after BatchNorm recalibration only,
+and after short retraining at several fidelities (with and without distillation), each
+run the way the evaluator runs it. The reference is test accuracy after a long recipe
+(>= 10x the default fidelity). We report Kendall's tau between every proxy and the
+reference, and each proxy's cost relative to the long recipe (training samples seen, and
+seconds).
+
+Results are appended to a JSONL file as each candidate finishes, so a killed study
+resumes where it stopped (run the same command again).
+
+    python experiments/proxy_fidelity.py --data fashion-mnist --model digitnet \
+        --budget flops=0.05 --candidates 24 --long-steps 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import kendalltau
+
+from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batchnorm, score, train
+from autoprune.searchers import make_searcher
+from autoprune.searchers.base import Problem
+from autoprune.space.analysis import build_search_space
+from autoprune.space.budget import parse_budgets, resolve
+from autoprune.space.materialize import materialize
+from autoprune.tasks import prepare_task
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def candidates(space, constraints, n: int, seed: int) -> list[np.ndarray]:
+    problem = Problem(space=space, constraints=constraints)
+    found = make_searcher("uniform", problem=problem, seed=seed).ask(1)
+    random = make_searcher("random", problem=problem, seed=seed)
+    while len(found) < n:
+        found.extend(random.ask(1))
+    return [p.levels for p in found]
+
+
+def evaluate_candidate(task, space, levels, args) -> dict:
+    data, dense = task.data, task.dense
+    never = list(task.space_config.never_prune)
+    example = task.example_input()
+    config = TrainConfig(lr=args.lr, batch_size=args.batch_size)
+    kd_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, distill_weight=0.5)
+    row: dict = {"levels": [int(v) for v in levels],
+                 "flops_ratio": float(space.relative_cost("flops", levels))}
+
+    def fresh():
+        model, _ = materialize(dense, space, levels, example, never_prune=never)
+        return model
+
+    start = time.perf_counter()
+    model = fresh()
+    row["pruned_acc"] = score(model, data, data.val)["accuracy"]
+    row["pruned_seconds"] = time.perf_counter() - start
+    row["pruned_samples"] = 0
+
+    start = time.perf_counter()
+    used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=args.seed)
+    row["bn_acc"] = score(model, data, data.val)["accuracy"]
+    row["bn_seconds"] = time.perf_counter() - start + row["pruned_seconds"]
+    row["bn_samples"] = used
+
+    variants = [(f"f{f}", f, config) for f in args.fidelities] + [(f"f{f}_kd", f, kd_config) for f in args.kd_fidelities]
+    for name, steps, cfg in variants:
+        start = time.perf_counter()
+        model = fresh()
+        used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=args.seed)
+        outcome = train(model, data, steps=steps, config=cfg, seed=args.seed,
+                        teacher=dense if cfg.distill_weight > 0 else None)
+        scores = score(model, data, data.val)
+        row[f"{name}_acc"] = scores["accuracy"] if not outcome.diverged else float("nan")
+        row[f"{name}_loss"] = scores["loss"] if not outcome.diverged else float("nan")
+        row[f"{name}_seconds"] = time.perf_counter() - start
+        row[f"{name}_samples"] = used + outcome.samples
+
+    start = time.perf_counter()
+    model = fresh()
+    used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=args.seed)
+    outcome = train(model, data, steps=args.long_steps, config=config, seed=args.seed)
+    row["final_test_acc"], _ = measure(model, data, data.test)
+    row["final_val_acc"], _ = measure(model, data, data.val)
+    row["final_seconds"] = time.perf_counter() - start
+    row["final_samples"] = used + outcome.samples
+    return row
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A pipe table of ``table`` with floats to 3 decimals."""
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
+    table = pd.DataFrame(rows)
+    proxies = ["pruned", "bn"] + [f"f{f}" for f in args.fidelities] + [f"f{f}_kd" for f in args.kd_fidelities]
+    summary = []
+    for proxy in proxies:
+        tau, p_value = kendalltau(table[f"{proxy}_acc"], table["final_test_acc"], nan_policy="omit")
+        summary.append({
+            "proxy": proxy,
+            "kendall_tau": tau,
+            "p_value": p_value,
+            "cost_samples_vs_long": table[f"{proxy}_samples"].mean() / table["final_samples"].mean(),
+            "cost_seconds_vs_long": table[f"{proxy}_seconds"].mean() / table["final_seconds"].mean(),
+            "mean_proxy_acc": table[f"{proxy}_acc"].mean(),
+        })
+    s = pd.DataFrame(summary)
+    lines = [
+        "# Proxy fidelity: ranking candidates by cheap proxies",
+        "",
+        f"Command: `python experiments/proxy_fidelity.py {' '.join(args.argv)}`",
+        f"Machine: {os.cpu_count()} cores, {cpu_model()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; date {date.today().isoformat()}.",
+        f"Task: {args.data} / {args.model}, budget {args.budget}; dense test accuracy {dense['test']:.4f}. "
+        f"{len(table)} candidates (uniform + random allocations filled to the budget).",
+        f"Reference: test accuracy after {args.long_steps} retraining steps (batch {args.batch_size}, lr {args.lr}); "
+        f"final test accuracy ranges {table['final_test_acc'].min():.4f} to {table['final_test_acc'].max():.4f} "
+        f"(uniform: {table['final_test_acc'].iloc[0]:.4f}).",
+        "Proxies are scored on the held-out slice of the training data; cost is relative to the long recipe "
+        "(training samples seen, and wall seconds on this shared machine).",
+        "",
+        markdown(s),
+        "",
+    ]
+    return table, "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--model", default="digitnet")
+    parser.add_argument("--budget", default="flops=0.05")
+    parser.add_argument("--candidates", type=int, default=24)
+    parser.add_argument("--fidelities", type=lambda s: [int(v) for v in s.split(",")], default=[50, 100, 200])
+    parser.add_argument("--kd-fidelities", type=lambda s: [int(v) for v in s.split(",") if v], default=[100])
+    parser.add_argument("--long-steps", type=int, default=2000)
+    parser.add_argument("--bn-batches", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="proxy_fidelity")
+    args = parser.parse_args()
+    import sys
+
+    args.argv = sys.argv[1:]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    journal = RESULTS / f"{args.name}.jsonl"
+    task = prepare_task(model=args.model, data=args.data)
+    never = list(task.space_config.never_prune)
+    space = build_search_space(task.dense, task.example_input(), grid=task.space_config.grid, never_prune=never)
+    constraints = resolve(parse_budgets([args.budget]), space)
+    dense = {"test": measure(task.dense, task.data, task.data.test)[0]}
+    rows = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    todo = candidates(space, constraints, args.candidates, args.seed)
+    for i, levels in enumerate(todo):
+        if i < len(rows):
+            assert rows[i]["levels"] == [int(v) for v in levels], "the journal belongs to another study"
+            continue
+        row = evaluate_candidate(task, space, levels, args)
+        with open(journal, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        rows.append(row)
+        print(f"candidate {i + 1}/{len(todo)}: final test {row['final_test_acc']:.4f}, "
+              f"f100 val {row.get('f100_acc', float('nan')):.4f}", flush=True)
+    table, text = summarise(rows, args, dense)
+    table.to_csv(RESULTS / f"{args.name}.csv", index=False)
+    (RESULTS / f"{args.name}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
