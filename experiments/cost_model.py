@@ -8,6 +8,7 @@ pruning), expressed as training steps of the pruned model; and the size of the s
 FLOPs are multiply-accumulates (MACs) per input, the pruning literature's convention.
 
     python experiments/cost_model.py                          # whole zoo, 200 candidates each
+    python experiments/cost_model.py --threads 1              # on a machine shared with other jobs
     python experiments/cost_model.py --models resnet20 --candidates 20 --out /tmp/cost_model
 
 Writes ``cost_model.md`` (tables, with the command and the machine) and
@@ -30,7 +31,7 @@ import statistics
 import sys
 import time
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -61,6 +62,26 @@ def input_shape(name: str) -> tuple[int, int]:
     return (1, 8) if name == "digitnet" else (3, 32)
 
 
+def cpu_stall_seconds() -> float | None:
+    """Seconds, since boot, during which some task waited for a CPU (Linux PSI), or None.
+
+    Other processes on a shared machine inflate every timing here; the share of a run's
+    wall time spent stalled says how much to trust it.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return int(some.rsplit("total=", 1)[1]) / 1e6
+    return None
+
+
+def stall_share(stall_at_start: float | None, wall: float) -> float:
+    """Share of ``wall`` seconds during which some task waited for a CPU (NaN if unknown)."""
+    stall_now = cpu_stall_seconds()
+    if stall_at_start is None or stall_now is None or wall <= 0:
+        return float("nan")
+    return (stall_now - stall_at_start) / wall
+
+
 @contextlib.contextmanager
 def phase_clock() -> Iterator[dict[str, float]]:
     """Time the deep copy and the tracing inside :func:`materialize` while the block runs.
@@ -70,8 +91,8 @@ def phase_clock() -> Iterator[dict[str, float]]:
     """
     phases = {"deepcopy": 0.0, "trace": 0.0}
 
-    def timed(key: str, fn):
-        def wrapper(*args, **kwargs):
+    def timed(key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -144,13 +165,14 @@ def check_agreement(
         diff = np.abs(np.asarray(counted[resource], dtype=np.int64) - predicted[resource])
         result[f"{resource}_exact"] = int((diff == 0).sum())
         result[f"max_abs_diff_{resource}"] = int(diff.max())
-    result["both_exact"] = int(
-        sum(f == pf and p == pp for f, p, pf, pp in zip(counted["flops"], counted["params"], *predicted.values()))
-    )
+    both = (np.asarray(counted["flops"]) == predicted["flops"]) & (np.asarray(counted["params"]) == predicted["params"])
+    result["both_exact"] = int(both.sum())
     result["unsupported_layers"] = len(unsupported)
     for key, values in times.items():
         result[f"{key}_s"] = statistics.median(values)
-    result["counted_per_s"] = len(candidates) / (sum(times["materialize"]) + sum(times["count"]))
+    # medians, robust to other processes' bursts; the wall-clock rate is in the CSV too
+    result["counted_per_s"] = 1.0 / (result["materialize_s"] + result["count_s"])
+    result["counted_wall_per_s"] = len(candidates) / (sum(times["materialize"]) + sum(times["count"]))
     return result
 
 
@@ -175,6 +197,7 @@ def time_train_step(model: nn.Module, in_channels: int, size: int, *, batch: int
 def benchmark_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """One row of the tables for zoo model ``name``."""
     started = time.perf_counter()
+    stall_at_start = cpu_stall_seconds()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     in_channels, size = input_shape(name)
@@ -212,6 +235,7 @@ def benchmark_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "materialize_in_steps": agreement["materialize_s"] / step_s,
     }
     row["model_wall_s"] = time.perf_counter() - started
+    row["cpu_stall_share"] = stall_share(stall_at_start, row["model_wall_s"])
     logger.info(
         "%s: %d/%d exact, %.3g candidates/s priced, materialise %.1f ms, train step %.1f ms (%.0f s)",
         name, row["both_exact"], args.candidates, vectorised, 1e3 * row["materialize_s"], 1e3 * step_s,
@@ -220,8 +244,9 @@ def benchmark_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
-def machine_info(threads: int) -> dict[str, str]:
-    """What a reader needs to compare timings: cores, CPU model, library versions, date."""
+def machine_info(threads: int, stall: float) -> dict[str, str]:
+    """What a reader needs to compare timings: cores, CPU model, library versions, date, and
+    how busy the machine was (other processes slow every timing here)."""
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -231,11 +256,13 @@ def machine_info(threads: int) -> dict[str, str]:
     return {
         "cores (nproc)": str(len(os.sched_getaffinity(0))),
         "CPU": cpu,
-        "torch": f"{torch.__version__}, {threads} threads (torch.set_num_threads)",
+        "torch": f"{torch.__version__}, torch.set_num_threads({threads})",
         "torch-pruning": tp.__version__,
         "numpy": np.__version__,
         "Python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "CPU contention": f"some task waited for a CPU {stall:.0%} of the run (/proc/pressure/cpu); "
+        f"1-minute load average at the end {os.getloadavg()[0]:.2f}",
     }
 
 
@@ -245,7 +272,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(rows: list[dict[str, Any]], *, command: str, machine: dict[str, str], args, wall: float) -> str:
+def render_markdown(
+    rows: list[dict[str, Any]], *, command: str, machine: dict[str, str], args: argparse.Namespace, wall: float
+) -> str:
     """The three tables (agreement, throughput, materialisation overhead) with their context."""
     ms = lambda seconds: f"{1e3 * seconds:.1f}"  # noqa: E731
     rate = lambda per_s: f"{per_s:,.0f}"  # noqa: E731
@@ -264,9 +293,10 @@ def render_markdown(rows: list[dict[str, Any]], *, command: str, machine: dict[s
     )
     overhead = _table(
         ["model", "build space (ms)", "materialise (ms)", "deepcopy (ms)", "trace graph (ms)", "score + prune (ms)",
-         "count (ms)", f"train step, batch {args.batch} (ms)", "materialise / train step"],
+         "count (ms)", f"train step, batch {args.batch} (ms)", "materialise / train step", "CPU contention"],
         [[r["model"], ms(r["build_space_s"]), ms(r["materialize_s"]), ms(r["deepcopy_s"]), ms(r["trace_s"]),
-          ms(r["prune_s"]), ms(r["count_s"]), ms(r["train_step_s"]), f"{r['materialize_in_steps']:.2f}"]
+          ms(r["prune_s"]), ms(r["count_s"]), ms(r["train_step_s"]), f"{r['materialize_in_steps']:.2f}",
+          f"{r['cpu_stall_share']:.0%}"]
          for r in rows],
     )
     setup = "\n".join(f"- {key}: {value}" for key, value in machine.items())
@@ -282,7 +312,7 @@ Search spaces are the family defaults of `search_spaces/`; models are freshly in
 ## Agreement with counting the materialised model
 
 Each candidate (random levels; the first is the sparsest, the second uniform at level
-{'n_levels // 2'}) is materialised with Torch-Pruning and counted with hooks
+`n_levels // 2`) is materialised with Torch-Pruning and counted with hooks
 (`autoprune.space.counting.count`); "exact" counts candidates whose counted value equals
 the cost model's.
 
@@ -291,8 +321,9 @@ the cost model's.
 ## Throughput
 
 Vectorised: `space.cost("flops", levels)` on {args.priced:,} random candidates at once,
-best of {args.repeats}. One call each: the same on single level vectors. Counting:
-candidates materialised and counted per second over the agreement run.
+best of {args.repeats}. One call each: the same on single level vectors (up to 2,000).
+Counting: one over the median seconds of materialising plus counting a candidate of the
+agreement run (the CSV also has the rate over its wall-clock time, `counted_wall_per_s`).
 
 {throughput}
 
@@ -303,8 +334,9 @@ dense model, dependency-graph tracing, scoring with group L2 magnitude and pruni
 build space = `build_search_space`, median of 3. Train step = one SGD step (forward,
 cross-entropy, backward, update) at batch {args.batch} on random inputs, median of
 {args.train_steps}, on the model pruned uniformly at level `n_levels // 2` (keep ratio
-{rows[0]['train_keep_ratio'] if rows else 0.5}); the last column is how many such steps one
-materialisation costs.
+{rows[0]['train_keep_ratio']:g}); "materialise / train step" is how many such steps one
+materialisation costs. CPU contention: share of the model's benchmark time during which
+some task waited for a CPU (this benchmark's own threads included).
 
 {overhead}
 """
@@ -337,7 +369,7 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=_positive_int, default=200,
                         help="random candidates materialised and counted per model (default 200)")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), metavar="NAME",
@@ -363,11 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
+    stall_at_start = cpu_stall_seconds()
     started = time.perf_counter()
     rows = [benchmark_model(name, args) for name in args.models]
     wall = time.perf_counter() - started
+    stall = stall_share(stall_at_start, wall)
     command = shlex.join(["python", "experiments/cost_model.py", *argv])
-    text = render_markdown(rows, command=command, machine=machine_info(torch.get_num_threads()), args=args, wall=wall)
+    machine = machine_info(torch.get_num_threads(), stall)
+    text = render_markdown(rows, command=command, machine=machine, args=args, wall=wall)
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / "cost_model.md", text)
     write_atomic(args.out / "cost_model.csv", render_csv(rows))
