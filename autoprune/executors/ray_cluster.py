@@ -1,0 +1,184 @@
+"""Getting a Ray instance to run workers on: start a local one, or join a cluster.
+
+Three ways a driver can hold Ray, and what closing it means for each:
+
+- *started*: no ``address`` was given, so we start a private local instance (dashboard
+  off) sized for the workers asked for; closing shuts it down.
+- *joined*: ``address`` (``auto`` or ``HOST:PORT``) names a running cluster; we connect
+  and never start anything; closing kills only our actors and disconnects.
+- *borrowed*: this process is already connected (a notebook, a test fixture, a program
+  embedding autoprune); we use that connection and leave it open.
+
+How many workers fit, and with which resources each, is decided here too: one worker
+per GPU (or per ``gpus_per_worker`` share of one), else one per CPU slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from autoprune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'autoprune[ray]'"
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a :class:`UserError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"--executor ray needs Ray, which is not installed; install it with: {INSTALL_HINT}.") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """How this driver holds Ray, and the shape of the workers to create."""
+
+    mode: str  # "started", "joined" or "borrowed"
+    address: str  # the GCS address of the instance
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float  # 0.0: CPU workers
+    resources: dict[str, float]  # the cluster's total resources when we connected
+
+    @property
+    def owns_connection(self) -> bool:
+        """Whether :meth:`RayExecutor.close` should call ``ray.shutdown``."""
+        return self.mode in ("started", "joined")
+
+
+def local_cpus() -> int:
+    """CPUs this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def local_gpus() -> int:
+    """CUDA devices torch sees on this machine."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def connect(*, workers: int | None, address: str | None, gpus_per_worker: float | None) -> RaySession:
+    """Start or join Ray (see the module docstring) and decide the workers' shape."""
+    ray = import_ray()
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise UserError(f"workers must be a whole number >= 1, got {workers!r}.")
+    if gpus_per_worker is not None and not (isinstance(gpus_per_worker, (int, float)) and gpus_per_worker > 0):
+        raise UserError(f"gpus_per_worker must be a positive number such as 0.5 or 1, got {gpus_per_worker!r}.")
+    if address:
+        check_address(address, reachable=False)
+    if ray.is_initialized():
+        mode = "borrowed"
+        if address:
+            logger.warning("this process is connected to Ray already; using that connection, not --address %s",
+                           address)
+    elif address:
+        mode = "joined"
+        check_address(address)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise UserError(
+                f"could not join the Ray cluster at --address {address!r} ({type(exc).__name__}: {exc}); start one "
+                "with `ray start --head`, or leave out --address to start a local Ray instance."
+            ) from None
+    else:
+        mode = "started"
+        _start_local(ray, workers=workers, gpus_per_worker=gpus_per_worker)
+    try:
+        return _shape(ray, mode=mode, workers=workers, gpus_per_worker=gpus_per_worker)
+    except UserError:
+        if mode != "borrowed":
+            ray.shutdown()
+        raise
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto``."""
+    if address == "auto":
+        return None
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"--address must be auto or HOST:PORT of a Ray head (e.g. 10.0.0.5:6379), got {address!r}.")
+    return host, int(port)
+
+
+def check_address(address: str, *, reachable: bool = True, timeout: float = 10.0) -> None:
+    """Refuse a malformed ``--address``, and with ``reachable`` one where nothing answers
+    (at once: Ray itself keeps retrying for minutes). Cheap; callers may check early."""
+    target = _host_port(address)
+    if target is None or not reachable:
+        return
+    try:
+        socket.create_connection(target, timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"no Ray cluster answers at --address {address!r} ({exc.strerror or exc}); check the head's "
+                        "address and port (`ray status` on the head prints it), or use --address auto on a node "
+                        "of the cluster.") from None
+
+
+def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None) -> None:
+    cpus, gpus = local_cpus(), local_gpus()
+    if gpus_per_worker and not gpus:
+        raise UserError(f"--gpus-per-worker {gpus_per_worker} asks for GPUs, but torch sees no CUDA device on this "
+                        "machine; leave it out to run one worker per CPU.")
+    if gpus:
+        share = gpus_per_worker or 1.0
+        wanted = workers or max(1, int(gpus / share + 1e-9))
+        num_cpus = max(cpus, wanted)
+    else:
+        # a CPU worker reserves one logical CPU: size the instance so every asked worker fits,
+        # even more workers than cores (workers that wait on I/O or sleep still scale)
+        num_cpus = workers or cpus
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        num_gpus=gpus,
+        include_dashboard=False,
+        # honoured on macOS and Windows; on Linux, Ray (2.60) replaces a loopback node address
+        # with the machine's routable one, and its services, listening on every interface,
+        # rely on token authentication (on by default) to keep others out
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+    )
+    logger.info("started a local Ray instance with %d CPUs and %d GPUs", num_cpus, gpus)
+
+
+def _shape(ray: Any, *, mode: str, workers: int | None, gpus_per_worker: float | None) -> RaySession:
+    resources = {k: float(v) for k, v in ray.cluster_resources().items()
+                 if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    where = "this machine" if mode == "started" else "the Ray cluster"
+    if gpus_per_worker and not gpus:
+        raise UserError(f"--gpus-per-worker {gpus_per_worker} asks for GPUs, but {where} has none; "
+                        "leave it out to run one worker per CPU.")
+    if gpus:
+        share = float(gpus_per_worker or 1.0)
+        if share > gpus:
+            raise UserError(f"--gpus-per-worker {share} is more than the {gpus:g} GPUs of {where}.")
+        fits = int(gpus / share + 1e-9)
+    else:
+        share, fits = 0.0, int(cpus)
+    if workers is None:
+        if fits < 1:
+            raise UserError(f"{where} has no CPU or GPU to run a worker on ({resources}); pass --workers "
+                            "and add nodes, or leave out --address to start a local Ray instance.")
+        workers = fits
+    elif workers > fits:
+        logger.warning("%d workers asked for, but %s has room for %d now; the others start when resources free up",
+                       workers, where, fits)
+    address = ray.get_runtime_context().gcs_address
+    # one CPU per worker, GPU workers too (their evaluator still computes on it)
+    return RaySession(mode=mode, address=address, workers=workers, cpus_per_worker=1.0, gpus_per_worker=share,
+                      resources=resources)
