@@ -1,4 +1,4 @@
-"""``darwin``: DarwinLM's training-aware evolutionary search (Tang et al., 2025).
+"""``darwin``: DarwinLM's training-aware evolutionary search (Tang et al., 2025, arXiv:2502.07780).
 
 "DarwinLM: Evolutionary Structured Pruning of Large Language Models" searches a per-layer
 level allocation with a (1 + λ) evolution whose selection is *training-aware*: offspring
@@ -8,7 +8,7 @@ pruned model recovers is what matters, not how it scores the moment it is cut.
 - Genome: one level per group. The first parent is the least-pruning uniform level that
   meets the budget, given back what budget is left (:func:`~mutation.fill_steps`).
 - Mutation: level swaps (:mod:`autoprune.searchers.mutation`), min(U{1..3}, U{1..3}) per
-  child as in the paper's code, groups drawn in proportion to the cost a step moves;
+  child as in the authors' released code, groups drawn in proportion to the cost a step moves;
   children stay within budget and use nearly all of it. A child already seen (by kept
   counts, so two names of the same model count once) or equal to its parent is redrawn,
   at most ``REDRAWS`` times per place.
@@ -25,9 +25,12 @@ tokens per stage. That script retrains every stage from the pruned weights; cont
 instead reaches the same cumulative budget per stage, so here ``stage_steps`` are
 cumulative 10, 50, 100, 200 steps and a survivor pays only the difference.
 
-Fitness is the held-out loss (lower is better), or ``kl_to_dense``, the paper's default,
+Fitness is the held-out loss (lower is better), or ``kl_to_dense``, the script's default,
 the KL divergence of the dense model's predictions to the candidate's. Failed trials
 rank last. The run's ``--fidelity`` is not used: the stages set every trial's steps.
+``generations`` bounds the search (the script runs 200); by default the run's trial or
+time budget ends it. One generation costs ``offspring + sum(survivors[:-1])`` trials
+(30 by default); the first costs one more per stage, for the first parent's own chain.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from autoprune.searchers.staged import Generation, Schedule, check_int, fitness_
 logger = logging.getLogger(__name__)
 
 #: redraws allowed per offspring place before a generation makes do with fewer children
-REDRAWS = 20
+REDRAWS = 10
 
 
 class DarwinSearcher(Searcher):
@@ -100,7 +103,7 @@ class DarwinSearcher(Searcher):
                 break
             child = mutate(self.problem, parent, self._steps, self.rng, self.max_swaps)
             if child is None:
-                continue
+                break  # no swap fits the parent: no redraw can help
             if not self.problem.feasible(child)[0]:  # cannot happen with exact swaps; guard
                 child = fill_steps(self.problem, repair(self.problem, child, self.rng), self._steps, self.rng)
             key = self._key(child)
@@ -122,10 +125,11 @@ class DarwinSearcher(Searcher):
                 self.finished = True
                 return []
             children = self._children(self.parent)
-            if not children:
+            if not children and self.parent_result is not None:
                 logger.info("darwin: every child of the parent within reach was seen; finished")
                 self.finished = True
                 return []
+            # a parent without children is still scored once (carried through the stages alone)
             self.generation = Generation(offspring=children, elite_levels=self.parent, elite_result=self.parent_result,
                                          schedule=self.schedule, continued=True, fitness=self._fitness)
         return self.generation.take(n)

@@ -22,6 +22,7 @@ searcher's business (:class:`GridSteps`: the next distinct kept count; Týr: a w
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,8 +37,6 @@ Steps = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 DARWIN_MAX_SWAPS = 3
 #: Týr-the-Pruner's released search script draws min(U{1..4}, U{1..4})
 TYR_MAX_SWAPS = 4
-#: a swap tries this many groups to prune before giving up (no partner fits any of them)
-SWAP_TRIES = 8
 
 
 def number_of_swaps(rng: np.random.Generator, max_swaps: int) -> int:
@@ -76,45 +75,73 @@ class GridSteps:
         return self._up[self._rows, levels], self._down[self._rows, levels]
 
 
-def _resources(problem: Problem) -> list[tuple[str, float]]:
-    """The bounded FLOPs/params limits, or dense FLOPs when only latency is bounded."""
+def _usage(problem: Problem, levels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every bounded resource of each row of ``levels`` (dense FLOPs stand in when none is)."""
+    constraints, space = problem.constraints, problem.space
+    usage = getattr(constraints, "usage", None)  # latency budgets predict through a latency model
+    if usage is not None:
+        used = usage(space, levels)
+    else:
+        used = {r: space.cost(r, np.atleast_2d(levels)) for r in ("flops", "params") if r in constraints.limits}
+    return used or {"flops": space.cost("flops", np.atleast_2d(levels))}
+
+
+def _scale(problem: Problem, resource: str) -> float:
     limits = problem.constraints.limits
-    bounded = [(r, float(limits[r])) for r in ("flops", "params") if r in limits]
-    return bounded or [("flops", float(problem.space.dense["flops"]))]
+    return float(limits[resource]) if resource in limits else float(problem.space.dense[resource])
 
 
-def step_costs(problem: Problem, levels: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Cost change of moving each group alone to its target (relative to the limits, summed).
+@dataclass(frozen=True)
+class Moves:
+    """Each group moved alone to its target: the candidates, their cost change (relative
+    to the limits, summed over resources; NaN where there is no such step) and whether
+    they fit the budget."""
 
-    Entries where the target is -1 (no such step) are NaN.
-    """
+    candidates: np.ndarray
+    delta: np.ndarray
+    fits: np.ndarray
+
+
+def single_moves(problem: Problem, levels: np.ndarray, targets: np.ndarray) -> Moves:
+    """Every group's step to ``targets`` (-1: none), priced by the cost model in one pass."""
     n = len(levels)
-    moved = np.repeat(levels[None, :], n, axis=0)
+    rows = np.arange(n)
     valid = targets >= 0
-    moved[np.arange(n), np.arange(n)] = np.where(valid, targets, levels)
+    moved = np.repeat(levels[None, :], n + 1, axis=0)  # last row: ``levels`` itself
+    moved[rows, rows] = np.where(valid, targets, levels)
+    used = _usage(problem, moved)
     delta = np.zeros(n)
-    for resource, scale in _resources(problem):
-        base = float(problem.space.cost(resource, levels))
-        delta += (problem.space.cost(resource, moved) - base) / scale
-    return np.where(valid, delta, np.nan)
+    fits = valid.copy()
+    limits = problem.constraints.limits
+    for resource, values in used.items():
+        delta += (values[:n] - values[n]) / _scale(problem, resource)
+        if resource in limits:
+            fits &= values[:n] <= limits[resource]
+    return Moves(candidates=moved[:n], delta=np.where(valid, delta, np.nan), fits=fits)
 
 
 def _draw(rng: np.random.Generator, weights: np.ndarray, allowed: np.ndarray) -> int | None:
     """An index among ``allowed``, proportional to ``weights`` (uniform when all are zero)."""
-    if not allowed.any():
+    candidates = np.flatnonzero(allowed)
+    if len(candidates) == 0:
         return None
-    w = np.where(allowed, np.maximum(np.nan_to_num(weights), 0.0), 0.0)
-    if w.sum() <= 0:
-        w = allowed.astype(float)
-    return int(rng.choice(len(w), p=w / w.sum()))
+    w = weights[candidates]
+    positive = w > 0  # NaN (no such step) and non-positive weigh nothing
+    if positive.any():
+        candidates, w = candidates[positive], w[positive]
+    else:
+        w = np.ones(len(candidates))
+    cumulative = np.cumsum(w)
+    pick = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return int(candidates[min(pick, len(candidates) - 1)])
 
 
 def swap(problem: Problem, levels: np.ndarray, steps: Steps, rng: np.random.Generator) -> np.ndarray | None:
     """One swap: a group pruned one step more, another one step less; None when none fits."""
     up, _ = steps(levels)
-    saving = -step_costs(problem, levels, up)
+    saving = -single_moves(problem, levels, up).delta
     tried = np.zeros(len(levels), dtype=bool)
-    for _ in range(SWAP_TRIES):
+    while True:  # until a pair fits or every group to prune has been tried
         a = _draw(rng, saving, (up >= 0) & ~tried)
         if a is None:
             return None
@@ -123,40 +150,37 @@ def swap(problem: Problem, levels: np.ndarray, steps: Steps, rng: np.random.Gene
         raised[a] = up[a]
         _, down = steps(raised)
         down[a] = -1  # giving back what was just taken is no move
-        extra = step_costs(problem, raised, down)
-        lowered = np.repeat(raised[None, :], len(levels), axis=0)
-        rows = np.arange(len(levels))
-        lowered[rows, rows] = np.where(down >= 0, down, raised)
-        fits = (down >= 0) & problem.feasible(lowered)
-        b = _draw(rng, extra, fits)
+        lowered = single_moves(problem, raised, down)
+        b = _draw(rng, lowered.delta, lowered.fits)
         if b is not None:
-            return lowered[b]
-    return None
+            return lowered.candidates[b]
 
 
 def mutate(problem: Problem, parent: np.ndarray, steps: Steps, rng: np.random.Generator,
            max_swaps: int) -> np.ndarray | None:
-    """``parent`` after min(U{1..max}, U{1..max}) swaps, then filled; None if no swap fits."""
+    """``parent`` after min(U{1..max}, U{1..max}) swaps, then filled.
+
+    None when no swap fits the parent at all, so that no redraw can help (a child that
+    undoes its own swaps comes back equal to the parent, for the caller to discard).
+    """
     child = np.array(parent, dtype=np.int64)
-    for _ in range(number_of_swaps(rng, max_swaps)):
+    for i in range(number_of_swaps(rng, max_swaps)):
         moved = swap(problem, child, steps, rng)
         if moved is None:
+            if i == 0:
+                return None
             break
         child = moved
-    if np.array_equal(child, parent):
-        return None
     return fill_steps(problem, child, steps, rng)
 
 
 def fill_steps(problem: Problem, levels: np.ndarray, steps: Steps, rng: np.random.Generator) -> np.ndarray:
     """Give back one step of a random group at a time while the budget holds."""
     current = np.array(levels, dtype=np.int64)
-    rows = np.arange(len(current))
     while True:
         _, down = steps(current)
-        lowered = np.repeat(current[None, :], len(current), axis=0)
-        lowered[rows, rows] = np.where(down >= 0, down, current)
-        options = np.flatnonzero((down >= 0) & problem.feasible(lowered))
+        lowered = single_moves(problem, current, down)
+        options = np.flatnonzero(lowered.fits)
         if len(options) == 0:
             return current
-        current = lowered[rng.choice(options)]
+        current = lowered.candidates[rng.choice(options)]

@@ -27,17 +27,19 @@ def repair(problem: Problem, levels: np.ndarray, rng: np.random.Generator) -> np
     """Prune more, group by group, until ``levels`` is within every FLOPs/params limit.
 
     Each step raises the level of one group, drawn with probability proportional to the
-    cost it saves (the sum over bounded resources, each relative to its limit).
+    cost it saves (the sum over bounded resources, each relative to its limit; latency as
+    the latency model predicts it).
     """
     space = problem.space
+    constraints = problem.constraints
     current = np.array(levels, dtype=np.int64)
-    limits = problem.constraints.limits
     while not problem.feasible(current)[0]:
         moved, valid = _neighbours(current, +1, space.n_levels)
         saving = np.zeros(len(current))
-        for resource in ("flops", "params"):
-            if resource in limits:
-                saving += (space.cost(resource, current) - space.cost(resource, moved)) / limits[resource]
+        now = constraints.usage(space, current)
+        after = constraints.usage(space, moved)
+        for resource, limit in constraints.limits.items():
+            saving += (now[resource] - after[resource]) / limit
         weights = np.where(valid, np.maximum(saving, 0.0), 0.0)
         if weights.sum() <= 0:
             # rounding can make neighbouring levels keep the same count: a step that saves

@@ -48,7 +48,7 @@ def check_int(name: str, value: object, minimum: int) -> int:
 
 
 def check_ints(name: str, values: object, minimum: int, length: int | None = None) -> tuple[int, ...]:
-    """A non-empty, non-decreasing-checked-elsewhere sequence of whole numbers >= ``minimum``."""
+    """A non-empty list of whole numbers >= ``minimum`` (of ``length`` entries when given)."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
         raise ValueError(f"{name} must be a non-empty list of whole numbers, got {values!r}")
     out = tuple(check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(values))
@@ -90,7 +90,7 @@ class Schedule:
         return len(self.survivors)
 
 
-def fitness_of(metric: str) -> Callable[[Result], float]:
+def fitness_of(metric: str) -> Callable[[Result | None], float]:
     """Lower is better; a failed trial or a missing or non-finite metric is the worst."""
     if metric not in FITNESS_METRICS:
         raise ValueError(f"fitness must be one of {FITNESS_METRICS}, got {metric!r}")
@@ -130,12 +130,14 @@ class Generation:
     schedule: Schedule
     continued: bool
     fitness: Callable[[Result | None], float]
-    stage: int = 0
-    #: members entering each stage, for the record (tests read the bookkeeping here)
-    entrants: list[list[Member]] = field(default_factory=list)
-    winner: Member | None = None
-    _queue: list[_Handout] = field(default_factory=list)
-    _outstanding: list[_Handout] = field(default_factory=list)
+    #: the stage under way (``schedule.n_stages - 1`` once done)
+    stage: int = field(default=0, init=False)
+    #: members entering each stage, for the record
+    entrants: list[list[Member]] = field(default_factory=list, init=False)
+    #: the last stage's best, set when the generation is done
+    winner: Member | None = field(default=None, init=False)
+    _queue: list[_Handout] = field(default_factory=list, init=False, repr=False)
+    _outstanding: list[_Handout] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.elite = Member(levels=np.array(self.elite_levels, dtype=np.int64), elite=True,

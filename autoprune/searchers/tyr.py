@@ -1,12 +1,14 @@
-"""``tyr``: Týr-the-Pruner's coarse-to-fine sparsity-distribution search (Li et al., 2025).
+"""``tyr``: Týr-the-Pruner's coarse-to-fine sparsity search (Li et al., 2025, arXiv:2503.09657).
 
-"Týr-the-Pruner: Structural Pruning LLMs via Global Sparsity Distribution Optimization"
-prunes every layer at a few sparsities around a centre (a *supernet*), searches which
-one each layer takes under the overall target by evolution with a cheap, training-free
-fitness, then re-centres every layer on the best found and halves the spacing:
+"Týr-the-Pruner: Unlocking Accurate 50% Structural Pruning for LLMs via Global Sparsity
+Distribution Optimization" (NeurIPS 2025 as "...: Structural Pruning LLMs via Global
+Sparsity Distribution Optimization") prunes every layer at a few sparsities around a
+centre (a *supernet*), searches which one each layer takes under the overall target by
+evolution with a cheap, training-free fitness, then re-centres every layer on the best
+found and halves the spacing:
 
 - Window: each group may take the centre level ± ``window`` steps (9 levels by default,
-  the paper's ``num_sparsity_levels 9``).
+  ``--num_sparsity_levels 9`` in the authors' released ``script/example.sh``).
 - Rounds: ``rounds`` (4) rounds; round ``r`` steps ``coarse_step / 2**r`` of a group's
   units (12.5%, 6.25%, 3.125%, 1.5625%, the paper's schedule). Round 1 is centred on
   the least-pruning uniform level that meets the budget (the parent starts there, given
@@ -23,13 +25,17 @@ fitness, then re-centres every layer on the best found and halves the spacing:
 Steps are counted in *grid levels*: a round steps ``max(1, round(ratio / level_step))``
 levels, where ``level_step`` is the grid's (median) spacing of keep ratios. The default
 grid (``level_step: 0.0625``) therefore steps 2, 1, 1, 1 levels: it is coarser than the
-paper's last two rounds, which then repeat the finest search (1 level) around the
-re-centred best, a finer local search but not a finer grid. Give the search space a
+paper's last two rounds, which then repeat the one-level search around the re-centred
+best: more generations at the grid's resolution, not a finer one. Give the search space
 ``level_step: 0.015625`` (in its YAML) for the paper's full 8, 4, 2, 1 levels.
 
 Defaults scaled from the released ``script/example.sh`` (128 offspring, survivors 16,
 4, 2 on 2048, 16384, 131072 tokens, 50 generations per round) to short runs: 16
-offspring, survivors 4, 2, 1 on 256, 1024, 4096 held-out samples, 5 generations.
+offspring, survivors 4, 2, 1 on 256, 1024, 4096 held-out samples, 5 generations per
+round. A generation costs ``offspring + sum(survivors[:-1])`` trials (22), plus one the
+first time to score the first parent; 4 rounds of 5 are 441 trials. Týr's cache of
+pruned weights per group and level (its supernet) is the evaluator's business: the
+searcher only names levels.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from autoprune.space.search_space import SearchSpace
 logger = logging.getLogger(__name__)
 
 #: redraws allowed per offspring place before a generation makes do with fewer children
-REDRAWS = 20
+REDRAWS = 10
 
 
 def grid_spacing(space: SearchSpace) -> float:
@@ -61,21 +67,34 @@ def round_step(space: SearchSpace, coarse_step: float, round_index: int) -> int:
 
 
 class WindowSteps:
-    """Steps of ``step`` grid levels, at most ``window`` steps either side of ``centre``."""
+    """Steps of ``step`` grid levels, at most ``window`` steps either side of ``centre``.
 
-    def __init__(self, centre: np.ndarray, step: int, window: int, n_levels: int) -> None:
+    A step that keeps the same number of channels (a rounding plateau) is no step: it
+    would only rename the model. Targets are tabulated once per round for every group
+    and level, so a step is a table lookup.
+    """
+
+    def __init__(self, space: SearchSpace, centre: np.ndarray, step: int, window: int) -> None:
         self.centre = np.array(centre, dtype=np.int64)
-        self.step, self.window, self.n_levels = step, window, n_levels
+        self.step, self.window = step, window
+        kept = np.array([g.kept for g in space.groups], dtype=np.int64)  # (G, L)
+        n_groups, n_levels = kept.shape
+        levels = np.broadcast_to(np.arange(n_levels), kept.shape)
+        offset = (levels - self.centre[:, None]) // step
+        rows = np.arange(n_groups)[:, None]
+        up, down = levels + step, levels - step
+        up_ok = (offset < window) & (up < n_levels)
+        up_ok &= kept[rows, np.minimum(up, n_levels - 1)] < kept
+        down_ok = (offset > -window) & (down >= 0)
+        down_ok &= kept[rows, np.maximum(down, 0)] > kept
+        self._up, self._down = np.where(up_ok, up, -1), np.where(down_ok, down, -1)
+        self._rows = np.arange(n_groups)
 
     def offsets(self, levels: np.ndarray) -> np.ndarray:
         return (np.asarray(levels) - self.centre) // self.step
 
     def __call__(self, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        offset = self.offsets(levels)
-        up, down = levels + self.step, levels - self.step
-        up = np.where((offset < self.window) & (up < self.n_levels), up, -1)
-        down = np.where((offset > -self.window) & (down >= 0), down, -1)
-        return up, down
+        return self._up[self._rows, levels], self._down[self._rows, levels]
 
 
 class TyrSearcher(Searcher):
@@ -127,8 +146,8 @@ class TyrSearcher(Searcher):
         for level in range(self.space.n_levels):
             uniform = self.space.uniform_candidate(level)
             if self.problem.feasible(uniform)[0]:
-                self.steps = WindowSteps(uniform, round_step(self.space, self.coarse_step, 0), self.window,
-                                         self.space.n_levels)
+                self.steps = WindowSteps(self.space, uniform, round_step(self.space, self.coarse_step, 0),
+                                         self.window)
                 self.parent = fill_steps(self.problem, uniform, self.steps, self.rng)
                 self._seen.add(self._key(self.parent))
                 return True
@@ -140,7 +159,7 @@ class TyrSearcher(Searcher):
         self.generations_done = 0
         if self.round < self.rounds and self.parent is not None:
             step = round_step(self.space, self.coarse_step, self.round)
-            self.steps = WindowSteps(self.parent, step, self.window, self.space.n_levels)
+            self.steps = WindowSteps(self.space, self.parent, step, self.window)
             logger.info("tyr: round %d of %d, step %d grid levels", self.round + 1, self.rounds, step)
 
     def _children(self) -> list[np.ndarray]:
@@ -151,7 +170,7 @@ class TyrSearcher(Searcher):
                 break
             child = mutate(self.problem, self.parent, self.steps, self.rng, self.max_swaps)
             if child is None:
-                continue
+                break  # no swap fits the parent: no redraw can help
             key = self._key(child)
             if key in self._seen:
                 continue
@@ -171,9 +190,10 @@ class TyrSearcher(Searcher):
                 self._next_round()
                 continue
             children = self._children()
-            if not children:  # the window around the parent is exhausted
+            if not children and self.parent_result is not None:  # the window around the parent is exhausted
                 self._next_round()
                 continue
+            # a first parent without children is still scored once (at the last stage)
             self.generation = Generation(offspring=children, elite_levels=self.parent,  # type: ignore[arg-type]
                                          elite_result=self.parent_result, schedule=self.schedule,
                                          continued=False, fitness=self._fitness)
@@ -189,6 +209,18 @@ class TyrSearcher(Searcher):
                 self.parent, self.parent_result = winner.levels.copy(), winner.result
             self.generation = None
             self.generations_done += 1
+
+    def window_levels(self) -> list[tuple[int, ...]] | None:
+        """Per group, the levels the current round may propose (None before the first ask).
+
+        A hint for an evaluator that caches pruned weights per group and level (Týr's
+        supernet): what to prepare when a round starts and what it may drop after.
+        """
+        if self.steps is None:
+            return None
+        n_levels = self.space.n_levels
+        offsets = np.arange(-self.window, self.window + 1) * self.steps.step
+        return [tuple(int(v) for v in c + offsets if 0 <= v < n_levels) for c in self.steps.centre]
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "rounds": self.rounds, "window": self.window, "coarse_step": self.coarse_step,
