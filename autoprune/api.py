@@ -20,6 +20,7 @@ from autoprune.executors import Executor, LocalExecutor
 from autoprune.pick import pick_row
 from autoprune.loop import LoopStats, run_loop
 from autoprune.searchers import make_searcher
+from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, pareto_front, trials_table
 from autoprune.store.journal import Journal
@@ -38,13 +39,16 @@ class Run:
         self.space = SearchSpace.from_dict(self.info["space"])
         self.limits: dict[str, float] = self.info["limits"]
         self.dense: dict[str, float] = self.info["dense"]
+        stored_latency = self.info.get("latency_model")
+        self.latency_model = LatencyModel.from_dict(stored_latency) if stored_latency else None
         self.last_stats: LoopStats | None = None
 
     @property
     def trials(self) -> pd.DataFrame:
         """Every journaled trial, one row each."""
         journal = Journal(self.path)
-        return trials_table(list(journal.records.values()), self.space.group_names, self.limits)
+        return trials_table(list(journal.records.values()), self.space.group_names, self.limits,
+                            self.latency_model)
 
     @property
     def front(self) -> pd.DataFrame:
@@ -107,6 +111,8 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
         "dense": prepared.dense_metrics,
         "limits": prepared.constraints.to_dict(),
         "space": prepared.space.to_dict(),
+        "latency_model": (prepared.constraints.latency_model.to_dict()
+                          if prepared.constraints.latency_model is not None else None),
         "environment": environment(),
         "sessions": [],
     })

@@ -20,11 +20,12 @@ from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
 from autoprune.evaluation.latency import measure_latency
 from autoprune.evaluation.training import TrainConfig, measure
 from autoprune.searchers.base import Problem
-from autoprune.space.analysis import build_search_space
+from autoprune.evaluation.latency_table import build_latency_model
+from autoprune.space.analysis import analyse
 from autoprune.space.budget import Constraints, parse_budgets, resolve
 from autoprune.space.materialize import materialize
 from autoprune.space.search_space import SearchSpace
-from autoprune.tasks import Task, prepare_task
+from autoprune.tasks import Task, cache_dir, prepare_task
 
 
 @dataclass
@@ -57,7 +58,8 @@ def prepare(config: SearchConfig) -> Prepared:
     task = prepare_task(model=config.model, data=config.data, data_root=config.data_root,
                         image_size=config.image_size, checkpoint=config.checkpoint, space_file=config.space_file)
     never_prune = list(task.space_config.never_prune)
-    space = build_search_space(task.dense, task.example_input(), grid=task.space_config.grid, never_prune=never_prune)
+    example = task.example_input()
+    space, couplings = analyse(task.dense, example, grid=task.space_config.grid, never_prune=never_prune)
     shape = task.data.input_shape
     val_accuracy, val_loss = measure(task.dense, task.data, task.data.val)
     test_accuracy, _ = measure(task.dense, task.data, task.data.test)
@@ -66,12 +68,16 @@ def prepare(config: SearchConfig) -> Prepared:
         "accuracy": val_accuracy, "loss": val_loss, "test_accuracy": test_accuracy,
         "flops": space.dense["flops"], "params": space.dense["params"], "latency_ms": dense_latency.median_ms,
     }
-    min_latency = None
+    latency_model = None
     if any(b.resource == "latency" for b in budgets):
-        sparsest, _ = materialize(task.dense, space, space.sparsest_candidate(), task.example_input(),
-                                  never_prune=never_prune)
-        min_latency = measure_latency(sparsest, shape, batch_size=config.latency_batch_size).median_ms
-    constraints = resolve(budgets, space, dense_latency_ms=dense_latency.median_ms, min_latency_ms=min_latency)
+        latency_model = build_latency_model(
+            model=task.dense, space=space, couplings=couplings, example_input=example,
+            materialize=lambda levels: materialize(task.dense, space, levels, example, never_prune=never_prune)[0],
+            batch_size=config.latency_batch_size, device="cpu", cache_folder=cache_dir(),
+            cache_key={"model": task.model_spec.to_dict(), "weights": task.weights_source},
+        )
+        dense_metrics["predicted_latency_ms"] = float(latency_model.predict(space.dense_candidate())[0])
+    constraints = resolve(budgets, space, latency_model)
     try:
         evaluator = Evaluator(dense=task.dense, data=task.data, space=space, never_prune=never_prune,
                               config=evaluator_config(config))

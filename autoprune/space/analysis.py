@@ -21,10 +21,22 @@ from autoprune.space.levels import LevelGrid
 from autoprune.space.search_space import Group, SearchSpace
 
 
+#: a layer's input and output channel counts in terms of the groups' kept counts
+#: (None: the layer's own full count, no group prunes that side)
+Coupling = tuple["LinearCount | None", "LinearCount | None"]
+
+
 def build_search_space(
     model: nn.Module, example_input: torch.Tensor, *, grid: LevelGrid, never_prune: list[str]
 ) -> SearchSpace:
     """Analyse ``model`` at ``example_input`` (batch of 1) and return its search space."""
+    return analyse(model, example_input, grid=grid, never_prune=never_prune)[0]
+
+
+def analyse(
+    model: nn.Module, example_input: torch.Tensor, *, grid: LevelGrid, never_prune: list[str]
+) -> tuple[SearchSpace, dict[str, Coupling]]:
+    """The search space, and how each named layer's channels follow the groups."""
     if example_input.shape[0] != 1:
         example_input = example_input[:1]
     positions = layer_positions(model, example_input)
@@ -39,9 +51,11 @@ def build_search_space(
     counts_in, counts_out = _channel_counts(traced, groups)
     flops = QuadraticCost(n_groups=len(groups))
     params = QuadraticCost(n_groups=len(groups))
+    couplings: dict[str, Coupling] = {}
     for name, module in model.named_modules():
         _add_layer(name, module, counts_in.get(module), counts_out.get(module), positions.get(name, 0), flops, params)
-    return SearchSpace(groups=groups, grid=grid, flops=flops, params=params)
+        couplings[name] = (counts_in.get(module), counts_out.get(module))
+    return SearchSpace(groups=groups, grid=grid, flops=flops, params=params), couplings
 
 
 def _channel_counts(traced: TracedGroups, groups: list[Group]) -> tuple[dict, dict]:

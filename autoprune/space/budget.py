@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoprune.errors import UserError
+from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 
 RESOURCES = ("flops", "params", "latency")
@@ -92,63 +93,70 @@ def parse_budgets(texts: list[str]) -> list[Budget]:
 class Constraints:
     """Budgets resolved to absolute limits for one model: what a searcher must respect.
 
-    FLOPs and params are checked from the level vector alone (exact cost model);
-    latency, when bounded, is checked on the measured value of each evaluated model.
+    FLOPs and params are checked from the level vector alone (exact cost model); latency
+    from the level vector through the per-layer latency tables of ``latency_model``.
     """
 
     limits: dict[str, float]
+    latency_model: LatencyModel | None = None
+
+    def usage(self, space: SearchSpace, levels: np.ndarray) -> dict[str, np.ndarray]:
+        """Each bounded resource of each candidate (rows of ``levels``; 1-D is one row)."""
+        arr = np.atleast_2d(levels)
+        used: dict[str, np.ndarray] = {}
+        for resource in self.limits:
+            if resource == "latency":
+                if self.latency_model is None:
+                    raise ValueError("a latency limit needs a latency model")
+                used[resource] = self.latency_model.predict(arr)
+            else:
+                used[resource] = space.cost(resource, arr)
+        return used
 
     def feasible(self, space: SearchSpace, levels: np.ndarray) -> np.ndarray:
-        """Boolean per candidate (rows of ``levels``, 1-D counts as one row): within every FLOPs/params limit."""
-        arr = np.atleast_2d(levels)
-        ok = np.ones(len(arr), dtype=bool)
-        for resource in ("flops", "params"):
-            if resource in self.limits:
-                ok &= space.cost(resource, arr) <= self.limits[resource]
+        """Boolean per candidate (rows of ``levels``; 1-D is one row): within every limit."""
+        ok = np.ones(len(np.atleast_2d(levels)), dtype=bool)
+        for resource, used in self.usage(space, levels).items():
+            ok &= used <= self.limits[resource]
         return ok
 
     def slack(self, space: SearchSpace, levels: np.ndarray) -> np.ndarray:
-        """Smallest fraction of any FLOPs/params limit still unused (negative when over)."""
-        arr = np.atleast_2d(levels)
-        slack = np.full(len(arr), np.inf)
-        for resource in ("flops", "params"):
-            if resource in self.limits:
-                slack = np.minimum(slack, 1.0 - space.cost(resource, arr) / self.limits[resource])
+        """Smallest fraction of any limit still unused (negative when over)."""
+        slack = np.full(len(np.atleast_2d(levels)), np.inf)
+        for resource, used in self.usage(space, levels).items():
+            slack = np.minimum(slack, 1.0 - used / self.limits[resource])
         return slack
 
     def to_dict(self) -> dict[str, float]:
         return dict(self.limits)
 
 
-def resolve(budgets: list[Budget], space: SearchSpace, dense_latency_ms: float | None = None,
-            min_latency_ms: float | None = None) -> Constraints:
+def resolve(budgets: list[Budget], space: SearchSpace, latency_model: LatencyModel | None = None) -> Constraints:
     """Absolute limits for ``space``'s model; refuse a budget no candidate can meet.
 
     The message names the smallest achievable value so the user knows what to ask for.
+    Relative latency is relative to the dense model's latency as the model predicts it.
     """
     limits: dict[str, float] = {}
     sparsest = space.sparsest_candidate()
     for b in budgets:
         if b.resource in ("flops", "params"):
-            dense = space.dense[b.resource]
-            limit = b.limit(dense)
+            dense = float(space.dense[b.resource])
             smallest = float(space.cost(b.resource, sparsest))
-            if smallest > limit:
-                unit = " MACs" if b.resource == "flops" else ""
-                raise UserError(
-                    f"budget {b.text} is unreachable: the smallest model of this search space has "
-                    f"{smallest / dense:.4f} of the dense {b.resource} ({smallest:,.0f}{unit}); "
-                    f"ask for at least {b.resource}={_round_up(smallest / dense)}."
-                )
+            unit = " MACs" if b.resource == "flops" else ""
+            shown = f"{smallest:,.0f}{unit}"
         else:
-            if dense_latency_ms is None or min_latency_ms is None:
-                raise ValueError("latency budgets need the dense and the smallest model's measured latency")
-            limit = b.limit(dense_latency_ms)
-            if min_latency_ms > limit:
-                raise UserError(
-                    f"budget {b.text} is unreachable: the smallest model of this search space measured "
-                    f"{min_latency_ms:.3f} ms here ({min_latency_ms / dense_latency_ms:.3f} of dense); "
-                    f"ask for at least latency={_round_up(min_latency_ms / dense_latency_ms)}."
-                )
+            if latency_model is None:
+                raise ValueError("latency budgets need a latency model")
+            dense = float(latency_model.predict(space.dense_candidate())[0])
+            smallest = float(latency_model.predict(sparsest)[0])
+            shown = f"{smallest:.3f} ms predicted on this machine"
+        limit = b.limit(dense)
+        if smallest > limit:
+            raise UserError(
+                f"budget {b.text} is unreachable: the smallest model of this search space has "
+                f"{smallest / dense:.4f} of the dense {b.resource} ({shown}); "
+                f"ask for at least {b.resource}={_round_up(smallest / dense)}."
+            )
         limits[b.resource] = float(limit)
-    return Constraints(limits=limits)
+    return Constraints(limits=limits, latency_model=latency_model)
