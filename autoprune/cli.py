@@ -31,7 +31,7 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--bn-batches": ("bn_batches", int, "training batches for BatchNorm recalibration [8]"),
     "--lr": ("lr", float, "peak learning rate of retraining [0.05]"),
     "--batch-size": ("batch_size", int, "retraining batch size [64]"),
-    "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 [0]"),
+    "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 [0.5]"),
     "--latency-batch-size": ("latency_batch_size", int, "batch size of latency measurements [1]"),
     "--device": ("device", str, "auto (CUDA when present), cpu or cuda[:N] [auto]"),
     "--executor": ("executor", str, "where candidates are evaluated: local or ray [local]"),
