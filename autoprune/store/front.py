@@ -13,21 +13,29 @@ import pandas as pd
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from autoprune.space.latency_model import LatencyModel
+
 #: (column, direction) of each objective
 OBJECTIVES: tuple[tuple[str, str], ...] = (
     ("accuracy", "max"), ("flops", "min"), ("params", "min"), ("latency_ms", "min"),
 )
-METRIC_COLUMNS = ("accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio", "latency_ms",
-                  "latency_iqr_ms", "steps", "samples", "seconds")
+METRIC_COLUMNS = ("accuracy", "loss", "kl_to_dense", "flops", "params", "flops_ratio", "params_ratio",
+                  "latency_ms", "latency_iqr_ms", "steps", "samples", "seconds")
 
 
-def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: dict[str, float]) -> pd.DataFrame:
-    """One row per journaled trial: status, metrics, budget check and one column per group level."""
+def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: dict[str, float],
+                 latency_model: LatencyModel | None = None) -> pd.DataFrame:
+    """One row per journaled trial: status, metrics, budget check and one column per group level.
+
+    A latency limit is checked on the latency the search was held to, the latency model's
+    prediction (column ``predicted_latency_ms``); ``latency_ms`` is what was measured.
+    """
     rows = []
     for record in sorted(records, key=lambda r: r["trial_id"]):
         metrics = record.get("metrics") or {}
         row: dict[str, Any] = {"trial_id": record["trial_id"], "status": record["status"],
-                               "fidelity": record["fidelity"], "error": record.get("error")}
+                               "fidelity": record["fidelity"], "eval_samples": record.get("eval_samples"),
+                               "error": record.get("error")}
         for column in METRIC_COLUMNS:
             row[column] = metrics.get(column, np.nan)
         for name, level in zip(group_names, record["levels"]):
@@ -36,9 +44,12 @@ def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: 
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    if latency_model is not None:
+        levels = np.array([record["levels"] for record in sorted(records, key=lambda r: r["trial_id"])])
+        table["predicted_latency_ms"] = latency_model.predict(levels)
     within = table["status"] == "ok"
     for resource, limit in limits.items():
-        column = "latency_ms" if resource == "latency" else resource
+        column = "predicted_latency_ms" if resource == "latency" else resource
         within &= table[column] <= limit
     table.insert(2, "within_budget", within)
     return table
@@ -49,12 +60,26 @@ def _minimised(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...]) -> 
     return np.column_stack(columns)
 
 
+def last_stage(table: pd.DataFrame) -> pd.DataFrame:
+    """The trials scored at the run's highest fidelity, and among those on the most held-out
+    samples (all of them when ``eval_samples`` is empty).
+
+    Staged searchers (darwin, tyr) score early stages after less retraining and on less
+    data; those accuracies are not comparable with the last stage's, so only the last
+    stage competes for the front. Searchers without stages have one stage: every trial."""
+    if table.empty:
+        return table
+    eval_order = table["eval_samples"].astype(float).fillna(np.inf)
+    at_top = table["fidelity"] == table["fidelity"].max()
+    return table[at_top & (eval_order == eval_order[at_top].max())]
+
+
 def pareto_front(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...] = OBJECTIVES) -> pd.DataFrame:
-    """Non-dominated trials among those ok and within budget, best accuracy first."""
+    """Non-dominated trials among those ok, within budget and at the last stage, best accuracy first."""
     if table.empty:
         return table
     usable = [(c, d) for c, d in objectives if c in table and table[c].notna().any()]
-    eligible = table[table["within_budget"]].dropna(subset=[c for c, _ in usable])
+    eligible = last_stage(table[table["within_budget"]]).dropna(subset=[c for c, _ in usable])
     if eligible.empty:
         return eligible
     # identical allocations evaluated twice would dominate nobody; keep the first
