@@ -100,23 +100,28 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
     prepared = prepare(config)
     searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
                              options=config.searcher_options)
-    create_run(path, {
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "config": config.to_dict(),
-        "searcher": searcher.options(),
-        "evaluator": {**prepared.evaluator.config.to_dict(), "placement": asdict(prepared.evaluator.placement)},
-        "weights": prepared.task.weights_source,
-        "model_spec": prepared.task.model_spec.to_dict(),
-        "never_prune": list(prepared.task.space_config.never_prune),
-        "dense": prepared.dense_metrics,
-        "limits": prepared.constraints.to_dict(),
-        "space": prepared.space.to_dict(),
-        "latency_model": (prepared.constraints.latency_model.to_dict()
-                          if prepared.constraints.latency_model is not None else None),
-        "environment": environment(),
-        "sessions": [],
-    })
-    return _drive(Run(path), prepared, searcher, progress=progress)
+    executor = make_executor(config, prepared)  # before the run directory: a bad --address writes nothing
+    try:
+        create_run(path, {
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "config": config.to_dict(),
+            "searcher": searcher.options(),
+            "evaluator": {**prepared.evaluator.config.to_dict(), "placement": asdict(prepared.evaluator.placement)},
+            "weights": prepared.task.weights_source,
+            "model_spec": prepared.task.model_spec.to_dict(),
+            "never_prune": list(prepared.task.space_config.never_prune),
+            "dense": prepared.dense_metrics,
+            "limits": prepared.constraints.to_dict(),
+            "space": prepared.space.to_dict(),
+            "latency_model": (prepared.constraints.latency_model.to_dict()
+                              if prepared.constraints.latency_model is not None else None),
+            "environment": environment(),
+            "sessions": [],
+        })
+    except BaseException:
+        executor.close()
+        raise
+    return _drive(Run(path), prepared, searcher, executor, progress=progress)
 
 
 def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float | None = None,
@@ -136,7 +141,7 @@ def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float 
         run.info["config"] = config.to_dict()
         update_run(run.path, run.info)
         run.config = config
-    return _drive(run, prepared, searcher, progress=progress)
+    return _drive(run, prepared, searcher, make_executor(config, prepared), progress=progress)
 
 
 def make_executor(config: SearchConfig, prepared: Any) -> Executor:
@@ -149,10 +154,9 @@ def make_executor(config: SearchConfig, prepared: Any) -> Executor:
     return LocalExecutor(prepared.evaluator)
 
 
-def _drive(run: Run, prepared: Any, searcher: Any, *, progress: bool) -> Run:
+def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, progress: bool) -> Run:
     config = run.config
     journal = Journal(run.path)
-    executor = make_executor(config, prepared)
     started = time.time()
     try:
         stats = run_loop(
@@ -161,11 +165,14 @@ def _drive(run: Run, prepared: Any, searcher: Any, *, progress: bool) -> Run:
             checkpoints=CheckpointStore(run.path / "checkpoints"),
             on_result=lambda _r: run.write_front(), progress=progress,
         )
+        usage = executor.utilisation()
     finally:
         executor.close()
-    run.info["sessions"].append({"started": started, "seconds": time.time() - started,
-                                 "evaluated": stats.evaluated, "replayed": stats.replayed,
-                                 "stopped_by": stats.stopped_by})
+    session = {"started": started, "seconds": time.time() - started, "evaluated": stats.evaluated,
+               "replayed": stats.replayed, "stopped_by": stats.stopped_by}
+    if usage is not None:
+        session["workers"] = usage
+    run.info["sessions"].append(session)
     update_run(run.path, run.info)
     run.write_front()
     run.last_stats = stats

@@ -118,6 +118,10 @@ def _print_summary(run: Any) -> None:
     print(f"\nrun directory: {run.path}")
     print(f"trials: {len(trials)} ({ok} ok, {len(trials) - ok} failed); "
           f"this session evaluated {stats.evaluated}, replayed {stats.replayed}; stopped by {stats.stopped_by}")
+    usage = run.info["sessions"][-1].get("workers") if run.info["sessions"] else None
+    if usage:
+        print(f"workers: {usage['workers']} ({usage['executor']}), busy {usage['utilisation']:.0%} of the time; "
+              f"{usage['retried']} evaluations retried, {usage['replaced']} workers replaced")
     budgets = ", ".join(run.config.budget)
     print(f"dense model: accuracy {run.dense['accuracy']:.4f} (held-out), {run.dense['flops']:,} FLOPs (MACs), "
           f"{run.dense['params']:,} params; budget: {budgets}")

@@ -65,5 +65,10 @@ class Executor(ABC):
     def run(self, jobs: list[Job]) -> Iterator[Result]:
         """Yield one result per job, in the order they finish."""
 
+    def utilisation(self) -> dict[str, Any] | None:
+        """How busy the workers were (for the run summary); None where it says nothing
+        (one in-process worker is busy whenever the run is)."""
+        return None
+
     def close(self) -> None:
         """Release workers."""

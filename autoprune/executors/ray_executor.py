@@ -111,9 +111,6 @@ class RayExecutor(Executor):
         except BaseException:
             self.close()
             raise
-        if self.session.gpus_per_worker:
-            logger.warning("each Ray worker holds %g GPU, but the evaluator computes on the CPU for now",
-                           self.session.gpus_per_worker)
         logger.info("Ray executor: %d workers (%s Ray at %s)", self.workers, self.session.mode, self.session.address)
 
     @classmethod

@@ -3,6 +3,7 @@ mid-evaluation costs nothing but time."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -35,6 +36,11 @@ def test_ray_and_local_executors_evaluate_the_same_trials(ray_instance: Any, tmp
         assert main(["-q", "search", *COMMON, "--run-dir", str(local_dir)]) == 0
     finally:
         torch.set_num_threads(threads)
+    ray_session = json.loads((ray_dir / "run.json").read_text())["sessions"][-1]
+    local_session = json.loads((local_dir / "run.json").read_text())["sessions"][-1]
+    assert ray_session["workers"]["workers"] == 2 and ray_session["workers"]["jobs"] == 8
+    assert 0 < ray_session["workers"]["utilisation"] <= 1
+    assert "workers" not in local_session  # one in-process worker: nothing to report
     by_ray = {r["trial_id"]: r for r in journal(ray_dir)}
     by_local = {r["trial_id"]: r for r in journal(local_dir)}
     assert sorted(by_ray) == sorted(by_local) == list(range(8))
