@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -107,6 +108,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.machine()
+
+
+def command_and_machine(script: str) -> list[str]:
+    """The header lines every results table carries: how to rerun it, and where it ran."""
+    return [
+        f"Command: `python experiments/{script} {' '.join(sys.argv[1:])}`",
+        f"Machine: {os.cpu_count()} cores, {cpu_model()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, CPU; date {date.today().isoformat()}. The machine is shared: "
+        "timings are medians, and other work may have run beside them.",
+    ]
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -27,6 +27,7 @@ from autoprune.evaluation.training import (
     train,
 )
 from autoprune.space.counting import count
+from autoprune.space.level_database import LevelDatabase, UnsupportedModel
 from autoprune.space.materialize import Importance, materialize
 from autoprune.space.search_space import SearchSpace
 
@@ -52,6 +53,9 @@ class EvaluatorConfig:
     #: bfloat16 autocast and channels-last memory format; None = on for CUDA, off on CPU
     amp: bool | None = None
     channels_last: bool | None = None
+    #: assemble candidates from pruned weights cached per group and level (Týr's supernet)
+    #: instead of pruning the dense model again each time; exact, so only speed differs
+    level_database: bool = True
 
     def __post_init__(self) -> None:
         if self.fidelity < 0:
@@ -95,6 +99,25 @@ class Evaluator:
         self.placement = resolve_placement(config.device, amp=config.amp, channels_last=config.channels_last)
         self._teacher = self.placement.place(copy.deepcopy(self.dense)).eval()
         self._dense_logits = predict(self._teacher, data, data.val, placement=self.placement)
+        self._database: LevelDatabase | None = None
+        self._database_tried = not config.level_database
+
+    def build(self, levels: np.ndarray) -> tuple[nn.Module, dict[str, list[int]]]:
+        """The pruned model of ``levels`` on the CPU and its kept indices: from the level
+        database when the model allows one (built on first use), else materialised."""
+        if not self._database_tried:
+            self._database_tried = True
+            try:
+                started = time.perf_counter()
+                self._database = LevelDatabase.build(self.dense, self.space, self.example_input,
+                                                     never_prune=self.never_prune, importance=self.importance)
+                logger.info("level database built in %.2f s", time.perf_counter() - started)
+            except UnsupportedModel as exc:
+                logger.warning("candidates are materialised from scratch: no level database (%s)", exc)
+        if self._database is not None:
+            return self._database.assemble(levels)
+        return materialize(self.dense, self.space, levels, self.example_input,
+                           never_prune=self.never_prune, importance=self.importance)
 
     def run(
         self,
@@ -115,8 +138,7 @@ class Evaluator:
              init_state: dict[str, torch.Tensor] | None) -> Evaluated:
         started = time.perf_counter()
         try:
-            model, keep = materialize(self.dense, self.space, levels, self.example_input,
-                                      never_prune=self.never_prune, importance=self.importance)
+            model, keep = self.build(levels)
             if init_state is not None:
                 model.load_state_dict(init_state)
         except (RuntimeError, ValueError, IndexError) as exc:

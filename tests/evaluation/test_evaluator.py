@@ -136,3 +136,20 @@ def test_gpu_evaluation_with_mixed_precision(digits, evaluator) -> None:
                     config=EvaluatorConfig(fidelity=20, bn_batches=2, device="cuda"))
     metrics = gpu.evaluate(evaluator.space.uniform_candidate(4), fidelity=20, seed=0)
     assert np.isfinite(metrics["loss"]) and 0 <= metrics["accuracy"] <= 1
+
+
+def test_the_level_database_changes_speed_only(digits, evaluator) -> None:
+    scratch = Evaluator(dense=evaluator.dense, data=digits, space=evaluator.space, never_prune=[],
+                        config=EvaluatorConfig(fidelity=5, bn_batches=2, measure_latency=False, device="cpu",
+                                               level_database=False))
+    cached = Evaluator(dense=evaluator.dense, data=digits, space=evaluator.space, never_prune=[],
+                       config=EvaluatorConfig(fidelity=5, bn_batches=2, measure_latency=False, device="cpu"))
+    for level in (2, 9):
+        levels = evaluator.space.uniform_candidate(level)
+        levels[0] = 5
+        a = scratch.run(levels, fidelity=4, seed=1)
+        b = cached.run(levels, fidelity=4, seed=1)
+        assert a.keep_indices == b.keep_indices
+        for metric in ("accuracy", "loss", "kl_to_dense", "flops", "params"):
+            assert a.metrics[metric] == b.metrics[metric], metric
+    assert cached._database is not None and scratch._database is None
