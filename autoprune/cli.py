@@ -27,7 +27,7 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--searcher": ("searcher", str, "uniform or random [random]"),
     "--trials": ("trials", int, "number of distinct candidates to evaluate [40]"),
     "--time-limit": ("time_limit", float, "stop asking for candidates after this many seconds"),
-    "--fidelity": ("fidelity", int, "retraining steps per candidate [100]"),
+    "--fidelity": ("fidelity", int, "retraining steps per candidate [100]; darwin and tyr set their own per stage"),
     "--bn-batches": ("bn_batches", int, "training batches for BatchNorm recalibration [8]"),
     "--lr": ("lr", float, "peak learning rate of retraining [0.05]"),
     "--batch-size": ("batch_size", int, "retraining batch size [64]"),

@@ -38,6 +38,8 @@ def _run(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str]
         (["--model", "no_such_module_xyz:factory"], "could not be imported"),
         (["--trials", "0"], "trials must be"),
         (["--executor", "slurm"], "unknown executor 'slurm'"),
+        (["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at --address '127.0.0.1:1'"),
+        (["--searcher", "darwin", "--searcher-option", "offspring=0"], "offspring must be a whole number >= 1"),
         (["--config", "/nonexistent/config.yaml"], "does not exist"),
     ],
 )
