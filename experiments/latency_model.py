@@ -13,7 +13,12 @@ rarely twice as fast, which is why latency is its own objective.
 
 Weights are random (latency does not depend on their values), so no data is needed.
 
+With ``--front-runs RUN_DIR ...``, the members of those runs' Pareto fronts too: each is
+materialised from its run's dense model and its speed-up measured against its FLOPs
+reduction (``results/latency_front_speedup.md``; ``--skip-random`` for that part alone).
+
     python experiments/latency_model.py --models digitnet:8:1,resnet20:32:3 --candidates 30 --threads 1
+    python experiments/latency_model.py --skip-random --front-runs experiments/runs/flops0.15-random-s0 --threads 1
 """
 
 from __future__ import annotations
@@ -88,6 +93,32 @@ def study_model(name: str, image_size: int, channels: int, args) -> tuple[list[d
     return accuracy_rows, speedup_rows
 
 
+def front_speedups(run_dir: Path, args) -> list[dict]:
+    """Measured speed-up against FLOPs reduction of every member of a run's Pareto front."""
+    from autoprune.api import levels_of, open_run
+    from autoprune.setup_run import prepare
+
+    run = open_run(run_dir)
+    prepared = prepare(run.config)
+    dense, space, data = prepared.task.dense, prepared.space, prepared.task.data
+    never = list(prepared.task.space_config.never_prune)
+    example = data.example_input(1)
+    front = run.front
+    rows = []
+    for batch in args.batch_sizes:
+        dense_ms = measure_latency(dense, data.input_shape, batch_size=batch, repeats=args.repeats).median_ms
+        for _, row in front.iterrows():
+            levels = levels_of(row, space)
+            model = materialize(dense, space, levels, example, never_prune=never)[0]
+            ms = measure_latency(model, data.input_shape, batch_size=batch, repeats=args.repeats).median_ms
+            flops_ratio = float(space.relative_cost("flops", levels))
+            rows.append({"run": run_dir.name, "trial_id": int(row["trial_id"]), "batch": batch,
+                         "accuracy": float(row["accuracy"]), "flops_ratio": flops_ratio,
+                         "flops_reduction": 1.0 / flops_ratio, "measured_speedup": dense_ms / ms})
+    print(f"{run_dir}: {len(front)} front members measured", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="digitnet:8:1,resnet20:32:3",
@@ -97,17 +128,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--front-runs", type=Path, nargs="*", default=[],
+                        help="run directories whose Pareto-front members to measure (speed-up against FLOPs)")
+    parser.add_argument("--skip-random", action="store_true", help="only the --front-runs part")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     accuracy, speedup = [], []
-    for spec in args.models.split(","):
+    front_rows = [row for run_dir in args.front_runs for row in front_speedups(run_dir, args)]
+    for spec in ([] if args.skip_random else args.models.split(",")):
         name, size, channels = spec.split(":")
         a, s = study_model(name, int(size), int(channels), args)
         accuracy += a
         speedup += s
     RESULTS.mkdir(parents=True, exist_ok=True)
     accuracy_table, speedup_table = pd.DataFrame(accuracy), pd.DataFrame(speedup)
+    front_table = pd.DataFrame(front_rows)
+    if front_rows:
+        front_table.to_csv(RESULTS / "latency_front_speedup.csv", index=False)
+        (RESULTS / "latency_front_speedup.md").write_text("\n".join([
+            "# Pareto-front members: measured speed-up against FLOPs reduction",
+            "",
+            *command_and_machine("latency_model.py"),
+            "",
+            "Each member of each run's front, materialised from the run's dense model and timed against it "
+            "(median of repeated runs after warm-up, eval mode) at each batch size.",
+            "",
+            markdown(front_table),
+            "",
+        ]))
+    if args.skip_random:
+        print(markdown(front_table))
+        return
     accuracy_table.to_csv(RESULTS / "latency_model.csv", index=False)
     speedup_table.to_csv(RESULTS / "latency_speedup.csv", index=False)
     text = "\n".join([

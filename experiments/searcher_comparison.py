@@ -1,0 +1,176 @@
+"""Do searched allocations beat uniform pruning at the same FLOPs? (issue 5)
+
+Each searcher (``uniform``, ``darwin``, ``tyr``, ``random``) searches the same task at
+each budget with the same number of trials, per seed. The model each one *found* (its
+own notion of best, below) is then retrained with one common final recipe and scored on
+the test split, which no searcher ever saw. We report final test accuracy (mean, spread
+over seeds) and what the search cost (seconds and training steps).
+
+The found model of a run, among trials that succeeded within the budget and reached the
+run's last stage (highest fidelity, then most scoring samples; staged searchers score
+early stages on less training and data, which are not comparable):
+
+- ``darwin``: lowest held-out loss (its fitness);
+- ``tyr``: lowest KL divergence to the dense predictions (its fitness);
+- ``random``, ``uniform``: highest held-out accuracy.
+
+Every (seed, budget, searcher) is a run directory under ``experiments/runs/`` and one
+line of ``experiments/results/searcher_comparison.jsonl``, written when its final
+retraining ends; a killed study resumes where it stopped (run the same command again).
+Processes running other seeds of the same study may share the journal; each writes the
+summary of all rows when it ends.
+
+    python experiments/searcher_comparison.py --data fashion-mnist --model digitnet \
+        --budgets flops=0.05,flops=0.15 --seeds 0,1,2 --trials 32 --final-steps 1000 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import autoprune
+from autoprune.api import levels_of
+from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batchnorm, train
+from autoprune.space.materialize import materialize
+from autoprune.store.front import last_stage
+from autoprune.tasks import prepare_task
+from proxy_fidelity import command_and_machine, markdown
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+RUNS = HERE / "runs"
+DEFAULT_NAME = "searcher_comparison"
+
+#: (column, ascending) each searcher ranks its last-stage trials by
+FITNESS = {"darwin": ("loss", True), "tyr": ("kl_to_dense", True),
+           "random": ("accuracy", False), "uniform": ("accuracy", False)}
+
+
+def found_row(run: autoprune.Run, searcher: str) -> pd.Series:
+    """The trial ``searcher`` would hand the user: its best at the run's last stage."""
+    table = run.trials
+    usable = table[(table["status"] == "ok") & table["within_budget"]]
+    if usable.empty:
+        raise RuntimeError(f"{run.path}: no successful trial within the budget")
+    top = last_stage(usable)
+    column, ascending = FITNESS[searcher]
+    return top.sort_values(column, ascending=ascending).iloc[0]
+
+
+def search_run(args, budget: str, searcher: str, seed: int) -> autoprune.Run:
+    prefix = "" if args.name == DEFAULT_NAME else f"{args.name}-"  # studies of other sizes keep their own runs
+    path = RUNS / f"{prefix}{budget.replace('=', '')}-{searcher}-s{seed}"
+    if (path / "run.json").exists():
+        return autoprune.resume(path, trials=args.trials, progress=False)
+    return autoprune.search(run_dir=path, progress=False, data=args.data, model=args.model, budget=[budget],
+                            searcher=searcher, trials=args.trials, seed=seed)
+
+
+def final_accuracy(task, run: autoprune.Run, levels: np.ndarray, args, seed: int) -> tuple[float, float]:
+    """Test accuracy after the common final recipe, and its seconds."""
+    start = time.perf_counter()
+    model, _ = materialize(task.dense, run.space, levels, task.example_input(),
+                           never_prune=list(task.space_config.never_prune))
+    recalibrate_batchnorm(model, task.data, batches=8, batch_size=args.batch_size, seed=seed)
+    train(model, task.data, steps=args.final_steps, config=TrainConfig(lr=args.lr, batch_size=args.batch_size),
+          seed=seed)
+    accuracy, _ = measure(model, task.data, task.data.test)
+    return accuracy, time.perf_counter() - start
+
+
+def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
+    run = search_run(args, budget, searcher, seed)
+    table = run.trials
+    row = found_row(run, searcher)
+    levels = levels_of(row, run.space)
+    accuracy, final_seconds = final_accuracy(task, run, levels, args, seed)
+    return {
+        "budget": budget, "searcher": searcher, "seed": seed, "levels": [int(v) for v in levels],
+        "trial_id": int(row["trial_id"]), "flops_ratio": float(row["flops_ratio"]),
+        "trials": int(len(table)), "search_steps": int(table["steps"].fillna(0).sum()),
+        "search_seconds": float(sum(s["seconds"] for s in run.info["sessions"])),
+        "final_test_acc": float(accuracy), "final_seconds": final_seconds,
+    }
+
+
+def summarise(rows: list[dict], args) -> tuple[pd.DataFrame, str]:
+    table = pd.DataFrame(rows)
+    summary = (table.groupby(["budget", "searcher"], sort=False)
+               .agg(seeds=("seed", "count"), acc_mean=("final_test_acc", "mean"), acc_std=("final_test_acc", "std"),
+                    acc_min=("final_test_acc", "min"), acc_max=("final_test_acc", "max"),
+                    flops_ratio=("flops_ratio", "mean"), trials=("trials", "mean"),
+                    search_steps=("search_steps", "mean"), search_seconds=("search_seconds", "mean"))
+               .reset_index())
+    uniform = summary[summary["searcher"] == "uniform"].set_index("budget")["acc_mean"]
+    summary.insert(5, "vs_uniform_points", 100 * (summary["acc_mean"] - summary["budget"].map(uniform)))
+    lines = [
+        "# Searchers compared: final test accuracy of the model each one found",
+        "",
+        *command_and_machine("searcher_comparison.py"),
+        f"Task: {args.data} / {args.model}; {args.trials} trials per search (uniform needs one); every found model "
+        f"retrained {args.final_steps} steps (batch {args.batch_size}, lr {args.lr}, cosine) from the pruned dense "
+        "weights, then scored on the test split. `acc_std` is over seeds (NaN with one seed); "
+        "`vs_uniform_points` is the mean's difference to uniform's, in points; `search_steps` sums every "
+        "trial's retraining steps.",
+        "",
+        markdown(summary),
+        "",
+    ]
+    return summary, "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--model", default="digitnet")
+    parser.add_argument("--budgets", type=lambda s: s.split(","), default=["flops=0.05", "flops=0.15"])
+    parser.add_argument("--searchers", type=lambda s: s.split(","), default=["uniform", "darwin", "tyr", "random"])
+    parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--final-steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--name", default=DEFAULT_NAME,
+                        help="results file stem; another name keeps its own run directories")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    journal = RESULTS / f"{args.name}.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    done = {(r["budget"], r["searcher"], r["seed"]) for r in rows}
+    task = prepare_task(model=args.model, data=args.data)
+    for budget in args.budgets:
+        for seed in args.seeds:
+            for searcher in args.searchers:
+                if (budget, searcher, seed) in done:
+                    continue
+                row = study_row(args, task, budget, searcher, seed)
+                with open(journal, "a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                rows.append(row)
+                print(f"{budget} {searcher} seed {seed}: final test {row['final_test_acc']:.4f} "
+                      f"(flops {row['flops_ratio']:.4f}, search {row['search_seconds']:.0f} s)", flush=True)
+                write_summary(rows, args)
+    # again at the end: another process may have added rows for other seeds meanwhile
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    print(write_summary(rows, args))
+
+
+def write_summary(rows: list[dict], args) -> str:
+    summary, text = summarise(rows, args)
+    summary.to_csv(RESULTS / f"{args.name}.csv", index=False)
+    (RESULTS / f"{args.name}.md").write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
