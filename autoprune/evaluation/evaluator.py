@@ -101,11 +101,17 @@ class Evaluator:
         self._dense_logits = predict(self._teacher, data, data.val, placement=self.placement)
         self._database: LevelDatabase | None = None
         self._database_tried = not config.level_database
+        self._built = 0
 
     def build(self, levels: np.ndarray) -> tuple[nn.Module, dict[str, list[int]]]:
         """The pruned model of ``levels`` on the CPU and its kept indices: from the level
-        database when the model allows one (built on first use), else materialised."""
-        if not self._database_tried:
+        database when the model allows one, else materialised.
+
+        The database costs about ``n_groups + n_levels`` materialisations, so it is built
+        at the second candidate: a search pays it back, an export of one model never
+        builds it."""
+        self._built += 1
+        if not self._database_tried and self._built >= 2:
             self._database_tried = True
             try:
                 started = time.perf_counter()

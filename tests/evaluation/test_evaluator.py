@@ -144,7 +144,7 @@ def test_the_level_database_changes_speed_only(digits, evaluator) -> None:
                                                level_database=False))
     cached = Evaluator(dense=evaluator.dense, data=digits, space=evaluator.space, never_prune=[],
                        config=EvaluatorConfig(fidelity=5, bn_batches=2, measure_latency=False, device="cpu"))
-    for level in (2, 9):
+    for level in (2, 9, 12):  # the database is built at the second candidate
         levels = evaluator.space.uniform_candidate(level)
         levels[0] = 5
         a = scratch.run(levels, fidelity=4, seed=1)
