@@ -48,11 +48,13 @@ def sleep_runner(payload: SleepPayload) -> JobRunner:
     def run(job: Job) -> Result:
         if job.trial_id in payload.kill_trials and _should_kill(payload, job.trial_id):
             os.kill(os.getpid(), signal.SIGKILL)
+        started = time.time()
         time.sleep(payload.seconds)
         levels = np.asarray(job.levels, dtype=np.int64)
         sparsity = float(levels.mean()) if levels.size else 0.0
         metrics = {"accuracy": 1.0 / (1.0 + sparsity), "loss": sparsity, "flops_ratio": 1.0 / (1.0 + sparsity),
-                   "steps": job.fidelity, "seconds": payload.seconds, "pid": os.getpid()}
+                   "steps": job.fidelity, "seconds": payload.seconds, "pid": os.getpid(),
+                   "started": started, "finished": time.time()}
         return Result(trial_id=job.trial_id, levels=levels, fidelity=job.fidelity, status="ok", metrics=metrics,
                       eval_samples=job.eval_samples, parent=job.parent)
 

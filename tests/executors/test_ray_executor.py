@@ -31,16 +31,17 @@ def test_results_stream_back_once_each_while_both_workers_run(ray_instance: Any)
     with _executor(SleepPayload(seconds=0.3)) as executor:
         assert executor.session.mode == "borrowed"  # the fixture's Ray is used, not a second one
         assert executor.workers == 2
-        started = time.perf_counter()
+        assert executor.wait_ready(timeout=120) == 2  # on a loaded machine an actor may take seconds to start
         results = list(executor.run(_jobs(8)))
-        wall = time.perf_counter() - started
         assert sorted(r.trial_id for r in results) == list(range(8))
         assert all(r.ok for r in results)
         assert {r.metrics["pid"] for r in results} == {w["pid"] for w in executor.workers_info()}
-        assert wall < 8 * 0.3  # in parallel, although the second worker may join late
+        # in parallel: some two jobs on different workers slept at the same time
+        assert any(a.metrics["pid"] != b.metrics["pid"] and a.metrics["started"] < b.metrics["finished"]
+                   and b.metrics["started"] < a.metrics["finished"] for a in results for b in results)
         usage = executor.utilisation()
         assert usage["jobs"] == 8 and usage["workers"] == 2 and usage["retried"] == 0
-        assert usage["busy_seconds"] == pytest.approx(8 * 0.3, rel=0.2)
+        assert usage["busy_seconds"] >= 8 * 0.3 * 0.99  # every sleep counted as busy
         assert 0 < usage["utilisation"] <= 1
         assert [w["jobs"] for w in usage["per_worker"]] != [8, 0]
         more = list(executor.run(_jobs(3, start=8)))  # the same workers take the next batch
@@ -104,7 +105,7 @@ def test_bad_addresses_are_refused_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(UserError, match="no Ray cluster answers"):
         check_address(f"127.0.0.1:{port}")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # refused at once, not after a connect timeout of minutes
     check_address("auto")
     check_address("ray://10.0.0.5:10001", reachable=False)
 
