@@ -117,7 +117,7 @@ class Evaluator:
                 started = time.perf_counter()
                 self._database = LevelDatabase.build(self.dense, self.space, self.example_input,
                                                      never_prune=self.never_prune, importance=self.importance)
-                logger.info("level database built in %.2f s", time.perf_counter() - started)
+                logger.debug("level database built in %.2f s", time.perf_counter() - started)
             except UnsupportedModel as exc:
                 logger.warning("candidates are materialised from scratch: no level database (%s)", exc)
         if self._database is not None:
