@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from autoprune.space.graph import trace_groups
-from autoprune.space.materialize import Importance, _prune, default_importance, materialize
+from autoprune.space.materialize import Importance, channel_order, default_importance, materialize, prune_groups
 from autoprune.space.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class LevelDatabase:
     def assemble(self, levels: np.ndarray) -> tuple[nn.Module, dict[str, list[int]]]:
         """A pruned copy of the dense model at ``levels``, and its kept indices."""
         levels = self.space.check(levels)
-        placeholders = {id(t): _placeholder(t) for _, t in _named_tensors(self.dense)}
+        placeholders = {id(t): _placeholder(t) for t in self._tensors.values()}
         model = copy.deepcopy(self.dense, memo=placeholders)  # structure only: tensors are set below
         with torch.no_grad():
             for name, _ in _named_tensors(model):
@@ -199,13 +199,9 @@ def _keep_indices_per_level(dense: nn.Module, space: SearchSpace, example_input:
         raise UnsupportedModel("the model's prunable groups differ from the search space's")
     score = importance or default_importance()
     table = []
-    with torch.no_grad():
-        for group, (name, tp_group) in zip(space.groups, traced.groups.items()):
-            scores = score(tp_group)
-            if scores is None or len(scores) != group.size:
-                raise ValueError(f"importance gave no usable scores for group {name!r}")
-            order = torch.argsort(scores.float(), descending=True, stable=True)
-            table.append([sorted(int(i) for i in order[:k]) for k in group.kept])
+    for group, (name, tp_group) in zip(space.groups, traced.groups.items()):
+        order = channel_order(name, tp_group, score)
+        table.append([sorted(order[:k]) for k in group.kept])
     return table
 
 
@@ -219,11 +215,11 @@ def _index_coded(dense: nn.Module) -> nn.Module:
     return coded
 
 
-def _prune_coded(dense: nn.Module, space: SearchSpace, keep: dict[str, list[int]], example_input: torch.Tensor,
+def _prune_coded(dense: nn.Module, keep: dict[str, list[int]], example_input: torch.Tensor,
                  never_prune: list[str]) -> dict[str, torch.Tensor]:
     coded = _index_coded(dense)
     traced = trace_groups(coded, example_input[:1].double(), never_prune=never_prune)
-    _prune(traced.groups, keep)
+    prune_groups(traced.groups, keep)
     return dict(_named_tensors(coded))
 
 
@@ -236,7 +232,7 @@ def _probe_axes(dense: nn.Module, space: SearchSpace, keep_indices: list[list[li
         sparsest = keep_indices[g][-1]
         if len(sparsest) == group.size:
             continue
-        pruned = _prune_coded(dense, space, {group.name: sparsest}, example_input, never_prune)
+        pruned = _prune_coded(dense, {group.name: sparsest}, example_input, never_prune)
         for name, tensor in pruned.items():
             for dim, (before, after) in enumerate(zip(shapes[name], tensor.shape)):
                 if before != after:
@@ -247,7 +243,7 @@ def _probe_axes(dense: nn.Module, space: SearchSpace, keep_indices: list[list[li
     for level in range(space.n_levels):  # every group at one level at once: dimensions are separable
         keep = {group.name: keep_indices[g][level] for g, group in enumerate(space.groups)
                 if len(keep_indices[g][level]) < group.size}
-        pruned = _prune_coded(dense, space, keep, example_input, never_prune) if keep else None
+        pruned = _prune_coded(dense, keep, example_input, never_prune) if keep else None
         for (name, dim), _ in governing.items():
             if pruned is None or pruned[name].shape[dim] == shapes[name][dim]:
                 positions[(name, dim)].append(torch.arange(shapes[name][dim]))

@@ -47,19 +47,20 @@ def materialize(
     model = copy.deepcopy(dense).eval()
     traced = trace_groups(model, example_input[:1], never_prune=never_prune)
     _check_same_groups(space.group_names, traced.groups)
-    keep_indices: dict[str, list[int]] = {}
-    with torch.no_grad():
-        for name, group in traced.groups.items():
-            size = len(group[0].idxs)
-            if kept[name] >= size:
-                continue
-            scores = score(group)
-            if scores is None or len(scores) != size:
-                raise ValueError(f"importance gave no usable scores for group {name!r}")
-            order = torch.argsort(scores.float(), descending=True, stable=True)
-            keep_indices[name] = sorted(int(i) for i in order[: kept[name]])
-    _prune(traced.groups, keep_indices)
+    keep_indices = {name: sorted(channel_order(name, group, score)[: kept[name]])
+                     for name, group in traced.groups.items() if kept[name] < len(group[0].idxs)}
+    prune_groups(traced.groups, keep_indices)
     return model, keep_indices
+
+
+def channel_order(name: str, group: tp.Group, score: Importance) -> list[int]:
+    """The group's channels from most to least important (ties keep index order)."""
+    size = len(group[0].idxs)
+    with torch.no_grad():
+        scores = score(group)
+    if scores is None or len(scores) != size:
+        raise ValueError(f"importance gave no usable scores for group {name!r}")
+    return [int(i) for i in torch.argsort(scores.float(), descending=True, stable=True)]
 
 
 def prune_to_indices(
@@ -70,11 +71,12 @@ def prune_to_indices(
     unknown = sorted(set(keep_indices) - set(traced.groups))
     if unknown:
         raise ValueError(f"the model has no prunable groups named {unknown}")
-    _prune(traced.groups, {k: list(v) for k, v in keep_indices.items()})
+    prune_groups(traced.groups, {k: list(v) for k, v in keep_indices.items()})
     return model
 
 
-def _prune(groups: Mapping[str, tp.Group], keep_indices: Mapping[str, list[int]]) -> None:
+def prune_groups(groups: Mapping[str, tp.Group], keep_indices: Mapping[str, list[int]]) -> None:
+    """Prune each named group of a traced model down to the given channel indices."""
     for name, keep in keep_indices.items():
         group = groups[name]
         size = len(group[0].idxs)
