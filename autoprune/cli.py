@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprune.errors import UserError
+from autoprune.searchers import SEARCHERS
 
 logger = logging.getLogger("autoprune")
 
@@ -24,7 +25,7 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--image-size": ("image_size", int, "resize images of --data folder to this square size [32]"),
     "--checkpoint": ("checkpoint", str, "dense weights: .safetensors, or a torch state dict read with weights_only"),
     "--space": ("space_file", str, "search-space YAML (level grid, minimum keep, rounding, never_prune)"),
-    "--searcher": ("searcher", str, "uniform or random [random]"),
+    "--searcher": ("searcher", str, f"{', '.join(sorted(SEARCHERS))} [random]; see docs/design.md"),
     "--trials": ("trials", int, "number of distinct candidates to evaluate [40]"),
     "--time-limit": ("time_limit", float, "stop asking for candidates after this many seconds"),
     "--fidelity": ("fidelity", int, "retraining steps per candidate [100]; darwin and tyr set their own per stage"),

@@ -63,7 +63,14 @@ def prepare(config: SearchConfig) -> Prepared:
     shape = task.data.input_shape
     val_accuracy, val_loss = measure(task.dense, task.data, task.data.val)
     test_accuracy, _ = measure(task.dense, task.data, task.data.test)
-    dense_latency = measure_latency(task.dense, shape, batch_size=config.latency_batch_size)
+    try:
+        evaluator = Evaluator(dense=task.dense, data=task.data, space=space, never_prune=never_prune,
+                              config=evaluator_config(config))
+    except ValueError as exc:  # e.g. --device cuda on a machine without CUDA
+        raise UserError(f"{exc}; use --device auto or cpu.") from None
+    # latency where the evaluator measures its trials, so dense, tables and trials compare
+    latency_device = evaluator.placement.device
+    dense_latency = measure_latency(task.dense, shape, batch_size=config.latency_batch_size, device=latency_device)
     dense_metrics: dict[str, float] = {
         "accuracy": val_accuracy, "loss": val_loss, "test_accuracy": test_accuracy,
         "flops": space.dense["flops"], "params": space.dense["params"], "latency_ms": dense_latency.median_ms,
@@ -73,16 +80,11 @@ def prepare(config: SearchConfig) -> Prepared:
         latency_model = build_latency_model(
             model=task.dense, space=space, couplings=couplings, example_input=example,
             materialize=lambda levels: materialize(task.dense, space, levels, example, never_prune=never_prune)[0],
-            batch_size=config.latency_batch_size, device="cpu", cache_folder=cache_dir(),
+            batch_size=config.latency_batch_size, device=latency_device, cache_folder=cache_dir(),
             cache_key={"model": task.model_spec.to_dict(), "weights": task.weights_source},
         )
         dense_metrics["predicted_latency_ms"] = float(latency_model.predict(space.dense_candidate())[0])
     constraints = resolve(budgets, space, latency_model)
-    try:
-        evaluator = Evaluator(dense=task.dense, data=task.data, space=space, never_prune=never_prune,
-                              config=evaluator_config(config))
-    except ValueError as exc:  # e.g. --device cuda on a machine without CUDA
-        raise UserError(f"{exc}; use --device auto or cpu.") from None
     return Prepared(config=config, task=task, space=space, constraints=constraints,
                     dense_metrics=dense_metrics, evaluator=evaluator)
 

@@ -55,6 +55,7 @@ def study_model(name: str, image_size: int, channels: int, args) -> tuple[list[d
     def build(levels: np.ndarray) -> torch.nn.Module:
         return materialize(model, space, levels, example, never_prune=never)[0]
 
+    norm_layers = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     rng = np.random.default_rng(args.seed)
     candidates = [rng.integers(0, space.n_levels, size=space.n_groups) for _ in range(args.candidates)]
     uniform = [space.uniform_candidate(level) for level in range(0, space.n_levels, max(1, space.n_levels // 6))]
@@ -66,14 +67,20 @@ def study_model(name: str, image_size: int, channels: int, args) -> tuple[list[d
                 batch_size=batch, device="cpu", cache_folder=Path(cache), cache_key={"model": name},
             )
         predicted = latency_model.predict(np.array(candidates))
-        measured = np.array([measure_latency(build(c), shape, batch_size=batch, repeats=args.repeats).median_ms
-                             for c in candidates])
+        models = [build(c) for c in candidates]
+        measured, remeasured = (np.array([measure_latency(m, shape, batch_size=batch, repeats=args.repeats).median_ms
+                                          for m in models]) for _ in range(2))
         rho, _ = spearmanr(predicted, measured)
+        rho_ceiling, _ = spearmanr(measured, remeasured)  # what measurement noise alone allows
+        dense = space.dense_candidate()[None]
+        norm_ms = sum(float(l.lookup(dense)[0]) for l in latency_model.layers if l.name in norm_layers)
         flops = space.relative_cost("flops", np.array(candidates))
         rho_flops, _ = spearmanr(flops, measured)
         accuracy_rows.append({
             "model": name, "input": f"{channels}x{image_size}x{image_size}", "batch": batch,
             "candidates": len(candidates), "spearman_table": rho, "spearman_flops": rho_flops,
+            "spearman_remeasure": rho_ceiling,
+            "norm_share": norm_ms / float(latency_model.layer_sum(dense)[0]),  # of the dense model's tables
             "median_rel_error": float(np.median(np.abs(predicted - measured) / measured)),
             "measured_ms_min": measured.min(), "measured_ms_max": measured.max(),
             "scale": latency_model.scale, "offset_ms": latency_model.offset,
@@ -171,7 +178,9 @@ def main() -> None:
         "## Rank correlation, random candidates",
         "",
         "`spearman_table`: predicted (tables) against measured latency; `spearman_flops`: FLOPs alone against "
-        "measured, for comparison. `scale`, `offset_ms`: the end-to-end calibration.",
+        "measured, for comparison. `spearman_remeasure`: the same candidates measured a second time against the "
+        "first, the ceiling that measurement noise allows. `norm_share`: the part of the dense model's table sum "
+        "spent in BatchNorm + activation. `scale`, `offset_ms`: the end-to-end calibration.",
         "",
         markdown(accuracy_table),
         "",

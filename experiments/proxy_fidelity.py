@@ -8,8 +8,10 @@ run the way the evaluator runs it. The reference is test accuracy after a long r
 reference, and each proxy's cost relative to the long recipe (training samples seen, and
 seconds).
 
-Results are appended to a JSONL file as each candidate finishes, so a killed study
-resumes where it stopped (run the same command again).
+Results are journaled (JSONL) as each candidate finishes, so a killed study resumes
+where it stopped (run the same command again). Asking for more fidelities than a
+finished study has adds only those proxies to its candidates; the long reference is
+kept.
 
     python experiments/proxy_fidelity.py --data fashion-mnist --model digitnet \
         --budget flops=0.05 --candidates 24 --long-steps 2000
@@ -51,12 +53,36 @@ def candidates(space, constraints, n: int, seed: int) -> list[np.ndarray]:
     return [p.levels for p in found]
 
 
+def variants(args) -> list[tuple[str, int, TrainConfig]]:
+    """(name, retraining steps, recipe) of every short-retraining proxy the study asks for."""
+    config = TrainConfig(lr=args.lr, batch_size=args.batch_size)
+    kd_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, distill_weight=0.5)
+    return [(f"f{f}", f, config) for f in args.fidelities] + [(f"f{f}_kd", f, kd_config) for f in args.kd_fidelities]
+
+
+def retrained_proxies(task, space, levels, args, row: dict) -> None:
+    """Add to ``row`` each short-retraining proxy it does not have yet, run as the evaluator runs it."""
+    data, dense = task.data, task.dense
+    never = list(task.space_config.never_prune)
+    for name, steps, cfg in variants(args):
+        if f"{name}_acc" in row:
+            continue
+        start = time.perf_counter()
+        model, _ = materialize(dense, space, levels, task.example_input(), never_prune=never)
+        used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=args.seed)
+        outcome = train(model, data, steps=steps, config=cfg, seed=args.seed,
+                        teacher=dense if cfg.distill_weight > 0 else None)
+        scores = score(model, data, data.val)
+        row[f"{name}_acc"] = scores["accuracy"] if not outcome.diverged else float("nan")
+        row[f"{name}_loss"] = scores["loss"] if not outcome.diverged else float("nan")
+        row[f"{name}_seconds"] = time.perf_counter() - start
+        row[f"{name}_samples"] = used + outcome.samples
+
+
 def evaluate_candidate(task, space, levels, args) -> dict:
     data, dense = task.data, task.dense
     never = list(task.space_config.never_prune)
     example = task.example_input()
-    config = TrainConfig(lr=args.lr, batch_size=args.batch_size)
-    kd_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, distill_weight=0.5)
     row: dict = {"levels": [int(v) for v in levels],
                  "flops_ratio": float(space.relative_cost("flops", levels))}
 
@@ -76,23 +102,13 @@ def evaluate_candidate(task, space, levels, args) -> dict:
     row["bn_seconds"] = time.perf_counter() - start + row["pruned_seconds"]
     row["bn_samples"] = used
 
-    variants = [(f"f{f}", f, config) for f in args.fidelities] + [(f"f{f}_kd", f, kd_config) for f in args.kd_fidelities]
-    for name, steps, cfg in variants:
-        start = time.perf_counter()
-        model = fresh()
-        used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=args.seed)
-        outcome = train(model, data, steps=steps, config=cfg, seed=args.seed,
-                        teacher=dense if cfg.distill_weight > 0 else None)
-        scores = score(model, data, data.val)
-        row[f"{name}_acc"] = scores["accuracy"] if not outcome.diverged else float("nan")
-        row[f"{name}_loss"] = scores["loss"] if not outcome.diverged else float("nan")
-        row[f"{name}_seconds"] = time.perf_counter() - start
-        row[f"{name}_samples"] = used + outcome.samples
+    retrained_proxies(task, space, levels, args, row)
 
     start = time.perf_counter()
     model = fresh()
     used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=args.seed)
-    outcome = train(model, data, steps=args.long_steps, config=config, seed=args.seed)
+    outcome = train(model, data, steps=args.long_steps, config=TrainConfig(lr=args.lr, batch_size=args.batch_size),
+                    seed=args.seed)
     row["final_test_acc"], _ = measure(model, data, data.test)
     row["final_val_acc"], _ = measure(model, data, data.val)
     row["final_seconds"] = time.perf_counter() - start
@@ -155,12 +171,20 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
         f"final test accuracy ranges {table['final_test_acc'].min():.4f} to {table['final_test_acc'].max():.4f} "
         f"(uniform: {table['final_test_acc'].iloc[0]:.4f}).",
         "Proxies are scored on the held-out slice of the training data; cost is relative to the long recipe "
-        "(training samples seen, and wall seconds on this shared machine).",
+        "(training samples seen, and wall seconds on this shared machine; proxies added to a finished study "
+        "ran later, perhaps on another machine, so compare their seconds with care).",
         "",
         markdown(s),
         "",
     ]
     return table, "\n".join(lines)
+
+
+def write_journal(path: Path, rows: list[dict]) -> None:
+    """Every row so far, replaced atomically: a kill leaves the previous journal whole."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(temporary, path)
 
 
 def main() -> None:
@@ -193,11 +217,15 @@ def main() -> None:
     for i, levels in enumerate(todo):
         if i < len(rows):
             assert rows[i]["levels"] == [int(v) for v in levels], "the journal belongs to another study"
+            if all(f"{name}_acc" in rows[i] for name, _, _ in variants(args)):
+                continue
+            retrained_proxies(task, space, levels, args, rows[i])  # proxies added to a finished study
+            write_journal(journal, rows)
+            print(f"candidate {i + 1}/{len(todo)}: new proxies added", flush=True)
             continue
         row = evaluate_candidate(task, space, levels, args)
-        with open(journal, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
         rows.append(row)
+        write_journal(journal, rows)
         print(f"candidate {i + 1}/{len(todo)}: final test {row['final_test_acc']:.4f}, "
               f"f100 val {row.get('f100_acc', float('nan')):.4f}", flush=True)
     table, text = summarise(rows, args, dense)

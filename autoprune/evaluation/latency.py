@@ -7,6 +7,7 @@ measurements can be compared only when they were taken alike.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 
@@ -39,9 +40,15 @@ def measure_latency(
     repeats: int = 30,
     device: str = "cpu",
 ) -> Latency:
-    """Time ``model`` on random input of ``(batch_size, *input_shape)``."""
+    """Time ``model`` on random input of ``(batch_size, *input_shape)`` on ``device``.
+
+    A model that lives elsewhere is timed as a copy moved to ``device``: the caller's
+    model stays where it was (the dense model is shared with the rest of the run)."""
     if repeats < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}")
+    tensors = [*model.parameters(), *model.buffers()]
+    if tensors and tensors[0].device != torch.device(device):
+        model = copy.deepcopy(model).to(device)
     model = model.eval()
     x = torch.randn(batch_size, *input_shape, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -2,7 +2,10 @@
 
 Every convolution and linear layer is rebuilt standalone at each input/output channel
 count the search space allows and timed on an input of its real spatial size; identical
-shapes are timed once. A few whole candidates are then measured end to end to calibrate
+shapes are timed once. Every BatchNorm is timed too, together with an activation after
+it: these memory-bound elementwise passes cost little FLOPs but much time in
+depthwise-heavy nets (they were about half of MobileNetV2's latency on CPU, which a
+convolution-only table left to the calibration's scale to guess). A few whole candidates are then measured end to end to calibrate
 ``scale`` and ``offset``. The result is cached per model, space, device, threads and
 batch size, so it is paid once per machine.
 """
@@ -42,7 +45,7 @@ def _input_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tu
         return hook
 
     hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules()
-             if isinstance(module, (nn.Conv2d, nn.Linear))]
+             if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
     try:
         with torch.no_grad():
             model.eval()(example_input[:1])
@@ -65,6 +68,8 @@ def _side(coupling_side: Any, full: int, space: SearchSpace, layer: str) -> tupl
 
 
 def _standalone(module: nn.Module, n_in: int, n_out: int) -> nn.Module:
+    if isinstance(module, nn.BatchNorm2d):  # with the activation that usually follows it
+        return nn.Sequential(nn.BatchNorm2d(n_out), nn.ReLU(inplace=True))
     if isinstance(module, nn.Linear):
         return nn.Linear(n_in, n_out, bias=module.bias is not None)
     depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
@@ -103,18 +108,22 @@ def measure_tables(
     model: nn.Module, space: SearchSpace, couplings: dict[str, Coupling], example_input: torch.Tensor, *,
     batch_size: int, device: str = "cpu", repeats: int = 7,
 ) -> list[LayerTable]:
-    """A lookup table per convolution and linear layer of ``model``."""
+    """A lookup table per convolution, linear and BatchNorm layer of ``model``."""
     shapes = _input_shapes(model, example_input)
     modules = dict(model.named_modules())
     timed: dict[tuple, float] = {}
     tables = []
     for name, in_shape in shapes.items():
         module = modules[name]
-        full_in = module.in_features if isinstance(module, nn.Linear) else module.in_channels
-        full_out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
         cin, cout = couplings.get(name, (None, None))
-        in_group, in_counts = _side(cin, full_in, space, name)
-        out_group, out_counts = _side(cout, full_out, space, name)
+        if isinstance(module, nn.BatchNorm2d):  # one channel count, whichever side the graph gave it
+            in_group, in_counts = -1, [0]
+            out_group, out_counts = _side(cout if cout is not None else cin, module.num_features, space, name)
+        else:
+            full_in = module.in_features if isinstance(module, nn.Linear) else module.in_channels
+            full_out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+            in_group, in_counts = _side(cin, full_in, space, name)
+            out_group, out_counts = _side(cout, full_out, space, name)
         if isinstance(module, nn.Conv2d) and module.groups > 1:  # depthwise: one count for both sides
             in_group, in_counts = -1, [0]
         table = np.zeros((len(in_counts), len(out_counts)))
@@ -123,7 +132,8 @@ def measure_tables(
                 key = (type(module).__name__, repr(module)[:200], in_shape[1:], n_in, n_out)
                 if key not in timed:
                     layer = _standalone(module, n_in, n_out)
-                    channels = n_out if isinstance(module, nn.Conv2d) and module.groups > 1 else n_in
+                    one_count = isinstance(module, nn.BatchNorm2d) or (isinstance(module, nn.Conv2d) and module.groups > 1)
+                    channels = n_out if one_count else n_in
                     x = torch.randn(batch_size, channels, *in_shape[1:])
                     timed[key] = _time_layer(layer, x, repeats=repeats, device=device)
                 table[i, j] = timed[key]
@@ -154,7 +164,7 @@ def build_latency_model(
 ) -> LatencyModel:
     """Measure (or read from the cache) the latency model of ``space`` on this device."""
     context = {**cache_key, "batch_size": batch_size, "device": device, "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "version": 1}
+               "torch": torch.__version__, "version": 2}
     digest = hashlib.sha256(json.dumps({"context": context, "space": space.to_dict()}, sort_keys=True,
                                        default=str).encode()).hexdigest()[:16]
     path = cache_folder / f"latency-{digest}.json"
