@@ -19,6 +19,7 @@ from torch import nn
 from autoprune.data.base import TaskData
 from autoprune.evaluation.latency import measure_latency
 from autoprune.evaluation.training import (
+    TeacherCache,
     TrainConfig,
     predict,
     recalibrate_batchnorm,
@@ -32,6 +33,10 @@ from autoprune.space.materialize import Importance, materialize
 from autoprune.space.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
+
+#: the most teacher logits (training samples x classes) an evaluator keeps: 200 MB of float32
+#: (beyond it, e.g. ImageNet's 1.28 M images x 1000 classes, the teacher runs every step)
+MAX_CACHED_LOGITS = 50_000_000
 
 
 class EvaluationFailed(Exception):
@@ -56,6 +61,9 @@ class EvaluatorConfig:
     #: assemble candidates from pruned weights cached per group and level (Týr's supernet)
     #: instead of pruning the dense model again each time; exact, so only speed differs
     level_database: bool = True
+    #: remember the dense model's logits per training sample (see ``TeacherCache``) instead
+    #: of a dense forward pass per step; the same targets up to float rounding
+    cache_teacher_logits: bool = True
 
     def __post_init__(self) -> None:
         if self.fidelity < 0:
@@ -99,6 +107,10 @@ class Evaluator:
         self.placement = resolve_placement(config.device, amp=config.amp, channels_last=config.channels_last)
         self._teacher = self.placement.place(copy.deepcopy(self.dense)).eval()
         self._dense_logits = predict(self._teacher, data, data.val, placement=self.placement)
+        self._teacher_cache: TeacherCache | None = None
+        if (config.cache_teacher_logits and config.train.distill_weight > 0
+                and len(data.train) * data.num_classes <= MAX_CACHED_LOGITS):
+            self._teacher_cache = TeacherCache(self._teacher, len(data.train), data.num_classes)
         self._database: LevelDatabase | None = None
         self._database_tried = not config.level_database
         self._built = 0
@@ -124,6 +136,11 @@ class Evaluator:
             return self._database.assemble(levels)
         return materialize(self.dense, self.space, levels, self.example_input,
                            never_prune=self.never_prune, importance=self.importance)
+
+    def _distillation_teacher(self) -> nn.Module | TeacherCache | None:
+        if self.config.train.distill_weight <= 0:
+            return None
+        return self._teacher_cache if self._teacher_cache is not None else self._teacher
 
     def run(
         self,
@@ -163,8 +180,7 @@ class Evaluator:
                                                    batch_size=cfg.train.batch_size, seed=seed,
                                                    placement=self.placement)
             outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed,
-                            teacher=self._teacher if cfg.train.distill_weight > 0 else None,
-                            placement=self.placement)
+                            teacher=self._distillation_teacher(), placement=self.placement)
             if outcome.diverged:
                 raise EvaluationFailed(f"retraining diverged: loss {outcome.final_loss} at step {outcome.steps}")
             trained = time.perf_counter()

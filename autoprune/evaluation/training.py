@@ -103,13 +103,17 @@ def train(
     steps: int,
     config: TrainConfig,
     seed: int,
-    teacher: nn.Module | None = None,
+    teacher: "nn.Module | TeacherCache | None" = None,
     placement: Placement = CPU,
 ) -> TrainOutcome:
     """Train ``model`` for ``steps`` mini-batches of ``data.train``; stop early on NaN/inf loss.
 
-    With a ``teacher``, the loss mixes cross-entropy with the KL divergence to the
-    teacher's softened predictions (``distill_weight``, ``distill_temperature``)."""
+    With a ``teacher`` (a model, or a :class:`TeacherCache` of one), the loss mixes
+    cross-entropy with the KL divergence to the teacher's softened predictions
+    (``distill_weight``, ``distill_temperature``)."""
+    if isinstance(teacher, TeacherCache) and len(teacher.logits) != len(data.train):
+        raise ValueError(f"the teacher cache has {len(teacher.logits)} rows for {len(data.train)} training samples")
+    distilling = config.distill_weight > 0 and teacher is not None
     if steps <= 0:
         return TrainOutcome(steps=0, samples=0, final_loss=float("nan"), diverged=False)
     generator = torch.Generator().manual_seed(seed)
@@ -134,7 +138,9 @@ def train(
         with placement.autocast():
             logits = model(x).float()
             target = None
-            if teacher is not None and config.distill_weight > 0:
+            if isinstance(teacher, TeacherCache) and distilling:
+                target = teacher.targets(idx, x)
+            elif distilling:
                 with torch.no_grad():
                     target = teacher(x).float()
         loss = distillation_loss(logits, y, target, weight=config.distill_weight,
@@ -148,6 +154,35 @@ def train(
         optimizer.step()
     model.eval()
     return TrainOutcome(steps=steps, samples=samples, final_loss=loss_value, diverged=False)
+
+
+class TeacherCache:
+    """A distillation teacher that remembers its logits per training sample.
+
+    Training batches are not augmented and the teacher is frozen in eval mode, so its
+    logits are fixed per sample: each is computed the first time a batch holds it and read
+    back afterwards. Candidates are retrained with the same seed (common random numbers),
+    so they draw the same batches and, after the first, hardly run the dense teacher at
+    all, while a pruned student is often a few percent of its FLOPs. Nothing is computed
+    ahead: the cache never costs more teacher passes than plain distillation would.
+    """
+
+    def __init__(self, teacher: nn.Module, n_samples: int, num_classes: int) -> None:
+        self.teacher = teacher.eval()
+        self.logits = torch.zeros(n_samples, num_classes)
+        self.known = torch.zeros(n_samples, dtype=torch.bool)
+        self.computed = 0  # samples the teacher has been run on
+
+    def targets(self, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for training samples ``idx`` (whose inputs are ``x``), on ``x``'s device."""
+        missing = ~self.known[idx]
+        if bool(missing.any()):
+            with torch.no_grad():
+                fresh = self.teacher(x[missing.to(x.device)]).float().cpu()
+            self.logits[idx[missing]] = fresh
+            self.known[idx[missing]] = True
+            self.computed += int(missing.sum())
+        return self.logits[idx].to(x.device)
 
 
 def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, *,

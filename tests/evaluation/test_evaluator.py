@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,11 +13,14 @@ from torch import nn
 from autoprune.data import load_data
 from autoprune.evaluation.evaluator import EvaluationFailed, Evaluator, EvaluatorConfig
 from autoprune.evaluation.training import (
+    TeacherCache,
     TrainConfig,
     distillation_loss,
+    predict,
     recalibrate_batchnorm,
     resolve_placement,
     score,
+    train,
 )
 from autoprune.executors.base import Job, run_job
 from autoprune.models import build_model
@@ -153,3 +158,40 @@ def test_the_level_database_changes_speed_only(digits, evaluator) -> None:
         for metric in ("accuracy", "loss", "kl_to_dense", "flops", "params"):
             assert a.metrics[metric] == b.metrics[metric], metric
     assert cached._database is not None and scratch._database is None
+
+
+def test_a_teacher_cache_trains_like_the_teacher_and_runs_it_once_per_sample(digits) -> None:
+    torch.manual_seed(0)
+    teacher = build_model("digitnet", in_channels=1, image_size=8, num_classes=10).eval()
+    student = build_model("digitnet", in_channels=1, image_size=8, num_classes=10)
+    config = TrainConfig(lr=0.05, batch_size=32, distill_weight=0.7)
+    a, b = copy.deepcopy(student), copy.deepcopy(student)
+    first = train(a, digits, steps=6, config=config, seed=3, teacher=teacher)
+    cache = TeacherCache(teacher, len(digits.train), 10)
+    second = train(b, digits, steps=6, config=config, seed=3, teacher=cache)
+    assert second.final_loss == pytest.approx(first.final_loss, rel=1e-4)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert cache.computed == int(cache.known.sum()) == 6 * 32  # 192 distinct samples of 1437
+    known = cache.known.nonzero().squeeze(1)
+    torch.testing.assert_close(cache.logits[known], predict(teacher, digits, digits.train)[known], rtol=1e-4,
+                               atol=1e-5)
+    train(copy.deepcopy(student), digits, steps=6, config=config, seed=3, teacher=cache)
+    assert cache.computed == 6 * 32  # the same seed draws the same batches: nothing new to compute
+    with pytest.raises(ValueError, match="rows"):
+        train(b, digits, steps=1, config=config, seed=3, teacher=TeacherCache(teacher, 10, 10))
+
+
+def test_the_teacher_cache_changes_speed_only(digits, evaluator) -> None:
+    def make(cache: bool) -> Evaluator:
+        return Evaluator(dense=evaluator.dense, data=digits, space=evaluator.space, never_prune=[],
+                         config=EvaluatorConfig(fidelity=5, bn_batches=2, measure_latency=False, device="cpu",
+                                                train=TrainConfig(distill_weight=0.5), cache_teacher_logits=cache))
+
+    cached, plain = make(True), make(False)
+    for level in (3, 9):
+        a = cached.run(evaluator.space.uniform_candidate(level), fidelity=4, seed=1)
+        b = plain.run(evaluator.space.uniform_candidate(level), fidelity=4, seed=1)
+        assert a.metrics["loss"] == pytest.approx(b.metrics["loss"], rel=1e-4)
+    assert cached._teacher_cache is not None and cached._teacher_cache.computed == 4 * 64
+    assert plain._teacher_cache is None
