@@ -3,9 +3,9 @@
 Every convolution and linear layer is rebuilt standalone at each input/output channel
 count the search space allows and timed on an input of its real spatial size; identical
 shapes are timed once. Every BatchNorm is timed too, together with an activation after
-it: these memory-bound elementwise passes cost little FLOPs but much time in
-depthwise-heavy nets (they were about half of MobileNetV2's latency on CPU, which a
-convolution-only table left to the calibration's scale to guess). A few whole candidates are then measured end to end to calibrate
+it: these memory-bound elementwise passes cost no counted FLOPs but real time (10-33% of
+the tables' sum for the zoo's models on CPU, `experiments/results/latency_model.md`),
+which a convolution-only table left to the calibration's scale to guess. A few whole candidates are then measured end to end to calibrate
 ``scale`` and ``offset``. The result is cached per model, space, device, threads and
 batch size, so it is paid once per machine.
 """
