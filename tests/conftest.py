@@ -1,11 +1,23 @@
-"""Shared fixtures: a private cache of trained dense models for the whole test session."""
+"""Shared fixtures: a private cache of trained dense models for the whole test session.
+
+Tests run torch on one thread (and so do the processes they start), unless
+``AUTOPRUNE_TEST_THREADS`` says otherwise: with as many intra-op threads as cores, one
+busy neighbour on a shared CI machine made the suite 6-15x slower (threads wait on each
+other), while one thread degrades gracefully.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
+THREADS = os.environ.get("AUTOPRUNE_TEST_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = THREADS  # before torch is imported, for this process and its children
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(THREADS))
 
 
 @pytest.fixture(scope="session", autouse=True)
