@@ -1,9 +1,9 @@
 """Do searched allocations beat uniform pruning at the same FLOPs? (issue 5)
 
-Each searcher (``uniform``, ``uniform_fine``, ``darwin``, ``tyr``, ``random``) searches the same task at
-each budget with the same number of trials, per seed. The model each one *found* (its
-own notion of best, below) is then retrained with one common final recipe and scored on
-the test split, which no searcher ever saw. We report final test accuracy (mean, spread
+Each searcher (``uniform``, ``uniform_fine``, ``darwin``, ``tyr``, ``random``) searches
+the same task at each budget with the same number of trials, per seed. The model each
+one *found* (its own notion of best, below) is then retrained with one common final
+recipe and scored on the test split, which no searcher ever saw. We report final test accuracy (mean, spread
 over seeds) and what the search cost (seconds and training steps).
 
 The found model of a run, among trials that succeeded within the budget and reached the
@@ -157,7 +157,8 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--model", default="digitnet")
     parser.add_argument("--budgets", type=lambda s: s.split(","), default=["flops=0.05", "flops=0.15"])
-    parser.add_argument("--searchers", type=lambda s: s.split(","), default=["uniform", "uniform_fine", "darwin", "tyr", "random"])
+    parser.add_argument("--searchers", type=lambda s: s.split(","),
+                        default=["uniform", "uniform_fine", "darwin", "tyr", "random"])
     parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--final-steps", type=int, default=1000)

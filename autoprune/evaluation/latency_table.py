@@ -5,8 +5,8 @@ count the search space allows and timed on an input of its real spatial size; id
 shapes are timed once. Every BatchNorm is timed too, together with an activation after
 it: these memory-bound elementwise passes cost no counted FLOPs but real time (10-33% of
 the tables' sum for the zoo's models on CPU, `experiments/results/latency_model.md`),
-which a convolution-only table left to the calibration's scale to guess. A few whole candidates are then measured end to end to calibrate
-``scale`` and ``offset``. The result is cached per model, space, device, threads and
+which a convolution-only table left to the calibration's scale to guess. A few whole
+candidates are then measured end to end to calibrate ``scale`` and ``offset``. The result is cached per model, space, device, threads and
 batch size, so it is paid once per machine.
 """
 
@@ -116,15 +116,16 @@ def measure_tables(
     for name, in_shape in shapes.items():
         module = modules[name]
         cin, cout = couplings.get(name, (None, None))
-        if isinstance(module, nn.BatchNorm2d):  # one channel count, whichever side the graph gave it
-            in_group, in_counts = -1, [0]
+        if isinstance(module, nn.BatchNorm2d):  # its channels are on whichever side the graph gave
             out_group, out_counts = _side(cout if cout is not None else cin, module.num_features, space, name)
         else:
             full_in = module.in_features if isinstance(module, nn.Linear) else module.in_channels
             full_out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
             in_group, in_counts = _side(cin, full_in, space, name)
             out_group, out_counts = _side(cout, full_out, space, name)
-        if isinstance(module, nn.Conv2d) and module.groups > 1:  # depthwise: one count for both sides
+        # BatchNorm and depthwise convolutions have one channel count for input and output
+        one_count = isinstance(module, nn.BatchNorm2d) or (isinstance(module, nn.Conv2d) and module.groups > 1)
+        if one_count:
             in_group, in_counts = -1, [0]
         table = np.zeros((len(in_counts), len(out_counts)))
         for i, n_in in enumerate(in_counts):
@@ -132,7 +133,6 @@ def measure_tables(
                 key = (type(module).__name__, repr(module)[:200], in_shape[1:], n_in, n_out)
                 if key not in timed:
                     layer = _standalone(module, n_in, n_out)
-                    one_count = isinstance(module, nn.BatchNorm2d) or (isinstance(module, nn.Conv2d) and module.groups > 1)
                     channels = n_out if one_count else n_in
                     x = torch.randn(batch_size, channels, *in_shape[1:])
                     timed[key] = _time_layer(layer, x, repeats=repeats, device=device)
