@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -182,10 +183,41 @@ def _load_or_train(model: nn.Module, spec: ModelSpec, data: TaskData) -> str:
             logger.warning("cached dense weights %s are unreadable; training again", path)
     steps = epochs * max(1, len(data.train) // config.batch_size)
     logger.info("training the dense %s on %s for %d steps (first use; cached in %s)", spec.name, data.name, steps, path)
-    outcome = train(model, data, steps=steps, config=config, seed=0)
+    outcome = train(model, data, steps=steps, config=config, seed=0, on_step=TrainingProgress(steps, spec.name))
     if outcome.diverged:
         raise RuntimeError(f"training the dense {spec.name} diverged (loss {outcome.final_loss})")
     accuracy, _ = measure(model, data, data.test)
     logger.info("dense %s reached %.2f%% test accuracy", spec.name, 100 * accuracy)
     save_weights(model.state_dict(), path, metadata={"test_accuracy": f"{accuracy:.6f}"})
     return f"trained:{path}"
+
+
+class TrainingProgress:
+    """Logs a long training's progress about every ``every`` of its steps, with the time left.
+
+    The dense model's first training can take an hour on a CPU; without a word the
+    user cannot tell a slow run from a hung one.
+    """
+
+    def __init__(self, total: int, what: str, *, every: float = 0.05, clock=time.monotonic) -> None:
+        self.total = total
+        self.what = what
+        self.interval = max(1, round(every * total))
+        self.clock = clock
+        self.started = clock()
+
+    def __call__(self, done: int, loss: float) -> None:
+        if done % self.interval and done != self.total:
+            return
+        elapsed = self.clock() - self.started
+        left = elapsed / done * (self.total - done)
+        logger.info("training the dense %s: step %d/%d (%.0f%%), loss %.3f, about %s left",
+                    self.what, done, self.total, 100 * done / self.total, loss, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

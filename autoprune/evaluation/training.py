@@ -7,6 +7,7 @@ final fine-tuning at export, so all three follow one recipe.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,12 +106,14 @@ def train(
     seed: int,
     teacher: "nn.Module | TeacherCache | None" = None,
     placement: Placement = CPU,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` for ``steps`` mini-batches of ``data.train``; stop early on NaN/inf loss.
 
     With a ``teacher`` (a model, or a :class:`TeacherCache` of one), the loss mixes
     cross-entropy with the KL divergence to the teacher's softened predictions
-    (``distill_weight``, ``distill_temperature``)."""
+    (``distill_weight``, ``distill_temperature``). ``on_step(steps_done, loss)`` is called
+    after every step, so long trainings can report progress."""
     if isinstance(teacher, TeacherCache) and len(teacher.logits) != len(data.train):
         raise ValueError(f"the teacher cache has {len(teacher.logits)} rows for {len(data.train)} training samples")
     distilling = config.distill_weight > 0 and teacher is not None
@@ -152,6 +155,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_step is not None:
+            on_step(step + 1, loss_value)
     model.eval()
     return TrainOutcome(steps=steps, samples=samples, final_loss=loss_value, diverged=False)
 
