@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from autoprune.data.base import TaskData
+from autoprune.evaluation.allocator import keep_freed_memory
 from autoprune.evaluation.latency import measure_latency
 from autoprune.evaluation.training import (
     TeacherCache,
@@ -104,6 +105,7 @@ class Evaluator:
         self.config = config
         self.importance = importance
         self.example_input = data.example_input(1)
+        keep_freed_memory()  # from the first trial on: latency is timed alike, training is faster
         self.placement = resolve_placement(config.device, amp=config.amp, channels_last=config.channels_last)
         self._teacher = self.placement.place(copy.deepcopy(self.dense)).eval()
         self._dense_logits = predict(self._teacher, data, data.val, placement=self.placement)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoprune.evaluation.allocator import keep_freed_memory
+
 
 @dataclass(frozen=True)
 class Latency:
@@ -26,6 +28,8 @@ class Latency:
     threads: int
     device: str
     repeats: int
+    #: how the process's allocator treats freed buffers (see :mod:`autoprune.evaluation.allocator`)
+    allocator: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +50,7 @@ def measure_latency(
     model stays where it was (the dense model is shared with the rest of the run)."""
     if repeats < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}")
+    allocator = keep_freed_memory()
     tensors = [*model.parameters(), *model.buffers()]
     if tensors and tensors[0].device != torch.device(device):
         model = copy.deepcopy(model).to(device)
@@ -65,5 +70,5 @@ def measure_latency(
     q1, median, q3 = np.percentile(times, [25, 50, 75])
     return Latency(
         median_ms=float(median), iqr_ms=float(q3 - q1), batch_size=batch_size,
-        threads=torch.get_num_threads(), device=device, repeats=repeats,
+        threads=torch.get_num_threads(), device=device, repeats=repeats, allocator=allocator,
     )

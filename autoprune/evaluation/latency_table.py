@@ -26,6 +26,7 @@ from scipy.stats import theilslopes
 from torch import nn
 
 from autoprune.errors import UserError
+from autoprune.evaluation.allocator import keep_freed_memory
 from autoprune.evaluation.latency import measure_latency
 from autoprune.space.analysis import Coupling
 from autoprune.space.latency_model import LatencyModel, LayerTable
@@ -108,7 +109,12 @@ def measure_tables(
     model: nn.Module, space: SearchSpace, couplings: dict[str, Coupling], example_input: torch.Tensor, *,
     batch_size: int, device: str = "cpu", repeats: int = 7,
 ) -> list[LayerTable]:
-    """A lookup table per convolution, linear and BatchNorm layer of ``model``."""
+    """A lookup table per convolution, linear and BatchNorm layer of ``model``.
+
+    Layers are timed with the allocator keeping freed buffers, as whole candidates are
+    (:func:`measure_latency`): otherwise a layer's time includes page faults that depend
+    on what ran before it, and alone it is not what it is inside the network."""
+    keep_freed_memory()
     shapes = _input_shapes(model, example_input)
     modules = dict(model.named_modules())
     timed: dict[tuple, float] = {}
@@ -164,7 +170,7 @@ def build_latency_model(
 ) -> LatencyModel:
     """Measure (or read from the cache) the latency model of ``space`` on this device."""
     context = {**cache_key, "batch_size": batch_size, "device": device, "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "version": 2}
+               "torch": torch.__version__, "allocator": keep_freed_memory(), "version": 3}
     digest = hashlib.sha256(json.dumps({"context": context, "space": space.to_dict()}, sort_keys=True,
                                        default=str).encode()).hexdigest()[:16]
     path = cache_folder / f"latency-{digest}.json"
