@@ -16,6 +16,7 @@ import torch
 
 from autoprune.config import SearchConfig
 from autoprune.errors import UserError
+from autoprune.evaluation.allocator import keep_freed_memory
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
 from autoprune.evaluation.latency import measure_latency
 from autoprune.evaluation.training import TrainConfig, measure
@@ -98,7 +99,7 @@ def environment() -> dict[str, Any]:
         except Exception:  # a package missing from metadata is not worth failing a run over
             packages[name] = None
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages,
-            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "allocator": keep_freed_memory()}
 
 
 def check_same_space(stored: dict[str, Any], space: SearchSpace, run_dir: str) -> None:

@@ -30,6 +30,7 @@ def test_run_directory_holds_config_journal_and_front(run_dir: Path) -> None:
     assert info["config"]["seed"] == 0
     assert info["dense"]["test_accuracy"] >= 0.97
     assert info["environment"]["packages"]["torch"]
+    assert info["environment"]["allocator"] == "glibc, buffers kept"  # latency timed without page faults
     lines = (run_dir / "trials.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["trial_id"] for line in lines) == list(range(6))
     front = pd.read_csv(run_dir / "front.csv")
