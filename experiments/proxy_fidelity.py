@@ -79,6 +79,34 @@ def retrained_proxies(task, space, levels, args, row: dict) -> None:
         row[f"{name}_samples"] = used + outcome.samples
 
 
+def long_recipe(task, space, levels, args, *, seed: int) -> tuple[float, float, float, int]:
+    """(test accuracy, held-out accuracy, seconds, samples) after the long retraining with ``seed``."""
+    start = time.perf_counter()
+    model, _ = materialize(task.dense, space, levels, task.example_input(),
+                           never_prune=list(task.space_config.never_prune))
+    used = recalibrate_batchnorm(model, task.data, batches=args.bn_batches, batch_size=args.batch_size, seed=seed)
+    outcome = train(model, task.data, steps=args.long_steps,
+                    config=TrainConfig(lr=args.lr, batch_size=args.batch_size), seed=seed)
+    test_acc, _ = measure(model, task.data, task.data.test)
+    val_acc, _ = measure(model, task.data, task.data.val)
+    return test_acc, val_acc, time.perf_counter() - start, used + outcome.samples
+
+
+def extra_references(task, space, levels, args, row: dict) -> None:
+    """Add to ``row`` the long recipe with further seeds (``final_test_acc_s1``, ...): how
+    stable the reference's own ranking is bounds what any proxy can reach."""
+    for k in range(1, args.reference_seeds):
+        if f"final_test_acc_s{k}" in row:
+            continue
+        test_acc, _, seconds, _ = long_recipe(task, space, levels, args, seed=args.seed + k)
+        row[f"final_test_acc_s{k}"], row[f"final_seconds_s{k}"] = test_acc, seconds
+
+
+def complete(row: dict, args) -> bool:
+    return (all(f"{name}_acc" in row for name, _, _ in variants(args))
+            and all(f"final_test_acc_s{k}" in row for k in range(1, args.reference_seeds)))
+
+
 def evaluate_candidate(task, space, levels, args) -> dict:
     data, dense = task.data, task.dense
     never = list(task.space_config.never_prune)
@@ -104,15 +132,9 @@ def evaluate_candidate(task, space, levels, args) -> dict:
 
     retrained_proxies(task, space, levels, args, row)
 
-    start = time.perf_counter()
-    model = fresh()
-    used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=args.seed)
-    outcome = train(model, data, steps=args.long_steps, config=TrainConfig(lr=args.lr, batch_size=args.batch_size),
-                    seed=args.seed)
-    row["final_test_acc"], _ = measure(model, data, data.test)
-    row["final_val_acc"], _ = measure(model, data, data.val)
-    row["final_seconds"] = time.perf_counter() - start
-    row["final_samples"] = used + outcome.samples
+    test_acc, val_acc, seconds, samples = long_recipe(task, space, levels, args, seed=args.seed)
+    row.update(final_test_acc=test_acc, final_val_acc=val_acc, final_seconds=seconds, final_samples=samples)
+    extra_references(task, space, levels, args, row)
     return row
 
 
@@ -146,6 +168,9 @@ def markdown(table: pd.DataFrame) -> str:
 
 def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
     table = pd.DataFrame(rows)
+    seeds = [c for c in ["final_test_acc"] + [f"final_test_acc_s{k}" for k in range(1, args.reference_seeds)]
+             if c in table]
+    mean_reference = table[seeds].mean(axis=1)
     proxies = ["pruned", "bn"] + [f"f{f}" for f in args.fidelities] + [f"f{f}_kd" for f in args.kd_fidelities]
     summary = []
     for proxy in proxies:
@@ -158,6 +183,9 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
             "cost_seconds_vs_long": table[f"{proxy}_seconds"].mean() / table["final_seconds"].mean(),
             "mean_proxy_acc": table[f"{proxy}_acc"].mean(),
         })
+        if len(seeds) > 1:
+            summary[-1]["kendall_tau_mean_reference"] = kendalltau(table[f"{proxy}_acc"], mean_reference,
+                                                                   nan_policy="omit")[0]
     s = pd.DataFrame(summary)
     lines = [
         "# Proxy fidelity: ranking candidates by cheap proxies",
@@ -170,6 +198,11 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
         f"Reference: test accuracy after {args.long_steps} retraining steps (batch {args.batch_size}, lr {args.lr}); "
         f"final test accuracy ranges {table['final_test_acc'].min():.4f} to {table['final_test_acc'].max():.4f} "
         f"(uniform: {table['final_test_acc'].iloc[0]:.4f}).",
+        *([] if len(seeds) < 2 else [
+            f"The long recipe with {len(seeds)} seeds: the seeds rank the candidates alike at Kendall tau "
+            f"{kendalltau(table[seeds[0]], table[seeds[1]])[0]:.3f} (seed {args.seed} against {args.seed + 1}), "
+            "the ceiling a proxy can reach against one seed; `kendall_tau_mean_reference` ranks each proxy "
+            "against the mean over seeds."]),
         "Proxies are scored on the held-out slice of the training data; cost is relative to the long recipe "
         "(training samples seen, and wall seconds on this shared machine; proxies added to a finished study "
         "ran later, perhaps on another machine, so compare their seconds with care).",
@@ -200,6 +233,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference-seeds", type=int, default=1,
+                        help="long retrainings per candidate, seeds seed, seed+1, ...; with more than one, "
+                             "the reference's own rank stability is reported and proxies are also ranked "
+                             "against the mean")
     parser.add_argument("--name", default="proxy_fidelity")
     args = parser.parse_args()
     import sys
@@ -217,11 +254,12 @@ def main() -> None:
     for i, levels in enumerate(todo):
         if i < len(rows):
             assert rows[i]["levels"] == [int(v) for v in levels], "the journal belongs to another study"
-            if all(f"{name}_acc" in rows[i] for name, _, _ in variants(args)):
+            if complete(rows[i], args):
                 continue
             retrained_proxies(task, space, levels, args, rows[i])  # proxies added to a finished study
+            extra_references(task, space, levels, args, rows[i])  # and reference seeds
             write_journal(journal, rows)
-            print(f"candidate {i + 1}/{len(todo)}: new proxies added", flush=True)
+            print(f"candidate {i + 1}/{len(todo)}: new proxies or reference seeds added", flush=True)
             continue
         row = evaluate_candidate(task, space, levels, args)
         rows.append(row)
