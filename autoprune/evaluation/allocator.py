@@ -3,16 +3,18 @@
 glibc's ``malloc`` serves every large buffer (above a threshold that adapts to what was
 last freed, at most 32 MiB by default) with fresh pages from the OS and gives them back
 when it is freed; the next buffer then faults in every page again on first touch. With
-batch 64 that tripled a depthwise convolution's time (MobileNetV2, 108 channels at
-32x32: 26-30 ms against 9 ms) and made a layer's time depend on which buffers the process
-had freed before it, so a layer timed alone and the same layer inside the network
-disagreed by up to 3x and the latency tables ranked candidates poorly
-(``experiments/results/latency_model.md``). Raising the mmap and trim thresholds keeps
-freed buffers in the heap for reuse, which is what jemalloc and tcmalloc do; PyTorch's
-CPU performance tuning guide recommends those allocators for this reason. Training
-gets 2-13% faster too.
+batch 64 that made a depthwise convolution 2.9x slower (MobileNetV2, 108 channels at
+32x32: 25.6 ms against 8.9 ms) and a whole MobileNetV2 forward pass 1.7x slower (135,000
+page faults per pass), ``experiments/results/allocator.md``. Worse for a latency model,
+how much a layer pays depends on which buffers the process freed before it, so layers
+timed alone disagreed with the same layers inside the network (Spearman 0.74 between
+tables and measurement for MobileNetV2 at batch 64, 0.98 with buffers kept;
+``latency_model.md``). Raising the mmap and trim thresholds keeps freed buffers in the
+heap for reuse, which is what jemalloc and tcmalloc do; PyTorch's CPU performance tuning
+guide recommends those allocators for this reason. Training steps barely change (1-2%).
 
-The price: the process keeps its peak heap instead of returning it to the OS. Set
+The price: the process keeps its peak heap instead of returning it to the OS (the peak
+itself was unchanged in ``allocator.md``). Set
 ``AUTOPRUNE_KEEP_FREED_MEMORY=0`` to leave the allocator alone.
 """
 
