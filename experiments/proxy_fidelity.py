@@ -108,18 +108,13 @@ def complete(row: dict, args) -> bool:
 
 
 def evaluate_candidate(task, space, levels, args) -> dict:
-    data, dense = task.data, task.dense
-    never = list(task.space_config.never_prune)
-    example = task.example_input()
+    data = task.data
     row: dict = {"levels": [int(v) for v in levels],
                  "flops_ratio": float(space.relative_cost("flops", levels))}
 
-    def fresh():
-        model, _ = materialize(dense, space, levels, example, never_prune=never)
-        return model
-
     start = time.perf_counter()
-    model = fresh()
+    model, _ = materialize(task.dense, space, levels, task.example_input(),
+                           never_prune=list(task.space_config.never_prune))
     row["pruned_acc"] = score(model, data, data.val)["accuracy"]
     row["pruned_seconds"] = time.perf_counter() - start
     row["pruned_samples"] = 0
