@@ -97,11 +97,12 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
     config = SearchConfig.from_dict(options, source="search options")
     path = Path(run_dir) if run_dir is not None else default_run_dir()
     check_new_run_dir(path)
-    prepared = prepare(config)
-    searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
-                             options=config.searcher_options)
-    executor = make_executor(config, prepared)  # before the run directory: a bad --address writes nothing
+    # workers start before the run directory is made: a bad --address writes nothing
+    prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator))
+    executor = prepared.executor
     try:
+        searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
+                                 options=config.searcher_options)
         create_run(path, {
             "created_at": datetime.now(timezone.utc).isoformat(),
             "config": config.to_dict(),
@@ -111,6 +112,7 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
             "model_spec": prepared.task.model_spec.to_dict(),
             "never_prune": list(prepared.task.space_config.never_prune),
             "dense": prepared.dense_metrics,
+            "dense_latency": prepared.dense_latency,
             "limits": prepared.constraints.to_dict(),
             "space": prepared.space.to_dict(),
             "latency_model": (prepared.constraints.latency_model.to_dict()
@@ -133,25 +135,29 @@ def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float 
     config = run.config
     if trials is not None or time_limit is not None:
         config = replace(config, trials=trials or config.trials, time_limit=time_limit or config.time_limit)
-    prepared = prepare(config)
-    check_same_space(run.info["space"], prepared.space, str(run.path))
-    searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
-                             options=config.searcher_options)
+    prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator))
+    try:
+        check_same_space(run.info["space"], prepared.space, str(run.path))
+        searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
+                                 options=config.searcher_options)
+    except BaseException:
+        prepared.executor.close()
+        raise
     if config != run.config:
         run.info["config"] = config.to_dict()
         update_run(run.path, run.info)
         run.config = config
-    return _drive(run, prepared, searcher, make_executor(config, prepared), progress=progress)
+    return _drive(run, prepared, searcher, prepared.executor, progress=progress)
 
 
-def make_executor(config: SearchConfig, prepared: Any) -> Executor:
-    """The executor named by ``config.executor``, holding the prepared evaluator's inputs."""
+def make_executor(config: SearchConfig, evaluator: Any) -> Executor:
+    """The executor named by ``config.executor``: workers that evaluate like ``evaluator``."""
     if config.executor == "ray":
         from autoprune.executors.ray_executor import RayExecutor
 
-        return RayExecutor.from_prepared(prepared, workers=config.workers, address=config.address,
-                                         gpus_per_worker=config.gpus_per_worker)
-    return LocalExecutor(prepared.evaluator)
+        return RayExecutor.from_evaluator(evaluator, workers=config.workers, address=config.address,
+                                          gpus_per_worker=config.gpus_per_worker)
+    return LocalExecutor(evaluator)
 
 
 def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, progress: bool) -> Run:

@@ -1,32 +1,47 @@
 """Everything a run needs before its first evaluation, checked before anything is written.
 
 From a :class:`SearchConfig`: the task (data and trained dense model), the search space,
-budgets resolved to absolute limits (unreachable ones refused), the dense model's
-reference metrics, and an evaluator. Used to start a run, to resume one, and to export.
+an evaluator, the executor that will run it, the dense model's reference metrics, and
+budgets resolved to absolute limits (unreachable ones refused). Used to start a run, to
+resume one, and to export.
+
+Latency is measured where the trials will be measured: the dense model's latency and
+the per-layer latency tables are taken on one of the executor's workers (its device, its
+thread count), not in the driver. A driver on a laptop CPU with GPU workers on a Ray
+cluster would otherwise hold GPU trials to a CPU budget, and even CPU workers run torch
+with fewer threads than a driver that has the whole machine.
 """
 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from typing import Any
 
 import torch
+from torch import nn
 
 from autoprune.config import SearchConfig
 from autoprune.errors import UserError
 from autoprune.evaluation.allocator import keep_freed_memory
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
-from autoprune.evaluation.latency import measure_latency
-from autoprune.evaluation.training import TrainConfig, measure
-from autoprune.searchers.base import Problem
+from autoprune.evaluation.latency import Latency, measure_latency
 from autoprune.evaluation.latency_table import build_latency_model
-from autoprune.space.analysis import analyse
+from autoprune.evaluation.training import TrainConfig, measure, resolve_placement
+from autoprune.executors.base import Executor
+from autoprune.executors.local import LocalExecutor
+from autoprune.searchers.base import Problem
+from autoprune.space.analysis import Coupling, analyse
 from autoprune.space.budget import Constraints, parse_budgets, resolve
+from autoprune.space.latency_model import LatencyModel
 from autoprune.space.materialize import materialize
 from autoprune.space.search_space import SearchSpace
 from autoprune.tasks import Task, cache_dir, prepare_task
+
+#: starts the executor of a run around its evaluator (``local`` when none is given)
+StartExecutor = Callable[[Evaluator], Executor]
 
 
 @dataclass
@@ -37,6 +52,9 @@ class Prepared:
     constraints: Constraints
     dense_metrics: dict[str, float]
     evaluator: Evaluator
+    #: how the dense model's latency was taken (device, threads, batch size, ...)
+    dense_latency: dict[str, Any]
+    executor: Executor
 
     @property
     def problem(self) -> Problem:
@@ -53,15 +71,50 @@ def evaluator_config(config: SearchConfig) -> EvaluatorConfig:
     )
 
 
-def prepare(config: SearchConfig) -> Prepared:
-    """Build and check everything; raises :class:`UserError` on bad input, writes nothing."""
+@dataclass(frozen=True)
+class LatencyRequest:
+    """What measuring the dense model's latency (and the latency tables) needs: small
+    enough to ship to a worker, which resolves ``device`` the way its evaluator does."""
+
+    dense: nn.Module
+    example_input: torch.Tensor
+    space: SearchSpace
+    couplings: dict[str, Coupling]
+    never_prune: tuple[str, ...]
+    batch_size: int
+    device: str
+    with_tables: bool
+    cache_key: dict[str, Any] = field(default_factory=dict)
+
+
+def measure_reference_latency(request: LatencyRequest) -> tuple[Latency, LatencyModel | None]:
+    """The dense model's latency and, when asked, the latency model, measured in this process."""
+    device = resolve_placement(request.device).device
+    shape = tuple(request.example_input.shape[1:])
+    dense_latency = measure_latency(request.dense, shape, batch_size=request.batch_size, device=device)
+    if not request.with_tables:
+        return dense_latency, None
+    latency_model = build_latency_model(
+        model=request.dense, space=request.space, couplings=request.couplings, example_input=request.example_input,
+        materialize=lambda levels: materialize(request.dense, request.space, levels, request.example_input,
+                                               never_prune=list(request.never_prune))[0],
+        batch_size=request.batch_size, device=device, cache_folder=cache_dir(), cache_key=request.cache_key,
+    )
+    return dense_latency, latency_model
+
+
+def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None) -> Prepared:
+    """Build and check everything; raises :class:`UserError` on bad input, writes nothing.
+
+    ``start_executor`` starts the run's workers (default: evaluate in this process); the
+    reference latencies are measured on them, and the caller closes the executor
+    (``Prepared.executor``) unless this raises."""
     budgets = parse_budgets(list(config.budget))  # cheapest check first
     task = prepare_task(model=config.model, data=config.data, data_root=config.data_root,
                         image_size=config.image_size, checkpoint=config.checkpoint, space_file=config.space_file)
     never_prune = list(task.space_config.never_prune)
     example = task.example_input()
     space, couplings = analyse(task.dense, example, grid=task.space_config.grid, never_prune=never_prune)
-    shape = task.data.input_shape
     val_accuracy, val_loss = measure(task.dense, task.data, task.data.val)
     test_accuracy, _ = measure(task.dense, task.data, task.data.test)
     try:
@@ -69,25 +122,28 @@ def prepare(config: SearchConfig) -> Prepared:
                               config=evaluator_config(config))
     except ValueError as exc:  # e.g. --device cuda on a machine without CUDA
         raise UserError(f"{exc}; use --device auto or cpu.") from None
-    # latency where the evaluator measures its trials, so dense, tables and trials compare
-    latency_device = evaluator.placement.device
-    dense_latency = measure_latency(task.dense, shape, batch_size=config.latency_batch_size, device=latency_device)
-    dense_metrics: dict[str, float] = {
-        "accuracy": val_accuracy, "loss": val_loss, "test_accuracy": test_accuracy,
-        "flops": space.dense["flops"], "params": space.dense["params"], "latency_ms": dense_latency.median_ms,
-    }
-    latency_model = None
-    if any(b.resource == "latency" for b in budgets):
-        latency_model = build_latency_model(
-            model=task.dense, space=space, couplings=couplings, example_input=example,
-            materialize=lambda levels: materialize(task.dense, space, levels, example, never_prune=never_prune)[0],
-            batch_size=config.latency_batch_size, device=latency_device, cache_folder=cache_dir(),
+    executor = start_executor(evaluator) if start_executor is not None else LocalExecutor(evaluator)
+    try:
+        # where the trials are measured, so dense, tables and trials compare (module docstring)
+        request = LatencyRequest(
+            dense=task.dense, example_input=example, space=space, couplings=couplings,
+            never_prune=tuple(never_prune), batch_size=config.latency_batch_size, device=config.device,
+            with_tables=any(b.resource == "latency" for b in budgets),
             cache_key={"model": task.model_spec.to_dict(), "weights": task.weights_source},
         )
-        dense_metrics["predicted_latency_ms"] = float(latency_model.predict(space.dense_candidate())[0])
-    constraints = resolve(budgets, space, latency_model)
-    return Prepared(config=config, task=task, space=space, constraints=constraints,
-                    dense_metrics=dense_metrics, evaluator=evaluator)
+        dense_latency, latency_model = executor.call(measure_reference_latency, request)
+        dense_metrics: dict[str, float] = {
+            "accuracy": val_accuracy, "loss": val_loss, "test_accuracy": test_accuracy,
+            "flops": space.dense["flops"], "params": space.dense["params"], "latency_ms": dense_latency.median_ms,
+        }
+        if latency_model is not None:
+            dense_metrics["predicted_latency_ms"] = float(latency_model.predict(space.dense_candidate())[0])
+        constraints = resolve(budgets, space, latency_model)
+    except BaseException:
+        executor.close()
+        raise
+    return Prepared(config=config, task=task, space=space, constraints=constraints, dense_metrics=dense_metrics,
+                    evaluator=evaluator, dense_latency=dense_latency.to_dict(), executor=executor)
 
 
 def environment() -> dict[str, Any]:

@@ -185,7 +185,7 @@ def measure_digits(workers: Sequence[int], *, trials: int, fidelity: int, seed: 
         logger.info("digits: %s", rows[-1])
     for n in workers:
         started = time.perf_counter()
-        with RayExecutor.from_prepared(prepared, workers=n) as executor:
+        with RayExecutor.from_evaluator(prepared.evaluator, workers=n) as executor:
             executor.wait_ready()
             startup = time.perf_counter() - started
             results, wall, stall = _timed(executor, jobs)

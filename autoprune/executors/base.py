@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from autoprune.evaluation.evaluator import EvaluationFailed, Evaluator
 from autoprune.searchers.base import Result
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,12 @@ class Executor(ABC):
     @abstractmethod
     def run(self, jobs: list[Job]) -> Iterator[Result]:
         """Yield one result per job, in the order they finish."""
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` where this executor's jobs run: on the device and with the torch
+        threads its trials get, for reference measurements that must compare with theirs
+        (the dense model's latency). Here: in this process."""
+        return fn(*args)
 
     def utilisation(self) -> dict[str, Any] | None:
         """How busy the workers were (for the run summary); None where it says nothing

@@ -24,9 +24,9 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from autoprune.errors import UserError
 from autoprune.executors.base import Executor, Job
@@ -35,6 +35,8 @@ from autoprune.executors.ray_worker import EvaluationWorker, EvaluatorPayload, R
 from autoprune.searchers.base import Result
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: a worker whose actor fails to start this many times in a row is given up
 MAX_START_FAILURES = 3
@@ -114,17 +116,34 @@ class RayExecutor(Executor):
         logger.info("Ray executor: %d workers (%s Ray at %s)", self.workers, self.session.mode, self.session.address)
 
     @classmethod
-    def from_prepared(cls, prepared: Any, *, workers: int | None = None, address: str | None = None,
-                      gpus_per_worker: float | None = None, max_retries: int = 2) -> "RayExecutor":
-        """Workers that evaluate like ``prepared.evaluator``, from a :class:`Prepared` run."""
-        evaluator = prepared.evaluator
-        payload = EvaluatorPayload(dense=prepared.task.dense, data=prepared.task.data, space=prepared.space.to_dict(),
-                                   never_prune=tuple(prepared.task.space_config.never_prune),
-                                   config=evaluator.config, importance=evaluator.importance)
+    def from_evaluator(cls, evaluator: Any, *, workers: int | None = None, address: str | None = None,
+                       gpus_per_worker: float | None = None, max_retries: int = 2) -> "RayExecutor":
+        """Workers that each build an evaluator like ``evaluator`` (same model, data, space, settings)."""
+        payload = EvaluatorPayload(dense=evaluator.dense, data=evaluator.data, space=evaluator.space.to_dict(),
+                                   never_prune=tuple(evaluator.never_prune), config=evaluator.config,
+                                   importance=evaluator.importance)
         return cls(factory=evaluator_runner, payload=payload, workers=workers, address=address,
                    gpus_per_worker=gpus_per_worker, max_retries=max_retries)
 
     # -- running jobs -----------------------------------------------------------------
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on one running worker (its device and threads), waiting for the result.
+
+        Between runs only: a worker busy with a job would share its cores with ``fn``."""
+        if self._closed:
+            raise RuntimeError("this RayExecutor is closed")
+        if any(w.task is not None for w in self._workers):
+            raise RuntimeError("RayExecutor.call while jobs run; call it between runs")
+        self._await_first_worker()
+        worker = next(w for w in self._workers if w.ready is None and not w.retired)
+        try:
+            return self._ray.get(worker.actor.call.remote(fn, *args))
+        except self._ray.exceptions.RayTaskError as exc:
+            raise exc.cause from None  # fn's own error, as if called here
+        except self._ray.exceptions.RayError as exc:
+            raise UserError(f"a Ray worker died during a reference measurement ({_summary(exc)}); "
+                            "check the worker node's memory and logs, then start again.") from None
 
     def run(self, jobs: list[Job]) -> Iterator[Result]:
         """Yield one result per job, in the order they finish."""

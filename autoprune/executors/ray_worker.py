@@ -78,6 +78,10 @@ class EvaluationWorker:
         """Process id, node, GPUs and torch threads of this worker (also: "ready")."""
         return dict(self._info)
 
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in this worker, with its device and threads (reference measurements)."""
+        return fn(*args)
+
     def evaluate(self, job: Job) -> tuple[Result, float]:
         """The job's result and the seconds this worker spent on it."""
         started = time.perf_counter()

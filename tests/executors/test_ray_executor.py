@@ -113,3 +113,17 @@ def test_bad_addresses_are_refused_at_once() -> None:
 def test_workers_that_cannot_start_are_reported_in_one_sentence(ray_instance: Any) -> None:
     with pytest.raises(UserError, match="no Ray worker could start.*a_package_this_worker_lacks"):
         _executor(SleepPayload(fail_to_start=True), workers=1)
+
+
+
+def test_call_runs_in_a_worker_with_its_threads_and_passes_errors_back(ray_instance: Any) -> None:
+    import os
+
+    import torch
+
+    with _executor(SleepPayload(seconds=0.0)) as executor:
+        assert executor.call(os.getpid) in {w["pid"] for w in executor.workers_info()} - {os.getpid()}
+        assert executor.call(torch.get_num_threads) == 1  # 2 workers on 2 CPUs: one thread each
+        with pytest.raises(ValueError, match="invalid literal"):
+            executor.call(int, "not a number")  # fn's own error, as if called here
+        assert sorted(r.trial_id for r in executor.run(_jobs(2))) == [0, 1]  # the workers still serve jobs

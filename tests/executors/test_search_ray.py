@@ -29,8 +29,12 @@ COMMON = ["--budget", "flops=0.3", "--trials", "8", "--fidelity", "30", "--bn-ba
 
 def test_ray_and_local_executors_evaluate_the_same_trials(ray_instance: Any, tmp_path: Path) -> None:
     ray_dir, local_dir = tmp_path / "ray", tmp_path / "local"
-    assert main(["-q", "search", *COMMON, "--executor", "ray", "--workers", "2", "--run-dir", str(ray_dir)]) == 0
     threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # a driver with more threads than a worker: latency is still taken as trials are
+    try:
+        assert main(["-q", "search", *COMMON, "--executor", "ray", "--workers", "2", "--run-dir", str(ray_dir)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     torch.set_num_threads(1)  # as each Ray worker runs: then even the metrics agree to the bit
     try:
         assert main(["-q", "search", *COMMON, "--run-dir", str(local_dir)]) == 0
@@ -41,6 +45,9 @@ def test_ray_and_local_executors_evaluate_the_same_trials(ray_instance: Any, tmp
     assert ray_session["workers"]["workers"] == 2 and ray_session["workers"]["jobs"] == 8
     assert 0 < ray_session["workers"]["utilisation"] <= 1
     assert "workers" not in local_session  # one in-process worker: nothing to report
+    ray_info = json.loads((ray_dir / "run.json").read_text())
+    assert ray_info["dense_latency"]["threads"] == 1  # measured on a worker (1 CPU each), not the 3-thread driver
+    assert ray_info["dense_latency"]["device"] == ray_info["evaluator"]["placement"]["device"]
     by_ray = {r["trial_id"]: r for r in journal(ray_dir)}
     by_local = {r["trial_id"]: r for r in journal(local_dir)}
     assert sorted(by_ray) == sorted(by_local) == list(range(8))
@@ -51,6 +58,21 @@ def test_ray_and_local_executors_evaluate_the_same_trials(ray_instance: Any, tmp
         assert other["status"] == record["status"] == "ok"
         for metric in ("accuracy", "loss", "flops", "params", "kl_to_dense"):
             assert other["metrics"][metric] == record["metrics"][metric], (trial_id, metric)
+
+
+def test_latency_budget_tables_are_measured_on_a_worker(ray_instance: Any, tmp_path: Path) -> None:
+    """The latency a search is held to is the workers' (their threads, their device), not the driver's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert main(["-q", "search", "--budget", "latency=0.9", "--trials", "2", "--fidelity", "5", "--bn-batches",
+                     "1", "--executor", "ray", "--workers", "2", "--run-dir", str(tmp_path / "run")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["latency_model"]["context"]["threads"] == 1
+    assert info["dense_latency"]["threads"] == 1
+    assert info["limits"]["latency"] > 0
 
 
 def test_a_worker_killed_mid_evaluation_is_replaced_and_every_trial_is_journaled_once(
@@ -64,7 +86,7 @@ def test_a_worker_killed_mid_evaluation_is_replaced_and_every_trial_is_journaled
     prepared = prepare(config)
     searcher = make_searcher("random", problem=prepared.problem, seed=config.seed)
     killed: list[dict] = []
-    with RayExecutor.from_prepared(prepared, workers=2) as executor:
+    with RayExecutor.from_evaluator(prepared.evaluator, workers=2) as executor:
 
         def kill_a_busy_worker(_result: Any) -> None:
             busy = [w for w in executor.workers_info() if w["state"] == "busy"]
