@@ -18,6 +18,10 @@ early stages on less training and data, which are not comparable):
 own grid, uniform pruning may stop well short of the budget (3.6% of the FLOPs under
 flops=0.05 on a 1/16 grid), so the fair "same FLOPs" baseline is this one.
 
+``--variant NAME=YAML`` adds a searcher under its own name with options, e.g.
+``--variant 'darwin_400={searcher: darwin, stage_steps: [10, 50, 200, 400]}'``; a
+variant ranks its trials by its searcher's fitness.
+
 Every (seed, budget, searcher) is a run directory under ``experiments/runs/`` and one
 line of ``experiments/results/searcher_comparison.jsonl``, written when its final
 retraining ends; a killed study resumes where it stopped (run the same command again).
@@ -74,14 +78,23 @@ def fine_space_file(task) -> Path:
     return path
 
 
-def found_row(run: autoprune.Run, searcher: str) -> pd.Series:
-    """The trial ``searcher`` would hand the user: its best at the run's last stage."""
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME=YAML mapping`` (with a ``searcher`` key) from ``--variant``."""
+    name, _, body = text.partition("=")
+    options = yaml.safe_load(body) if body else None
+    if not name or not isinstance(options, dict) or options.get("searcher") not in FITNESS:
+        raise SystemExit(f"--variant wants NAME={{searcher: one of {sorted(FITNESS)}, option: value, ...}}, got {text!r}")
+    return name.strip(), options
+
+
+def found_row(run: autoprune.Run) -> pd.Series:
+    """The trial the run's searcher would hand the user: its best at the run's last stage."""
     table = run.trials
     usable = table[(table["status"] == "ok") & table["within_budget"]]
     if usable.empty:
         raise RuntimeError(f"{run.path}: no successful trial within the budget")
     top = last_stage(usable)
-    column, ascending = FITNESS[searcher]
+    column, ascending = FITNESS[run.config.searcher]
     return top.sort_values(column, ascending=ascending).iloc[0]
 
 
@@ -90,7 +103,13 @@ def search_run(args, task, budget: str, searcher: str, seed: int) -> autoprune.R
     path = RUNS / f"{prefix}{budget.replace('=', '')}-{searcher}-s{seed}"
     if (path / "run.json").exists():
         return autoprune.resume(path, trials=args.trials, progress=False)
-    extra = {"searcher": "uniform", "space_file": str(fine_space_file(task))} if searcher == "uniform_fine" else {}
+    if searcher == "uniform_fine":
+        extra = {"searcher": "uniform", "space_file": str(fine_space_file(task))}
+    elif searcher in args.variants:
+        options = dict(args.variants[searcher])
+        extra = {"searcher": options.pop("searcher"), "searcher_options": options}
+    else:
+        extra = {}
     return autoprune.search(run_dir=path, progress=False, data=args.data, model=args.model, budget=[budget],
                             **{"searcher": searcher, **extra}, trials=args.trials, seed=seed)
 
@@ -110,7 +129,7 @@ def final_accuracy(task, run: autoprune.Run, levels: np.ndarray, args, seed: int
 def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
     run = search_run(args, task, budget, searcher, seed)
     table = run.trials
-    row = found_row(run, searcher)
+    row = found_row(run)
     levels = levels_of(row, run.space)
     accuracy, final_seconds = final_accuracy(task, run, levels, args, seed)
     return {
@@ -165,9 +184,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=YAML",
+                        help="a searcher with options under its own name (add NAME to --searchers)")
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help="results file stem; another name keeps its own run directories")
     args = parser.parse_args()
+    args.variants = dict(parse_variant(v) for v in args.variant)
+    unknown = [s for s in args.searchers if s not in FITNESS and s not in args.variants]
+    if unknown:
+        raise SystemExit(f"unknown searchers {unknown}: use {sorted(FITNESS)} or a --variant name")
     if args.threads:
         torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
