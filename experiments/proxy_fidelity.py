@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from datetime import date
@@ -143,10 +144,17 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def command_and_machine(script: str) -> list[str]:
-    """The header lines every results table carries: how to rerun it, and where it ran."""
+def command_line(script: str) -> str:
+    """This process's command, quoted so that it can be pasted into a shell."""
+    return f"python experiments/{script} {shlex.join(sys.argv[1:])}"
+
+
+def command_and_machine(script: str, commands: list[str] | None = None) -> list[str]:
+    """The header lines every results table carries: how to rerun it (``commands`` when
+    several processes made it), and where it ran."""
+    commands = commands or [command_line(script)]
     return [
-        f"Command: `python experiments/{script} {' '.join(sys.argv[1:])}`",
+        *(f"Command: `{command}`" for command in commands),
         f"Machine: {os.cpu_count()} cores, {cpu_model()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU; date {date.today().isoformat()}. The machine is shared: "
         "timings are medians, and other work may have run beside them.",
@@ -185,7 +193,7 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
     lines = [
         "# Proxy fidelity: ranking candidates by cheap proxies",
         "",
-        f"Command: `python experiments/proxy_fidelity.py {' '.join(args.argv)}`",
+        f"Command: `python experiments/proxy_fidelity.py {shlex.join(args.argv)}`",
         f"Machine: {os.cpu_count()} cores, {cpu_model()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; date {date.today().isoformat()}.",
         f"Task: {args.data} / {args.model}, budget {args.budget}; dense test accuracy {dense['test']:.4f}. "

@@ -26,7 +26,8 @@ Every (seed, budget, searcher) is a run directory under ``experiments/runs/`` an
 line of ``experiments/results/searcher_comparison.jsonl``, written when its final
 retraining ends; a killed study resumes where it stopped (run the same command again).
 Processes running other seeds of the same study may share the journal; each writes the
-summary of all rows when it ends.
+summary of all rows when it ends (``--summary-only`` rewrites it from the journal), with
+the command of every process that added rows.
 
     python experiments/searcher_comparison.py --data fashion-mnist --model digitnet \
         --budgets flops=0.05,flops=0.15 --seeds 0,1,2 --trials 32 --final-steps 1000 --threads 1
@@ -50,7 +51,7 @@ from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batc
 from autoprune.space.materialize import materialize
 from autoprune.store.front import last_stage
 from autoprune.tasks import prepare_task
-from proxy_fidelity import command_and_machine, markdown
+from proxy_fidelity import command_and_machine, command_line, markdown
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -82,8 +83,9 @@ def parse_variant(text: str) -> tuple[str, dict]:
     """``NAME=YAML mapping`` (with a ``searcher`` key) from ``--variant``."""
     name, _, body = text.partition("=")
     options = yaml.safe_load(body) if body else None
-    if not name or not isinstance(options, dict) or options.get("searcher") not in FITNESS:
-        raise SystemExit(f"--variant wants NAME={{searcher: one of {sorted(FITNESS)}, option: value, ...}}, got {text!r}")
+    searchers = sorted(set(FITNESS) - {"uniform_fine"})  # uniform_fine is uniform on another space
+    if not name or not isinstance(options, dict) or options.get("searcher") not in searchers:
+        raise SystemExit(f"--variant wants NAME={{searcher: one of {searchers}, option: value, ...}}, got {text!r}")
     return name.strip(), options
 
 
@@ -138,11 +140,16 @@ def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
         "trials": int(len(table)), "search_steps": int(table["steps"].fillna(0).sum()),
         "search_seconds": float(sum(s["seconds"] for s in run.info["sessions"])),
         "final_test_acc": float(accuracy), "final_seconds": final_seconds,
+        "command": command_line("searcher_comparison.py"),
     }
 
 
 def summarise(rows: list[dict], args) -> tuple[pd.DataFrame, str]:
     table = pd.DataFrame(rows)
+    # baselines first in each budget, then searchers in the order rows arrived
+    order = {name: i for i, name in enumerate(dict.fromkeys(["uniform", "uniform_fine", *table["searcher"]]))}
+    table = table.sort_values(["budget", "searcher"], key=lambda c: c.map(order) if c.name == "searcher" else c,
+                              kind="stable")
     summary = (table.groupby(["budget", "searcher"], sort=False)
                .agg(seeds=("seed", "count"), acc_mean=("final_test_acc", "mean"), acc_std=("final_test_acc", "std"),
                     acc_min=("final_test_acc", "min"), acc_max=("final_test_acc", "max"),
@@ -156,7 +163,8 @@ def summarise(rows: list[dict], args) -> tuple[pd.DataFrame, str]:
     lines = [
         "# Searchers compared: final test accuracy of the model each one found",
         "",
-        *command_and_machine("searcher_comparison.py"),
+        *command_and_machine("searcher_comparison.py", list(dict.fromkeys(
+            r.get("command", command_line("searcher_comparison.py")) for r in rows))),
         f"Task: {args.data} / {args.model}; {args.trials} trials per search (uniform needs one); every found model "
         f"retrained {args.final_steps} steps (batch {args.batch_size}, lr {args.lr}, cosine) from the pruned dense "
         "weights, then scored on the test split. `acc_std` is over seeds (NaN with one seed); "
@@ -186,6 +194,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=YAML",
                         help="a searcher with options under its own name (add NAME to --searchers)")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="rewrite the tables from the study's journal and run nothing")
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help="results file stem; another name keeps its own run directories")
     args = parser.parse_args()
@@ -198,6 +208,11 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     journal = RESULTS / f"{args.name}.jsonl"
     rows = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    if args.summary_only:
+        if not rows:
+            raise SystemExit(f"{journal} holds no rows yet")
+        print(write_summary(rows, args))
+        return
     done = {(r["budget"], r["searcher"], r["seed"]) for r in rows}
     task = prepare_task(model=args.model, data=args.data)
     for budget in args.budgets:
