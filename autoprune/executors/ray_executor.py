@@ -26,17 +26,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from autoprune.errors import UserError
-from autoprune.executors.base import Executor, Job
+from autoprune.executors.base import Executor, Job, T
 from autoprune.executors.ray_cluster import INSTALL_HINT, RaySession, connect, import_ray
 from autoprune.executors.ray_worker import EvaluationWorker, EvaluatorPayload, RunnerFactory, evaluator_runner
 from autoprune.searchers.base import Result
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: a worker whose actor fails to start this many times in a row is given up
 MAX_START_FAILURES = 3

@@ -115,7 +115,6 @@ def test_workers_that_cannot_start_are_reported_in_one_sentence(ray_instance: An
         _executor(SleepPayload(fail_to_start=True), workers=1)
 
 
-
 def test_call_runs_in_a_worker_with_its_threads_and_passes_errors_back(ray_instance: Any) -> None:
     import os
 
