@@ -154,7 +154,7 @@ def cmd_front(args: argparse.Namespace) -> int:
         print(shown.to_string(index=False))
     what = "trials" if args.all else "Pareto front (held-out accuracy up, FLOPs, params, latency down)"
     print(f"\n{len(shown)} {what}; FLOPs are multiply-accumulates (MACs) per input; "
-          f"latency: batch {run.config.latency_batch_size}, median ms on this machine")
+          f"latency: batch {run.config.latency_batch_size}, median ms where the trials ran")
     return 0
 
 

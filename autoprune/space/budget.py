@@ -150,7 +150,7 @@ def resolve(budgets: list[Budget], space: SearchSpace, latency_model: LatencyMod
                 raise ValueError("latency budgets need a latency model")
             dense = float(latency_model.predict(space.dense_candidate())[0])
             smallest = float(latency_model.predict(sparsest)[0])
-            shown = f"{smallest:.3f} ms predicted on this machine"
+            shown = f"{smallest:.3f} ms predicted where the trials run"
         limit = b.limit(dense)
         if smallest > limit:
             raise UserError(
