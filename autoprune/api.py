@@ -62,8 +62,8 @@ class Run:
     def pick(self, spec: str | int) -> pd.Series:
         """One trial by id (``12``, ``"trial=12"``) or by constraints and objective
         (``"flops<=0.3"`` picks the best accuracy among front members with at most 30% of
-        the dense FLOPs)."""
-        return pick_row(self.trials, self.front, spec, self.dense)
+        the dense FLOPs), or ``"searcher"``: the searcher's own choice, where it has one."""
+        return pick_row(self.trials, self.front, spec, self.dense, incumbent=self.info.get("incumbent"))
 
     def export(self, out: str | Path, *, pick: str | int = "best", steps: int | None = None) -> dict[str, Any]:
         """Rebuild the picked trial, fine-tune it ``steps`` steps (default: the run's fidelity),
@@ -179,6 +179,7 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, progre
     if usage is not None:
         session["workers"] = usage
     run.info["sessions"].append(session)
+    run.info["incumbent"] = searcher.incumbent()
     update_run(run.path, run.info)
     run.write_front()
     run.last_stats = stats

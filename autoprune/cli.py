@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a picked model as safetensors plus a JSON recipe")
     export.add_argument("run_dir")
     export.add_argument("--pick", default="best",
-                        help="trial id, or constraints such as 'flops<=0.3' (best accuracy among them) [best]")
+                        help="trial id, constraints such as 'flops<=0.3' (best accuracy among them), or 'searcher' "
+                             "(the searcher's own choice, where it has one) [best]")
     export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
     export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
     return parser
@@ -132,6 +133,8 @@ def _print_summary(run: Any) -> None:
     best = front.iloc[0]
     print(f"Pareto front: {len(front)} models (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
           f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
+    if run.info.get("incumbent") is not None:
+        print(f"the searcher's choice: trial {run.info['incumbent']} (autoprune export {run.path} --pick searcher)")
     print(f"see the front:   autoprune front {run.path}")
     print(f"export a model:  autoprune export {run.path} --pick best   "
           "(or --pick TRIAL_ID, or constraints such as --pick 'flops<=0.35')")

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 #: consecutive asks with nothing new to evaluate before the space counts as exhausted
 MAX_IDLE_ASKS = 50
 
-TrialKey = tuple[tuple[int, ...], int, "int | None", "int | None"]
+TrialKey = tuple[tuple[int, ...], int, "int | None", "int | None", int]
 
 
 @dataclass
@@ -39,13 +39,21 @@ class LoopStats:
 
 
 def _key(proposal: Proposal, default_fidelity: int) -> TrialKey:
-    """Same levels, fidelity, scoring data and parent is the same trial."""
+    """Same levels, fidelity, scoring data, parent and draw is the same trial."""
     fidelity = default_fidelity if proposal.fidelity is None else proposal.fidelity
-    return tuple(int(v) for v in proposal.levels), int(fidelity), proposal.eval_samples, proposal.parent
+    return tuple(int(v) for v in proposal.levels), int(fidelity), proposal.eval_samples, proposal.parent, proposal.draw
 
 
 def _same(record: Result, key: TrialKey) -> bool:
-    return (tuple(record.levels.tolist()), record.fidelity, record.eval_samples, record.parent) == key
+    return (tuple(record.levels.tolist()), record.fidelity, record.eval_samples, record.parent, record.draw) == key
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """The training seed of ``draw``: the run's seed for draw 0, else one derived from both
+    (so draw 1 of seed 0 is not the same randomness as draw 0 of seed 1)."""
+    if draw == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
 
 
 def run_loop(
@@ -145,11 +153,12 @@ def run_loop(
 
 
 def _job(trial_id: int, key: TrialKey, seed: int, keep_state: bool, checkpoints: CheckpointStore | None) -> Job:
-    levels, fidelity, eval_samples, parent = key
+    levels, fidelity, eval_samples, parent, draw = key
     init_state = None
     if parent is not None:
         init_state = checkpoints.load(parent) if checkpoints is not None else None
         if init_state is None:
             raise RuntimeError(f"trial {trial_id} continues trial {parent}, whose weights were not kept")
-    return Job(trial_id=trial_id, levels=np.array(levels, dtype=np.int64), fidelity=fidelity, seed=seed,
-               eval_samples=eval_samples, parent=parent, init_state=init_state, keep_state=keep_state)
+    return Job(trial_id=trial_id, levels=np.array(levels, dtype=np.int64), fidelity=fidelity,
+               seed=draw_seed(seed, draw), eval_samples=eval_samples, parent=parent, draw=draw,
+               init_state=init_state, keep_state=keep_state)

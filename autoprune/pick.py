@@ -9,6 +9,8 @@ Spec grammar (clauses joined by commas)::
     latency<=2ms | latency<=0.5    measured latency, absolute or relative to dense
     accuracy>=0.95                 held-out accuracy
     best=flops                     optimise another objective (accuracy by default)
+    searcher                       the searcher's own choice (darwin: its last parent),
+                                   which weighs the searcher's evidence rather than one score
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ _BEST = {"accuracy": ("accuracy", False), "flops": ("flops", True), "params": ("
          "latency": ("latency_ms", True)}
 
 
-def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: dict[str, float]) -> pd.Series:
-    """The trial-table row ``spec`` names; a clear error when nothing matches."""
+def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: dict[str, float],
+             incumbent: int | None = None) -> pd.Series:
+    """The trial-table row ``spec`` names; a clear error when nothing matches.
+    ``incumbent``: the trial the run's searcher chose (run.json), for ``searcher``."""
     text = str(spec).strip()
+    if text == "searcher":
+        if incumbent is None:
+            raise UserError("--pick searcher: this run's searcher keeps no choice of its own (darwin and tyr do); "
+                            "pick from the front instead, e.g. --pick best.")
+        text = str(incumbent)
     trial_match = re.fullmatch(r"(?:trial\s*=\s*)?(\d+)", text)
     if trial_match:
         trial_id = int(trial_match.group(1))

@@ -10,7 +10,8 @@ The found model of a run, among trials that succeeded within the budget and reac
 run's last stage (highest fidelity, then most scoring samples; staged searchers score
 early stages on less training and data, which are not comparable):
 
-- ``darwin``: lowest held-out loss (its fitness);
+- ``darwin``: its last parent (``--pick searcher``); with a single draw of training
+  randomness (``fresh_draws: false``) that is also the lowest held-out loss (its fitness);
 - ``tyr``: lowest KL divergence to the dense predictions (its fitness);
 - ``random``, ``uniform``: highest held-out accuracy.
 
@@ -90,8 +91,11 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def found_row(run: autoprune.Run) -> pd.Series:
-    """The trial the run's searcher would hand the user: its best at the run's last stage."""
+    """The trial the run's searcher would hand the user: its own choice where it has one,
+    else its best at the run's last stage."""
     table = run.trials
+    if run.info.get("incumbent") is not None:
+        return run.pick("searcher")
     usable = table[(table["status"] == "ok") & table["within_budget"]]
     if usable.empty:
         raise RuntimeError(f"{run.path}: no successful trial within the budget")

@@ -27,7 +27,8 @@ T = TypeVar("T")
 class Job:
     """One candidate to score: retrain ``fidelity`` steps with ``seed`` (continuing from
     ``init_state`` when given), score on ``eval_samples`` held-out samples (None: all);
-    return the trained weights when ``keep_state``."""
+    return the trained weights when ``keep_state``. ``draw`` is the proposal's, echoed in
+    the result (``seed`` is already the draw's)."""
 
     trial_id: int
     levels: np.ndarray
@@ -35,6 +36,7 @@ class Job:
     seed: int
     eval_samples: int | None = None
     parent: int | None = None
+    draw: int = 0
     init_state: Any = field(default=None, repr=False)
     keep_state: bool = False
 
@@ -42,7 +44,7 @@ class Job:
 def run_job(evaluator: Evaluator, job: Job) -> Result:
     """Evaluate ``job``; any failure of the candidate becomes a failed result, not a crash."""
     common = {"trial_id": job.trial_id, "levels": job.levels, "fidelity": job.fidelity,
-              "eval_samples": job.eval_samples, "parent": job.parent}
+              "eval_samples": job.eval_samples, "parent": job.parent, "draw": job.draw}
     try:
         evaluated = evaluator.run(job.levels, fidelity=job.fidelity, seed=job.seed, eval_samples=job.eval_samples,
                                   init_state=job.init_state)

@@ -222,7 +222,7 @@ class RayExecutor(Executor):
     @staticmethod
     def _failed(job: Job, error: str) -> Result:
         return Result(trial_id=job.trial_id, levels=job.levels, fidelity=job.fidelity, status="failed",
-                      error=error, eval_samples=job.eval_samples, parent=job.parent)
+                      error=error, eval_samples=job.eval_samples, parent=job.parent, draw=job.draw)
 
     @staticmethod
     def _death_reason(worker: _Worker, exc: Exception) -> str:

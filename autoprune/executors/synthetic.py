@@ -56,7 +56,7 @@ def sleep_runner(payload: SleepPayload) -> JobRunner:
                    "steps": job.fidelity, "seconds": payload.seconds, "pid": os.getpid(),
                    "started": started, "finished": time.time()}
         return Result(trial_id=job.trial_id, levels=levels, fidelity=job.fidelity, status="ok", metrics=metrics,
-                      eval_samples=job.eval_samples, parent=job.parent)
+                      eval_samples=job.eval_samples, parent=job.parent, draw=job.draw)
 
     return run
 

@@ -43,13 +43,17 @@ class Proposal:
     a cheap output-distance fitness). ``eval_samples``: how many held-out samples to score
     on (``None``: all). ``parent``: id of an evaluated trial with the same levels whose
     trained weights this evaluation continues from, so staged selection does not pay for
-    the same steps twice.
+    the same steps twice. ``draw``: which draw of the training randomness (batch order,
+    BatchNorm batches) to retrain with; trials of the same draw share it (common random
+    numbers, so they differ only by their allocation), and draw 0 is the run's seed itself.
+    A searcher scores a candidate again on a new draw to average out a lucky one.
     """
 
     levels: np.ndarray
     fidelity: int | None = None
     eval_samples: int | None = None
     parent: int | None = None
+    draw: int = 0
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Result:
     error: str | None = None
     eval_samples: int | None = None
     parent: int | None = None
+    draw: int = 0
     #: trained weights, handed from the executor to the checkpoint store; never journaled
     state: Any = field(default=None, repr=False)
 
@@ -114,7 +119,8 @@ class Searcher(ABC):
                 raise RuntimeError(f"searcher {self.name!r} proposed levels of shape {levels.shape}, not one vector")
             if not self.problem.feasible(levels)[0]:
                 raise RuntimeError(f"searcher {self.name!r} proposed a candidate over budget: {levels.tolist()}")
-            for what, value in (("fidelity", p.fidelity), ("eval_samples", p.eval_samples), ("parent", p.parent)):
+            for what, value in (("fidelity", p.fidelity), ("eval_samples", p.eval_samples), ("parent", p.parent),
+                                ("draw", p.draw)):
                 if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
                     raise RuntimeError(f"searcher {self.name!r} proposed {what} {value!r}, not a whole number >= 0")
             checked.append(Proposal(
@@ -122,6 +128,7 @@ class Searcher(ABC):
                 fidelity=None if p.fidelity is None else int(p.fidelity),
                 eval_samples=None if p.eval_samples is None else int(p.eval_samples),
                 parent=None if p.parent is None else int(p.parent),
+                draw=int(p.draw or 0),
             ))
         self.n_asked += len(checked)
         return checked
@@ -130,6 +137,12 @@ class Searcher(ABC):
         """Learn from evaluated proposals (failed ones included, with their status)."""
         self.n_told += len(results)
         self._tell(list(results))
+
+    def incumbent(self) -> int | None:
+        """The trial id of the candidate this searcher would hand over now, for searchers
+        with their own notion of best (darwin: its parent, whose last-stage score may come
+        from a later draw than the best one seen); None leaves the choice to the front."""
+        return None
 
     @abstractmethod
     def _ask(self, n: int) -> list[Proposal]:

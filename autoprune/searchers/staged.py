@@ -16,12 +16,14 @@ Two kinds of stage:
 - *fresh* (Týr, ``steps`` all 0): every stage scores from scratch, only on more data.
 
 The parent's result at the last stage must be comparable to the finalists': same
-cumulative training through the same chain, same scoring data. A parent that won an
-earlier generation has exactly that result already (its own final-stage trial), which is
-reused rather than re-evaluated: with common random numbers a re-run is the same trial,
-which the run loop would answer from its cache anyway. The first parent has no such
-result: a continued schedule carries it through every stage beside the offspring (it
-never competes for a survivor place); a fresh one scores it at the last stage.
+cumulative training through the same chain, same scoring data, same draw of training
+randomness (``draw``, shared by every trial of a generation). A parent that won an
+earlier generation on the same draw has exactly that result already (its own final-stage
+trial), which is reused rather than re-evaluated: a re-run would be the same trial, which
+the run loop would answer from its cache anyway. A parent without such a result (the
+first parent, or any parent when each generation has its own draw) is scored again: a
+continued schedule carries it through every stage beside the offspring (it never
+competes for a survivor place); a fresh one scores it at the last stage.
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ class Generation:
     schedule: Schedule
     continued: bool
     fitness: Callable[[Result | None], float]
+    #: the draw of training randomness every proposal of this generation uses
+    draw: int = 0
     #: the stage under way (``schedule.n_stages - 1`` once done)
     stage: int = field(default=0, init=False)
     #: members entering each stage, for the record
@@ -178,11 +182,12 @@ class Generation:
     def _proposal(self, member: Member) -> Proposal:
         k, schedule = self.stage, self.schedule
         if not self.continued:
-            return Proposal(levels=member.levels, fidelity=schedule.steps[k], eval_samples=schedule.samples[k])
+            return Proposal(levels=member.levels, fidelity=schedule.steps[k], eval_samples=schedule.samples[k],
+                            draw=self.draw)
         parent = member.result.trial_id if member.result is not None else None
         already = schedule.steps[member.stage] if member.result is not None else 0
         return Proposal(levels=member.levels, fidelity=schedule.steps[k] - already,
-                        eval_samples=schedule.samples[k], parent=parent)
+                        eval_samples=schedule.samples[k], parent=parent, draw=self.draw)
 
     def _enter(self, members: list[Member]) -> None:
         """Start the current stage: score ``members``; the elite joins the last stage.

@@ -210,6 +210,9 @@ class TyrSearcher(Searcher):
             self.generation = None
             self.generations_done += 1
 
+    def incumbent(self) -> int | None:
+        return None if self.parent_result is None else self.parent_result.trial_id
+
     def window_levels(self) -> list[tuple[int, ...]] | None:
         """Per group, the levels the current round may propose (None before the first ask).
 

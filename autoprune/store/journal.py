@@ -31,6 +31,7 @@ def result_to_record(result: Result, extra: dict[str, Any] | None = None) -> dic
         "error": result.error,
         "eval_samples": result.eval_samples,
         "parent": result.parent,
+        "draw": result.draw,
     }
     record.update(extra or {})
     return record
@@ -46,6 +47,7 @@ def record_to_result(record: dict[str, Any]) -> Result:
         error=record.get("error"),
         eval_samples=record.get("eval_samples"),
         parent=record.get("parent"),
+        draw=int(record.get("draw", 0)),  # journals written before draws existed have only draw 0
     )
 
 

@@ -52,7 +52,8 @@ def evaluate(
         trial_id = first_trial_id + offset
         levels = np.array(proposal.levels, dtype=np.int64)
         fidelity = DEFAULT_FIDELITY if proposal.fidelity is None else int(proposal.fidelity)
-        echo = {"eval_samples": proposal.eval_samples, "parent": proposal.parent}  # as the executors do
+        echo = {"eval_samples": proposal.eval_samples, "parent": proposal.parent,  # as the executors do
+                "draw": proposal.draw}
         if fail_every is not None and (trial_id + 1) % fail_every == 0:
             results.append(Result(trial_id=trial_id, levels=levels, fidelity=fidelity, status="failed",
                                   error="synthetic failure", **echo))

@@ -40,7 +40,8 @@ def evaluations_to_optimum(transcript: Transcript, case: SyntheticCase, toleranc
 
 def key(proposal: Proposal) -> tuple[object, ...]:
     """Everything that makes a proposal a distinct trial, as plain values."""
-    return (tuple(int(v) for v in proposal.levels), proposal.fidelity, proposal.eval_samples, proposal.parent)
+    return (tuple(int(v) for v in proposal.levels), proposal.fidelity, proposal.eval_samples, proposal.parent,
+            proposal.draw)
 
 
 def replay_then_ask(make: Callable[[Problem, int], Searcher], case: SyntheticCase, transcript: Transcript,

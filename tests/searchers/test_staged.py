@@ -16,19 +16,23 @@ from autoprune.testing.driver import Transcript, drive
 from evolution_cases import hard_case
 
 DARWIN_GEN0 = [17, 9, 5, 3]  # 16 offspring and the first parent, carried; survivors 8, 4, 2 (+ parent)
-DARWIN_GEN = [16, 8, 4, 2]  # later: the parent's final trial is reused
+DARWIN_GEN = [16, 8, 4, 2]  # later, on the same draw: the parent's final trial is reused
 
 
-def _darwin_run(generations: int, fail_every: int | None = None) -> Transcript:
+def _darwin_run(generations: int, fail_every: int | None = None, fresh_draws: bool = False) -> Transcript:
+    """Most tests here follow one draw for the whole search, where the parent is carried
+    through the stages in the first generation only."""
     case = hard_case(0.4)
-    searcher = make_searcher("darwin", problem=case.problem, seed=0, options={"generations": generations})
+    searcher = make_searcher("darwin", problem=case.problem, seed=0,
+                             options={"generations": generations, "fresh_draws": fresh_draws})
     return drive(searcher, case.quality, max_proposals=10_000, fail_every=fail_every)
 
 
-def test_stage_sizes_fidelities_and_data_follow_the_schedule() -> None:
-    transcript = _darwin_run(generations=3)
+@pytest.mark.parametrize(("fresh_draws", "later"), [(False, DARWIN_GEN), (True, DARWIN_GEN0)])
+def test_stage_sizes_fidelities_and_data_follow_the_schedule(fresh_draws: bool, later: list[int]) -> None:
+    transcript = _darwin_run(generations=3, fresh_draws=fresh_draws)
     assert transcript.finished
-    assert [len(b) for b in transcript.batches] == DARWIN_GEN0 + DARWIN_GEN * 2  # one stage per ask
+    assert [len(b) for b in transcript.batches] == DARWIN_GEN0 + later * 2  # one stage per ask
     for i, batch in enumerate(transcript.batches):
         stage = i % 4
         assert {p.fidelity for p in batch} == {(10, 40, 50, 100)[stage]}, "additional steps per stage"
@@ -71,7 +75,7 @@ def test_every_chain_adds_up_to_the_cumulative_steps_of_its_stage() -> None:
 
 def test_the_parent_joins_the_last_stage_and_the_winner_becomes_the_next_parent() -> None:
     case = hard_case(0.4)
-    searcher = make_searcher("darwin", problem=case.problem, seed=0)
+    searcher = make_searcher("darwin", problem=case.problem, seed=0, options={"fresh_draws": False})
     transcript = drive(searcher, case.quality, max_proposals=sum(DARWIN_GEN0))
     first_parent = transcript.batches[0][-1].levels
     assert all(batch[-1].levels.tolist() == first_parent.tolist() for batch in transcript.batches), \
@@ -95,7 +99,8 @@ def test_failed_trials_rank_last_and_are_never_continued() -> None:
 
 def test_a_generation_without_any_success_keeps_its_parent() -> None:
     case = hard_case(0.4)
-    searcher = make_searcher("darwin", problem=case.problem, seed=0, options={"generations": 2})
+    searcher = make_searcher("darwin", problem=case.problem, seed=0,
+                             options={"generations": 2, "fresh_draws": False})
     transcript = drive(searcher, case.quality, max_proposals=1000, fail_every=1)
     assert transcript.finished
     assert [len(b) for b in transcript.batches] == [17, 16], "nothing survives stage 0, twice"

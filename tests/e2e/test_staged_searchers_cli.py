@@ -1,0 +1,89 @@
+"""``darwin`` and ``tyr`` end to end through the CLI on the digits task: stages, draws,
+checkpoints, the searcher's own pick, export, and a resume that matches an uninterrupted run.
+
+Their stages are shrunk (4 offspring, two stages) so that a generation is 8 trials.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autoprune.cli import main
+
+COMMON = ["-q", "search", "--budget", "flops=0.3", "--bn-batches", "1", "--seed", "1"]
+DARWIN = ["--searcher", "darwin", "--searcher-option", "offspring=4", "--searcher-option", "survivors=[2, 1]",
+          "--searcher-option", "stage_steps=[3, 8]", "--searcher-option", "stage_samples=[64, 128]"]
+TYR = ["--searcher", "tyr", "--searcher-option", "offspring=4", "--searcher-option", "survivors=[2, 1]",
+       "--searcher-option", "stage_samples=[64, 128]", "--searcher-option", "rounds=2",
+       "--searcher-option", "generations_per_round=2"]
+
+
+def _journal(path: Path) -> list[dict]:
+    lines = (path / "trials.jsonl").read_text().splitlines()
+    return sorted((json.loads(line) for line in lines), key=lambda r: r["trial_id"])
+
+
+@pytest.fixture(scope="module")
+def darwin_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("runs") / "darwin"
+    assert main([*COMMON, *DARWIN, "--trials", "16", "--run-dir", str(path)]) == 0
+    return path
+
+
+def test_darwin_runs_its_stages_on_a_draw_per_generation(darwin_run: Path) -> None:
+    info = json.loads((darwin_run / "run.json").read_text())
+    records = _journal(darwin_run)
+    assert len(records) == 16 and all(r["status"] == "ok" for r in records)
+    assert all(r["metrics"]["flops"] <= 0.3 * info["dense"]["flops"] for r in records)
+    assert [r["draw"] for r in records] == [0] * 8 + [1] * 8, "5 + 3 trials per generation"
+    assert {r["metrics"]["total_steps"] for r in records} == {3, 8}
+    continued = [r for r in records if r["parent"] is not None]
+    assert continued and all(r["fidelity"] == 5 for r in continued), "survivors train only the difference"
+    assert {p.stem for p in (darwin_run / "checkpoints").iterdir()} >= {f"trial-{r['parent']}" for r in continued}
+    finalists = [r for r in records if r["draw"] == 1 and r["eval_samples"] == 128]
+    assert info["incumbent"] == min(finalists, key=lambda r: r["metrics"]["loss"])["trial_id"]
+
+
+def test_darwin_exports_its_own_choice(darwin_run: Path, tmp_path: Path, capsys) -> None:
+    info = json.loads((darwin_run / "run.json").read_text())
+    out = tmp_path / "chosen"
+    assert main(["-q", "export", str(darwin_run), "--pick", "searcher", "--out", str(out), "--steps", "10"]) == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["trial_id"] == info["incumbent"]
+    assert 0.0 <= recipe["metrics"]["test_accuracy"] <= 1.0
+
+
+def test_darwin_resumed_mid_generation_matches_an_uninterrupted_run(darwin_run: Path, tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    assert main([*COMMON, *DARWIN, "--trials", "11", "--run-dir", str(short)]) == 0  # inside generation 1
+    assert main(["-q", "search", "--resume", str(short), "--trials", "16"]) == 0
+    fields = lambda r: (r["levels"], r["fidelity"], r["eval_samples"], r["parent"], r["draw"])  # noqa: E731
+    assert [fields(r) for r in _journal(short)] == [fields(r) for r in _journal(darwin_run)]
+    assert json.loads((short / "run.json").read_text())["incumbent"] == \
+        json.loads((darwin_run / "run.json").read_text())["incumbent"]
+
+
+def test_tyr_scores_without_retraining_and_keeps_its_choice(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "tyr"
+    assert main([*COMMON, *TYR, "--trials", "40", "--run-dir", str(run_dir)]) == 0
+    info = json.loads((run_dir / "run.json").read_text())
+    records = _journal(run_dir)
+    assert info["sessions"][-1]["stopped_by"] in ("searcher finished", "trial budget")
+    assert all(r["status"] == "ok" and r["fidelity"] == 0 for r in records)
+    assert all(r["metrics"]["flops"] <= 0.3 * info["dense"]["flops"] for r in records)
+    assert {r["eval_samples"] for r in records} == {64, 128}
+    last = [r for r in records if r["eval_samples"] == 128]
+    assert info["incumbent"] in {r["trial_id"] for r in last}
+
+
+def test_pick_searcher_on_a_run_whose_searcher_has_no_choice(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "random"
+    assert main([*COMMON, "--trials", "2", "--fidelity", "5", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--pick", "searcher"]) == 2
+    err = capsys.readouterr().err
+    assert "keeps no choice of its own" in err and len(err.strip().splitlines()) == 1
+    assert not list(run_dir.glob("export-*"))
