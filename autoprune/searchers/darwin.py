@@ -25,18 +25,26 @@ tokens per stage. That script retrains every stage from the pruned weights; cont
 instead reaches the same cumulative budget per stage, so here ``stage_steps`` are
 cumulative 10, 50, 100, 200 steps and a survivor pays only the difference.
 
-Draws (``fresh_draws``, on by default): the released search script samples new training
-and scoring batches at every selection step of every generation, so all candidates of a
-step see the same data, but no score carries over to the next generation. Here each
-generation retrains with its own draw of training randomness (``Proposal.draw`` = the
-generation's number), and the parent is retrained beside its offspring on that draw
-(carried through the stages, as the first parent is) rather than keeping the score it won
-with. With a single draw for the whole search (``fresh_draws: false``, common random
-numbers) a parent whose proxy score was lucky stays parent for good: on Fashion-MNIST the
-proxy agrees with long retraining at Kendall tau about 0.5, and two of three 480-trial
-searches kept their generation-2 parent to the end. Re-scoring costs the parent's chain
-every generation (4 more trials with the default stages). The searcher's pick
-(:meth:`incumbent`) is its last parent.
+Draws: by default the whole search retrains on one draw of training randomness (common
+random numbers), and a parent keeps the score it won with. The released search script
+instead samples new training and scoring batches at every selection step of every
+generation, so no score carries over; ``fresh_draws: true`` does that here: each
+generation retrains on its own draw (``Proposal.draw`` = the generation's number) and the
+parent is retrained beside its offspring on it (carried through the stages, as the first
+parent is; 4 more trials per generation). It frees a search from a parent whose one
+score was lucky, but on resnet20/Fashion-MNIST at flops=0.05 it did much worse (85.1% and
+87.5% against 89.6% on one draw, ``searcher_comparison_resnet20_long.md``): the same
+candidate's proxy loss moves by about 0.05 from draw to draw, more than most children
+differ, so the parent random-walks into lopsided allocations the final retraining
+punishes. One draw stays the default. The searcher's pick (:meth:`incumbent`) is its last
+parent, on one draw also its lowest last-stage loss.
+
+``final_draws`` > 1 averages instead: the last stage retrains each finalist and the
+parent on that many draws (each continuing from the same second-to-last trial) and ranks
+by the mean loss, so one lucky draw does not make a parent. The draws are the same in
+every generation (common random numbers still), so the parent's trials are reused. Cost:
+``2 * (final_draws - 1)`` more last-stage trials per generation with the default stages,
+and as many once for each new parent.
 
 Fitness is the held-out loss (lower is better), or ``kl_to_dense``, the script's default,
 the KL divergence of the dense model's predictions to the candidate's. Failed trials
@@ -83,7 +91,8 @@ class DarwinSearcher(Searcher):
         fitness: str = "loss",
         generations: int | None = None,
         max_swaps: int = DARWIN_MAX_SWAPS,
-        fresh_draws: bool = True,
+        fresh_draws: bool = False,
+        final_draws: int = 1,
     ) -> None:
         super().__init__(problem=problem, seed=seed)
         self.offspring = check_int("offspring", offspring, 1)
@@ -96,6 +105,7 @@ class DarwinSearcher(Searcher):
         if not isinstance(fresh_draws, bool):
             raise ValueError(f"fresh_draws must be true or false, got {fresh_draws!r}")
         self.fresh_draws = fresh_draws
+        self.final_draws = check_int("final_draws", final_draws, 1)
         self._steps = GridSteps(self.space)
         self.parent: np.ndarray | None = None
         self.parent_result: Result | None = None
@@ -151,7 +161,7 @@ class DarwinSearcher(Searcher):
             self.generation = Generation(offspring=children, elite_levels=self.parent,
                                          elite_result=None if self.fresh_draws else self.parent_result,
                                          schedule=self.schedule, continued=True, fitness=self._fitness,
-                                         draw=self.n_generations if self.fresh_draws else 0)
+                                         draws=self._draws())
         return self.generation.take(n)
 
     def _tell(self, results: list[Result]) -> None:
@@ -165,6 +175,11 @@ class DarwinSearcher(Searcher):
             self.generation = None
             self.n_generations += 1
 
+    def _draws(self) -> tuple[int, ...]:
+        """This generation's draws: the same every generation, or new ones with fresh draws."""
+        first = self.n_generations * self.final_draws if self.fresh_draws else 0
+        return tuple(range(first, first + self.final_draws))
+
     def incumbent(self) -> int | None:
         return None if self.parent_result is None else self.parent_result.trial_id
 
@@ -172,4 +187,4 @@ class DarwinSearcher(Searcher):
         return {**super().options(), "offspring": self.offspring, "survivors": list(self.schedule.survivors),
                 "stage_steps": list(self.schedule.steps), "stage_samples": list(self.schedule.samples),
                 "fitness": self.fitness_metric, "generations": self.generations, "max_swaps": self.max_swaps,
-                "fresh_draws": self.fresh_draws}
+                "fresh_draws": self.fresh_draws, "final_draws": self.final_draws}

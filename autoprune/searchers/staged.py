@@ -24,6 +24,12 @@ the run loop would answer from its cache anyway. A parent without such a result 
 first parent, or any parent when each generation has its own draw) is scored again: a
 continued schedule carries it through every stage beside the offspring (it never
 competes for a survivor place); a fresh one scores it at the last stage.
+
+Averaged last stage (``draws`` with several entries): every stage trains on ``draws[0]``;
+the last stage scores each entrant once per draw, each continuing from the same
+second-to-last trial (or from scratch with a single stage), and ranks by the mean fitness.
+A parent re-proposes its trials on the extra draws each generation; they are the same
+trials as when it won, so the run loop answers them from its cache.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -108,12 +114,14 @@ def fitness_of(metric: str) -> Callable[[Result | None], float]:
 
 @dataclass(eq=False)
 class Member:
-    """A candidate in a generation and its latest result (None until scored)."""
+    """A candidate in a generation and its latest result (None until scored); at the last
+    stage ``result`` is the one on the generation's first draw, ``extra`` those on the others."""
 
     levels: np.ndarray
     elite: bool = False
     result: Result | None = None
     stage: int = -1  # the stage ``result`` belongs to
+    extra: dict[int, Result] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,8 +140,9 @@ class Generation:
     schedule: Schedule
     continued: bool
     fitness: Callable[[Result | None], float]
-    #: the draw of training randomness every proposal of this generation uses
-    draw: int = 0
+    #: draws of training randomness: every stage trains on the first; the last stage
+    #: scores each entrant on each and ranks by the mean fitness
+    draws: tuple[int, ...] = (0,)
     #: the stage under way (``schedule.n_stages - 1`` once done)
     stage: int = field(default=0, init=False)
     #: members entering each stage, for the record
@@ -144,6 +153,8 @@ class Generation:
     _outstanding: list[_Handout] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.draws or len(set(self.draws)) != len(self.draws):
+            raise ValueError(f"draws must be distinct and at least one, got {self.draws!r}")
         self.elite = Member(levels=np.array(self.elite_levels, dtype=np.int64), elite=True,
                             result=self.elite_result,
                             stage=self.schedule.n_stages - 1 if self.elite_result is not None else -1)
@@ -165,14 +176,18 @@ class Generation:
     def record(self, result: Result) -> bool:
         """File ``result`` under the proposal it answers; False when it answers none.
 
-        Results arrive in ask order, but matching by levels (unique within a stage) also
-        survives a caller that tells them otherwise.
+        Results arrive in ask order, but matching by levels and draw (unique within a
+        stage) also survives a caller that tells them otherwise.
         """
         for i, handout in enumerate(self._outstanding):
-            if np.array_equal(result.levels, handout.proposal.levels):
+            proposal = handout.proposal
+            if np.array_equal(result.levels, proposal.levels) and result.draw == proposal.draw:
                 del self._outstanding[i]
-                handout.member.result = result
-                handout.member.stage = self.stage
+                if proposal.draw == self.draws[0]:
+                    handout.member.result = result
+                    handout.member.stage = self.stage
+                else:
+                    handout.member.extra[proposal.draw] = result
                 if not self._queue and not self._outstanding:
                     self._close_stage()
                 return True
@@ -183,11 +198,17 @@ class Generation:
         k, schedule = self.stage, self.schedule
         if not self.continued:
             return Proposal(levels=member.levels, fidelity=schedule.steps[k], eval_samples=schedule.samples[k],
-                            draw=self.draw)
+                            draw=self.draws[0])
         parent = member.result.trial_id if member.result is not None else None
         already = schedule.steps[member.stage] if member.result is not None else 0
         return Proposal(levels=member.levels, fidelity=schedule.steps[k] - already,
-                        eval_samples=schedule.samples[k], parent=parent, draw=self.draw)
+                        eval_samples=schedule.samples[k], parent=parent, draw=self.draws[0])
+
+    def _final_fitness(self, member: Member) -> float:
+        """The mean fitness over the last stage's draws; the worst if any is missing or failed."""
+        results = [member.result] + [member.extra.get(d) for d in self.draws[1:]]
+        values = [self.fitness(r) for r in results]
+        return math.inf if not all(math.isfinite(v) for v in values) else float(np.mean(values))
 
     def _enter(self, members: list[Member]) -> None:
         """Start the current stage: score ``members``; the elite joins the last stage.
@@ -197,12 +218,21 @@ class Generation:
         never scored (fresh stages) is scored here.
         """
         to_score = list(members)
-        if self.stage == self.schedule.n_stages - 1 and not any(m.elite for m in members):
+        last = self.stage == self.schedule.n_stages - 1
+        if last and not any(m.elite for m in members):
             members = members + [self.elite]
             if self.elite.result is None:
                 to_score.append(self.elite)
         self.entrants.append(members)
         self._queue = [_Handout(m, self._proposal(m)) for m in to_score]
+        if last and len(self.draws) > 1:
+            self._queue += [_Handout(h.member, replace(h.proposal, draw=d)) for h in list(self._queue)
+                            for d in self.draws[1:]]
+            kept = self.elite.result
+            if self.elite not in to_score and kept is not None and kept.ok:  # its trials on the other draws
+                self._queue += [_Handout(self.elite, Proposal(levels=self.elite.levels, fidelity=kept.fidelity,
+                                                               eval_samples=kept.eval_samples, parent=kept.parent,
+                                                               draw=d)) for d in self.draws[1:]]
         if not self._queue:
             self._close_stage()
 
@@ -210,8 +240,8 @@ class Generation:
         members = self.entrants[self.stage]
         if self.stage == self.schedule.n_stages - 1:
             scored = [m for m in members if not m.elite] + [self.elite]  # ties go to offspring
-            best = min(scored, key=lambda m: self.fitness(m.result))
-            self.winner = best if math.isfinite(self.fitness(best.result)) else self.elite
+            best = min(scored, key=self._final_fitness)
+            self.winner = best if math.isfinite(self._final_fitness(best)) else self.elite
             return
         ranked = sorted((m for m in members if not m.elite and math.isfinite(self.fitness(m.result))),
                         key=lambda m: self.fitness(m.result))

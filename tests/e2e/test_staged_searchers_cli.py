@@ -1,7 +1,8 @@
 """``darwin`` and ``tyr`` end to end through the CLI on the digits task: stages, draws,
 checkpoints, the searcher's own pick, export, and a resume that matches an uninterrupted run.
 
-Their stages are shrunk (4 offspring, two stages) so that a generation is 8 trials.
+Their stages are shrunk (4 offspring, two stages; darwin on 2 draws of its own per
+generation) so that a generation is 11 trials.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from autoprune.cli import main
 
 COMMON = ["-q", "search", "--budget", "flops=0.3", "--bn-batches", "1", "--seed", "1"]
 DARWIN = ["--searcher", "darwin", "--searcher-option", "offspring=4", "--searcher-option", "survivors=[2, 1]",
-          "--searcher-option", "stage_steps=[3, 8]", "--searcher-option", "stage_samples=[64, 128]"]
+          "--searcher-option", "stage_steps=[3, 8]", "--searcher-option", "stage_samples=[64, 128]",
+          "--searcher-option", "fresh_draws=true", "--searcher-option", "final_draws=2"]
 TYR = ["--searcher", "tyr", "--searcher-option", "offspring=4", "--searcher-option", "survivors=[2, 1]",
        "--searcher-option", "stage_samples=[64, 128]", "--searcher-option", "rounds=2",
        "--searcher-option", "generations_per_round=2"]
@@ -29,22 +31,27 @@ def _journal(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def darwin_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("runs") / "darwin"
-    assert main([*COMMON, *DARWIN, "--trials", "16", "--run-dir", str(path)]) == 0
+    assert main([*COMMON, *DARWIN, "--trials", "22", "--run-dir", str(path)]) == 0
     return path
 
 
-def test_darwin_runs_its_stages_on_a_draw_per_generation(darwin_run: Path) -> None:
+def test_darwin_runs_its_stages_on_draws_of_each_generation(darwin_run: Path) -> None:
     info = json.loads((darwin_run / "run.json").read_text())
     records = _journal(darwin_run)
-    assert len(records) == 16 and all(r["status"] == "ok" for r in records)
+    assert len(records) == 22 and all(r["status"] == "ok" for r in records)
     assert all(r["metrics"]["flops"] <= 0.3 * info["dense"]["flops"] for r in records)
-    assert [r["draw"] for r in records] == [0] * 8 + [1] * 8, "5 + 3 trials per generation"
+    # 4 offspring + the parent, then 2 finalists + the parent on each of the generation's 2 draws
+    assert [r["draw"] for r in records] == [0] * 8 + [1] * 3 + [2] * 8 + [3] * 3
     assert {r["metrics"]["total_steps"] for r in records} == {3, 8}
     continued = [r for r in records if r["parent"] is not None]
     assert continued and all(r["fidelity"] == 5 for r in continued), "survivors train only the difference"
     assert {p.stem for p in (darwin_run / "checkpoints").iterdir()} >= {f"trial-{r['parent']}" for r in continued}
-    finalists = [r for r in records if r["draw"] == 1 and r["eval_samples"] == 128]
-    assert info["incumbent"] == min(finalists, key=lambda r: r["metrics"]["loss"])["trial_id"]
+    finalists: dict[str, list[dict]] = {}
+    for r in records[11:]:
+        if r["eval_samples"] == 128:
+            finalists.setdefault(str(r["levels"]), []).append(r)
+    best = min(finalists.values(), key=lambda rs: sum(r["metrics"]["loss"] for r in rs))
+    assert len(best) == 2 and info["incumbent"] == next(r["trial_id"] for r in best if r["draw"] == 2)
 
 
 def test_darwin_exports_its_own_choice(darwin_run: Path, tmp_path: Path, capsys) -> None:
@@ -58,8 +65,8 @@ def test_darwin_exports_its_own_choice(darwin_run: Path, tmp_path: Path, capsys)
 
 def test_darwin_resumed_mid_generation_matches_an_uninterrupted_run(darwin_run: Path, tmp_path: Path) -> None:
     short = tmp_path / "short"
-    assert main([*COMMON, *DARWIN, "--trials", "11", "--run-dir", str(short)]) == 0  # inside generation 1
-    assert main(["-q", "search", "--resume", str(short), "--trials", "16"]) == 0
+    assert main([*COMMON, *DARWIN, "--trials", "15", "--run-dir", str(short)]) == 0  # inside generation 1
+    assert main(["-q", "search", "--resume", str(short), "--trials", "22"]) == 0
     fields = lambda r: (r["levels"], r["fidelity"], r["eval_samples"], r["parent"], r["draw"])  # noqa: E731
     assert [fields(r) for r in _journal(short)] == [fields(r) for r in _journal(darwin_run)]
     assert json.loads((short / "run.json").read_text())["incumbent"] == \

@@ -20,8 +20,8 @@ DARWIN_GEN = [16, 8, 4, 2]  # later, on the same draw: the parent's final trial 
 
 
 def _darwin_run(generations: int, fail_every: int | None = None, fresh_draws: bool = False) -> Transcript:
-    """Most tests here follow one draw for the whole search, where the parent is carried
-    through the stages in the first generation only."""
+    """On one draw for the whole search (darwin's default) the parent is carried through
+    the stages in the first generation only."""
     case = hard_case(0.4)
     searcher = make_searcher("darwin", problem=case.problem, seed=0,
                              options={"generations": generations, "fresh_draws": fresh_draws})
@@ -111,7 +111,7 @@ def _result(trial_id: int, p: Proposal, loss: float | None) -> Result:
     status = "failed" if loss is None else "ok"
     metrics = {} if loss is None else {"loss": loss, "accuracy": 1 - loss}
     return Result(trial_id=trial_id, levels=p.levels, fidelity=int(p.fidelity), status=status, metrics=metrics,
-                  eval_samples=p.eval_samples, parent=p.parent)
+                  eval_samples=p.eval_samples, parent=p.parent, draw=p.draw)
 
 
 def test_fresh_stages_score_a_new_parent_at_the_last_stage_only() -> None:
@@ -142,6 +142,37 @@ def test_a_known_parent_result_is_reused_and_wins_ties_only_when_nothing_beats_i
     gen.record(_result(0, proposals[0], None))
     gen.record(_result(1, proposals[1], 0.3))
     assert gen.winner.result is elite
+
+
+def test_the_last_stage_ranks_by_the_mean_over_its_draws() -> None:
+    schedule = Schedule.build(offspring=2, survivors=[1], steps=[5], samples=[10])
+    elite = Result(trial_id=99, levels=np.array([0, 0]), fidelity=5, status="ok", metrics={"loss": 0.25},
+                   eval_samples=10, parent=None, draw=7)
+    gen = Generation(offspring=[np.array([1, 0]), np.array([2, 0])], elite_levels=np.array([0, 0]),
+                     elite_result=elite, schedule=schedule, continued=True, fitness=fitness_of("loss"),
+                     draws=(7, 8))
+    proposals = gen.take(10)
+    assert [(p.levels[0], p.draw) for p in proposals] == [(1, 7), (2, 7), (1, 8), (2, 8), (0, 8)]
+    assert (proposals[-1].fidelity, proposals[-1].eval_samples, proposals[-1].parent) == (5, 10, None), \
+        "the parent's kept trial, on the other draw"
+    losses = {(1, 7): 0.1, (2, 7): 0.2, (1, 8): 0.5, (2, 8): 0.2, (0, 8): 0.25}  # child 1 was lucky on draw 7
+    for i, p in reversed(list(enumerate(proposals))):  # told out of order
+        assert gen.record(_result(i, p, losses[(p.levels[0], p.draw)]))
+    assert gen.done and gen.winner.levels.tolist() == [2, 0], "mean 0.2 beats 0.25 (parent) and 0.3"
+    assert gen.winner.result.draw == 7, "the result kept for the next generation is on the first draw"
+
+
+def test_a_failure_on_any_draw_ranks_last() -> None:
+    schedule = Schedule.build(offspring=1, survivors=[1], steps=[5], samples=[10])
+    elite = Result(trial_id=99, levels=np.array([0, 0]), fidelity=5, status="ok", metrics={"loss": 0.9},
+                   eval_samples=10)
+    gen = Generation(offspring=[np.array([1, 0])], elite_levels=np.array([0, 0]), elite_result=elite,
+                     schedule=schedule, continued=True, fitness=fitness_of("loss"), draws=(0, 1))
+    proposals = gen.take(10)
+    for i, p in enumerate(proposals):
+        failed = p.levels[0] == 1 and p.draw == 1
+        gen.record(_result(i, p, None if failed else 0.1 if p.levels[0] == 1 else 0.9))
+    assert gen.winner.levels.tolist() == [0, 0]
 
 
 def test_fitness_is_worst_for_failed_missing_or_non_finite_metrics() -> None:
