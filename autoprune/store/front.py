@@ -74,17 +74,34 @@ def last_stage(table: pd.DataFrame) -> pd.DataFrame:
     return table[at_top & (eval_order == eval_order[at_top].max())]
 
 
+#: what a draw of training randomness changes: averaged over a candidate's draws on the front
+DRAW_DEPENDENT = ("accuracy", "loss", "kl_to_dense", "latency_ms", "latency_iqr_ms")
+
+
+def mean_over_draws(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
+    """One row per candidate: the first trial's, with its scores averaged over every trial
+    of the same candidate (``identity`` columns equal, e.g. scored on several draws) and
+    their number in ``draws``. A single score of a candidate scored several times would
+    favour the luckiest, as the front's best accuracy would."""
+    grouped = table.groupby(identity, sort=False, dropna=False)
+    first = grouped.head(1).copy()
+    means = grouped[[c for c in DRAW_DEPENDENT if c in table]].transform("mean").loc[first.index]
+    first[means.columns] = means
+    first["draws"] = grouped["trial_id"].transform("size").loc[first.index].to_numpy()
+    return first
+
+
 def pareto_front(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...] = OBJECTIVES) -> pd.DataFrame:
-    """Non-dominated trials among those ok, within budget and at the last stage, best accuracy first."""
+    """Non-dominated trials among those ok, within budget and at the last stage, best accuracy first;
+    a candidate scored several times (on several draws) competes with its mean (:func:`mean_over_draws`)."""
     if table.empty:
         return table
     usable = [(c, d) for c, d in objectives if c in table and table[c].notna().any()]
     eligible = last_stage(table[table["within_budget"]]).dropna(subset=[c for c, _ in usable])
     if eligible.empty:
         return eligible
-    # identical allocations evaluated twice would dominate nobody; keep the first
     level_columns = [c for c in eligible.columns if c.startswith("level:")]
-    eligible = eligible.drop_duplicates(subset=level_columns + ["fidelity"])
+    eligible = mean_over_draws(eligible, level_columns + ["fidelity"])
     front_idx = NonDominatedSorting().do(_minimised(eligible, tuple(usable)), only_non_dominated_front=True)
     front = eligible.iloc[np.sort(front_idx)]
     return front.sort_values(["accuracy", "flops"], ascending=[False, True]).reset_index(drop=True)

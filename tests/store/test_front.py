@@ -40,3 +40,16 @@ def test_budget_is_applied_before_choosing_the_last_stage() -> None:
     assert not table.loc[0, "within_budget"] and table.loc[1, "within_budget"]
     assert list(pareto_front(table)["trial_id"]) == [1]
     assert np.isnan(table.loc[0, "kl_to_dense"])  # metric columns exist even when a searcher never wrote them
+
+
+def test_a_candidate_scored_on_several_draws_shows_its_mean() -> None:
+    lucky = [_record(0, [1, 1], 0.95, 50), _record(1, [1, 1], 0.75, 50)]  # one candidate, two draws
+    for record, draw in zip(lucky, (0, 1)):
+        record["draw"] = draw
+    steady = _record(2, [2, 1], 0.90, 50)
+    table = trials_table([*lucky, steady], ["a", "b"], {})
+    assert list(table["draw"]) == [0, 1, 0], "a record without a draw is on draw 0"
+    front = pareto_front(table)
+    assert list(front["trial_id"]) == [2], "0.85 on average: dominated by 0.90 at the same cost"
+    both = pareto_front(trials_table([*lucky], ["a", "b"], {}))
+    assert list(both["trial_id"]) == [0] and both["accuracy"].iloc[0] == 0.85 and both["draws"].iloc[0] == 2
