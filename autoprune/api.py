@@ -163,6 +163,9 @@ def make_executor(config: SearchConfig, evaluator: Any) -> Executor:
 def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, progress: bool) -> Run:
     config = run.config
     journal = Journal(run.path)
+    note = searcher.plan(config.trials)
+    if note:
+        logger.info(note)
     started = time.time()
     try:
         stats = run_loop(

@@ -138,6 +138,11 @@ class Searcher(ABC):
         self.n_told += len(results)
         self._tell(list(results))
 
+    def plan(self, trials: int) -> str | None:
+        """One sentence on what ``trials`` buys this searcher (generations, rounds), for a
+        user who left ``--trials`` at its default; None when there is nothing to say."""
+        return None
+
     def incumbent(self) -> int | None:
         """The trial id of the candidate this searcher would hand over now, for searchers
         with their own notion of best (darwin: its parent, whose last-stage score may come

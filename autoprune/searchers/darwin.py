@@ -175,6 +175,24 @@ class DarwinSearcher(Searcher):
             self.generation = None
             self.n_generations += 1
 
+    def generation_trials(self) -> tuple[int, int]:
+        """Trials of the first generation and of each later one in the run loop (which
+        answers a parent's repeated trials from its cache)."""
+        schedule, extra_draws = self.schedule, self.final_draws - 1
+        entrants = self.offspring + sum(schedule.survivors[:-1])
+        finalists = schedule.survivors[-2] if schedule.n_stages > 1 else self.offspring
+        offspring_trials = entrants + finalists * extra_draws
+        parent_chain = schedule.n_stages + extra_draws
+        return offspring_trials + parent_chain, offspring_trials + (parent_chain if self.fresh_draws else 0)
+
+    def plan(self, trials: int) -> str:
+        first, later = self.generation_trials()
+        generations = 0 if trials < first else 1 + (trials - first) // later
+        if self.generations is not None:
+            generations = min(generations, self.generations)
+        return (f"darwin: {trials} trials buy {generations} whole generation(s) ({first} trials the first, "
+                f"{later} each after); DarwinLM's search runs 200, so raise --trials for a deeper search")
+
     def _draws(self) -> tuple[int, ...]:
         """This generation's draws: the same every generation, or new ones with fresh draws."""
         first = self.n_generations * self.final_draws if self.fresh_draws else 0

@@ -210,6 +210,13 @@ class TyrSearcher(Searcher):
             self.generation = None
             self.generations_done += 1
 
+    def plan(self, trials: int) -> str:
+        per_generation = self.offspring + sum(self.schedule.survivors[:-1])
+        needed = self.rounds * self.generations_per_round * per_generation + 1
+        return (f"tyr: its {self.rounds} rounds of {self.generations_per_round} generations take about {needed} "
+                f"trials ({per_generation} per generation); --trials {trials} "
+                + ("covers them" if trials >= needed else "stops it early, raise it for every round"))
+
     def incumbent(self) -> int | None:
         return None if self.parent_result is None else self.parent_result.trial_id
 

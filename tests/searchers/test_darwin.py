@@ -225,7 +225,8 @@ def _loop(run_dir: Path, trials: int, checkpoints: _Checkpoints, executor: _Exec
     case = hard_case(0.4)
     run_dir.mkdir(exist_ok=True)
     journal = Journal(run_dir)
-    searcher = make_searcher("darwin", problem=case.problem, seed=5, options=options or {"fresh_draws": True})
+    options = {"fresh_draws": True} if options is None else options
+    searcher = make_searcher("darwin", problem=case.problem, seed=5, options=options)
     run_loop(searcher=searcher, executor=executor or _Executor(case), journal=journal,
              trials=trials, default_fidelity=100, seed=0, checkpoints=checkpoints, progress=False)
     return [journal.records[i] for i in sorted(journal.records)]
@@ -270,3 +271,17 @@ def test_the_parents_trials_on_the_extra_draws_are_answered_from_the_cache(tmp_p
     last = [r for r in records if r["eval_samples"] == 4096]
     assert len(last) == 9 + 6 + 6, "3 entrants x 3 draws, then only the 2 finalists x 3: the parent's are reused"
     assert {r["draw"] for r in last} == {0, 1, 2} and {r["draw"] for r in records if r["eval_samples"] < 4096} == {0}
+
+
+@pytest.mark.parametrize("options", [{}, {"final_draws": 3}, {"fresh_draws": True}, {"fresh_draws": True,
+                                                                                      "final_draws": 2}])
+def test_plan_counts_the_trials_the_run_loop_spends_per_generation(tmp_path: Path, options: dict) -> None:
+    searcher = make_searcher("darwin", problem=hard_case(0.4).problem, seed=5, options=options)
+    first, later = searcher.generation_trials()
+    records = _loop(tmp_path, first + 2 * later, _Checkpoints(), options=options)
+    last_stage = [r["trial_id"] for r in records if r["eval_samples"] == 4096]
+    # each generation ends with its last stage: the trial budget ends exactly after three
+    assert records[first - 1]["trial_id"] in last_stage and records[first]["eval_samples"] == 512
+    assert records[first + later - 1]["trial_id"] in last_stage and records[first + later]["eval_samples"] == 512
+    assert "3 whole generation(s)" in searcher.plan(first + 2 * later)
+    assert "2 whole generation(s)" in searcher.plan(first + 2 * later - 1)

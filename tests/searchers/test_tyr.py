@@ -182,3 +182,12 @@ def test_options_round_trip_through_make_searcher() -> None:
 def test_bad_tyr_options_name_the_argument(options: dict[str, Any], named: str) -> None:
     with pytest.raises(UserError, match=named):
         make_searcher("tyr", problem=build_case("separable-flops0.4").problem, seed=0, options=options)
+
+
+def test_plan_states_the_trials_every_round_takes() -> None:
+    case = hard_case(0.4)
+    searcher = make_searcher("tyr", problem=case.problem, seed=0)
+    assert "about 441 trials" in searcher.plan(40) and "stops it early" in searcher.plan(40)
+    assert "covers them" in searcher.plan(441)
+    transcript = drive(searcher, case.quality, max_proposals=2000)
+    assert transcript.finished and len(transcript.proposals) <= 441, "windows may run out early, never later"
