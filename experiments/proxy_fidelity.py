@@ -8,6 +8,12 @@ run the way the evaluator runs it. The reference is test accuracy after a long r
 reference, and each proxy's cost relative to the long recipe (training samples seen, and
 seconds).
 
+``--proxy-draws N`` also retrains the short proxies named by ``--draw-proxies`` (every
+one by default) on N - 1 further draws of training
+randomness (the seeds autoprune derives for draws 1, 2, ...: ``autoprune.loop.draw_seed``)
+and reports each proxy averaged over its N draws (``f200_kd_x3``), at N times the cost:
+is averaging draws a better use of compute than retraining longer?
+
 Results are journaled (JSONL) as each candidate finishes, so a killed study resumes
 where it stopped (run the same command again). Asking for more fidelities than a
 finished study has adds only those proxies to its candidates; the long reference is
@@ -35,6 +41,7 @@ import torch
 from scipy.stats import kendalltau
 
 from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batchnorm, score, train
+from autoprune.loop import draw_seed
 from autoprune.searchers import make_searcher
 from autoprune.searchers.base import Problem
 from autoprune.space.analysis import build_search_space
@@ -61,23 +68,37 @@ def variants(args) -> list[tuple[str, int, TrainConfig]]:
     return [(f"f{f}", f, config) for f in args.fidelities] + [(f"f{f}_kd", f, kd_config) for f in args.kd_fidelities]
 
 
+def drawn_proxies(args) -> list[str]:
+    """The retraining proxies scored on several draws."""
+    names = [name for name, _, _ in variants(args)]
+    return names if args.draw_proxies is None else [n for n in names if n in args.draw_proxies]
+
+
+def drawn(name: str, draw: int) -> str:
+    """The row key prefix of proxy ``name`` on ``draw`` (draw 0 keeps the plain name)."""
+    return name if draw == 0 else f"{name}_d{draw}"
+
+
 def retrained_proxies(task, space, levels, args, row: dict) -> None:
-    """Add to ``row`` each short-retraining proxy it does not have yet, run as the evaluator runs it."""
+    """Add to ``row`` each short-retraining proxy (on each draw) it does not have yet, run as
+    the evaluator runs it."""
     data, dense = task.data, task.dense
     never = list(task.space_config.never_prune)
     for name, steps, cfg in variants(args):
-        if f"{name}_acc" in row:
-            continue
-        start = time.perf_counter()
-        model, _ = materialize(dense, space, levels, task.example_input(), never_prune=never)
-        used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=args.seed)
-        outcome = train(model, data, steps=steps, config=cfg, seed=args.seed,
-                        teacher=dense if cfg.distill_weight > 0 else None)
-        scores = score(model, data, data.val)
-        row[f"{name}_acc"] = scores["accuracy"] if not outcome.diverged else float("nan")
-        row[f"{name}_loss"] = scores["loss"] if not outcome.diverged else float("nan")
-        row[f"{name}_seconds"] = time.perf_counter() - start
-        row[f"{name}_samples"] = used + outcome.samples
+        for draw in range(args.proxy_draws if name in drawn_proxies(args) else 1):
+            key, seed = drawn(name, draw), draw_seed(args.seed, draw)
+            if f"{key}_acc" in row:
+                continue
+            start = time.perf_counter()
+            model, _ = materialize(dense, space, levels, task.example_input(), never_prune=never)
+            used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=seed)
+            outcome = train(model, data, steps=steps, config=cfg, seed=seed,
+                            teacher=dense if cfg.distill_weight > 0 else None)
+            scores = score(model, data, data.val)
+            row[f"{key}_acc"] = scores["accuracy"] if not outcome.diverged else float("nan")
+            row[f"{key}_loss"] = scores["loss"] if not outcome.diverged else float("nan")
+            row[f"{key}_seconds"] = time.perf_counter() - start
+            row[f"{key}_samples"] = used + outcome.samples
 
 
 def long_recipe(task, space, levels, args, *, seed: int) -> tuple[float, float, float, int]:
@@ -105,6 +126,7 @@ def extra_references(task, space, levels, args, row: dict) -> None:
 
 def complete(row: dict, args) -> bool:
     return (all(f"{name}_acc" in row for name, _, _ in variants(args))
+            and all(f"{drawn(name, d)}_acc" in row for name in drawn_proxies(args) for d in range(args.proxy_draws))
             and all(f"final_test_acc_s{k}" in row for k in range(1, args.reference_seeds)))
 
 
@@ -174,7 +196,15 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
     seeds = [c for c in ["final_test_acc"] + [f"final_test_acc_s{k}" for k in range(1, args.reference_seeds)]
              if c in table]
     mean_reference = table[seeds].mean(axis=1)
-    proxies = ["pruned", "bn"] + [f"f{f}" for f in args.fidelities] + [f"f{f}_kd" for f in args.kd_fidelities]
+    retrained = [f"f{f}" for f in args.fidelities] + [f"f{f}_kd" for f in args.kd_fidelities]
+    proxies = ["pruned", "bn"] + retrained
+    if args.proxy_draws > 1:  # each retrained proxy averaged over its draws, at the summed cost
+        n = args.proxy_draws
+        for name in drawn_proxies(args):
+            for what, combine in (("acc", "mean"), ("samples", "sum"), ("seconds", "sum")):
+                columns = [f"{drawn(name, d)}_{what}" for d in range(n)]
+                table[f"{name}_x{n}_{what}"] = getattr(table[columns], combine)(axis=1)
+        proxies += [f"{name}_x{n}" for name in drawn_proxies(args)]
     summary = []
     for proxy in proxies:
         tau, p_value = kendalltau(table[f"{proxy}_acc"], table["final_test_acc"], nan_policy="omit")
@@ -209,6 +239,9 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
         "Proxies are scored on the held-out slice of the training data; cost is relative to the long recipe "
         "(training samples seen, and wall seconds on this shared machine; proxies added to a finished study "
         "ran later, perhaps on another machine, so compare their seconds with care).",
+        *([] if args.proxy_draws < 2 else [
+            f"`NAME_x{args.proxy_draws}` is proxy NAME averaged over {args.proxy_draws} draws of training "
+            "randomness (the seeds autoprune derives for its draws), at that many times its cost."]),
         "",
         markdown(s),
         "",
@@ -240,6 +273,11 @@ def main() -> None:
                         help="long retrainings per candidate, seeds seed, seed+1, ...; with more than one, "
                              "the reference's own rank stability is reported and proxies are also ranked "
                              "against the mean")
+    parser.add_argument("--proxy-draws", type=int, default=1,
+                        help="retrain every short proxy on this many draws of training randomness and also "
+                             "report it averaged over them")
+    parser.add_argument("--draw-proxies", type=lambda s: [v for v in s.split(",") if v], default=None,
+                        help="which proxies --proxy-draws applies to, e.g. f100_kd,f200_kd [all]")
     parser.add_argument("--name", default="proxy_fidelity")
     args = parser.parse_args()
     import sys

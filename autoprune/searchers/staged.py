@@ -17,7 +17,7 @@ Two kinds of stage:
 
 The parent's result at the last stage must be comparable to the finalists': same
 cumulative training through the same chain, same scoring data, same draw of training
-randomness (``draw``, shared by every trial of a generation). A parent that won an
+randomness (``draws[0]``, shared by every trial of a generation). A parent that won an
 earlier generation on the same draw has exactly that result already (its own final-stage
 trial), which is reused rather than re-evaluated: a re-run would be the same trial, which
 the run loop would answer from its cache anyway. A parent without such a result (the
