@@ -241,12 +241,26 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
         "ran later, perhaps on another machine, so compare their seconds with care).",
         *([] if args.proxy_draws < 2 else [
             f"`NAME_x{args.proxy_draws}` is proxy NAME averaged over {args.proxy_draws} draws of training "
-            "randomness (the seeds autoprune derives for its draws), at that many times its cost."]),
+            "randomness (the seeds autoprune derives for its draws), at that many times its cost.",
+            *(draw_agreement(table, name, args.proxy_draws) for name in drawn_proxies(args))]),
         "",
         markdown(s),
         "",
     ]
     return table, "\n".join(lines)
+
+
+def draw_agreement(table: pd.DataFrame, name: str, n: int) -> str:
+    """How proxy ``name`` ranks on each of its ``n`` draws, and how its draws agree: a proxy
+    whose draws agree with each other far better than with the reference is biased, not
+    noisy, and averaging draws cannot help it much."""
+    columns = [f"{drawn(name, d)}_acc" for d in range(n)]
+    against = [kendalltau(table[c], table["final_test_acc"], nan_policy="omit")[0] for c in columns]
+    between = [kendalltau(table[a], table[b], nan_policy="omit")[0]
+               for i, a in enumerate(columns) for b in columns[i + 1:]]
+    return (f"`{name}` on its {n} draws one by one: Kendall tau against the reference "
+            f"{', '.join(f'{t:.3f}' for t in against)}; the draws against each other "
+            f"{min(between):.3f} to {max(between):.3f}.")
 
 
 def write_journal(path: Path, rows: list[dict]) -> None:
