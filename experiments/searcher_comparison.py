@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -199,7 +200,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=YAML",
                         help="a searcher with options under its own name (add NAME to --searchers)")
     parser.add_argument("--summary-only", action="store_true",
-                        help="rewrite the tables from the study's journal and run nothing")
+                        help="rewrite the tables from the study's journal and run nothing (the task and recipe "
+                             "described are those of the journal's first command)")
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help="results file stem; another name keeps its own run directories")
     args = parser.parse_args()
@@ -215,6 +217,11 @@ def main() -> None:
     if args.summary_only:
         if not rows:
             raise SystemExit(f"{journal} holds no rows yet")
+        study = parser.parse_args([*shlex.split(rows[0]["command"])[2:], "--name", args.name])
+        for what in ("data", "model", "trials", "final_steps", "batch_size", "lr", "threads"):
+            setattr(args, what, getattr(study, what))  # describe the study, not this command's defaults
+        if args.threads:
+            torch.set_num_threads(args.threads)
         print(write_summary(rows, args))
         return
     done = {(r["budget"], r["searcher"], r["seed"]) for r in rows}
