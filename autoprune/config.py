@@ -37,7 +37,7 @@ class SearchConfig:
     bn_batches: int = 8
     lr: float = 0.05
     batch_size: int = 64
-    distill_weight: float = 0.5  # proxy study: tau 0.61 at 100 steps with KD, 0.32 without
+    distill_weight: float = 0.5  # proxy studies: KD ranks better at 100 steps (tau 0.61 / 0.34 vs 0.32 / 0.17)
     latency_batch_size: int = 1
     device: str = "auto"
     executor: str = "local"

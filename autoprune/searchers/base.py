@@ -87,8 +87,9 @@ class Searcher(ABC):
     #: depend on how many workers evaluate them)
     batch_size: ClassVar[int] = 8
     #: True when proposals name a ``parent`` to continue training from: the run then keeps
-    #: each trial's trained weights in ``RUN_DIR/checkpoints``
-    keeps_checkpoints: ClassVar[bool] = False
+    #: each trial's trained weights in ``RUN_DIR/checkpoints`` (a searcher whose options
+    #: decide it sets it per instance)
+    keeps_checkpoints: bool = False
 
     def __init__(self, *, problem: Problem, seed: int = 0) -> None:
         if not isinstance(problem, Problem):

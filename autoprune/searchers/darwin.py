@@ -79,7 +79,7 @@ class DarwinSearcher(Searcher):
     #: one stage per ask with the default 16 offspring (17 in the first generation, where
     #: the parent is carried through the stages); larger stages span several asks
     batch_size: ClassVar[int] = 32
-    keeps_checkpoints: ClassVar[bool] = True
+    keeps_checkpoints = True
 
     def __init__(
         self,

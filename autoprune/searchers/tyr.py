@@ -21,6 +21,13 @@ found and halves the spacing:
   candidate's, with no retraining (``fidelity=0``; the evaluator still recalibrates
   BatchNorm statistics), in stages on growing scoring data like DarwinLM's
   (:mod:`autoprune.searchers.staged`); the parent joins the last stage.
+- ``stage_steps`` (not in the paper, off by default): cumulative retraining steps per
+  stage, survivors continuing their trials as in ``darwin``. Týr prunes LLMs at 50%,
+  where the pruned model still works; at extreme sparsity a pruned CNN's predictions
+  right after pruning say nothing of what it retrains to (Kendall tau about 0 against
+  long retraining in ``experiments/results/proxy_fidelity*.md``), and training-free tyr
+  fell 3 points below uniform on resnet20 at flops=0.05
+  (``searcher_comparison_resnet20.md``). Short retraining per stage is what ranks there.
 
 Steps are counted in *grid levels*: a round steps ``max(1, round(ratio / level_step))``
 levels, where ``level_step`` is the grid's (median) spacing of keep ratios. The default
@@ -113,6 +120,7 @@ class TyrSearcher(Searcher):
         offspring: int = 16,
         survivors: tuple[int, ...] | list[int] = (4, 2, 1),
         stage_samples: tuple[int, ...] | list[int] = (256, 1024, 4096),
+        stage_steps: tuple[int, ...] | list[int] | None = None,
         fitness: str = "kl_to_dense",
         max_swaps: int = TYR_MAX_SWAPS,
     ) -> None:
@@ -125,8 +133,12 @@ class TyrSearcher(Searcher):
         self.generations_per_round = check_int("generations_per_round", generations_per_round, 1)
         self.offspring = check_int("offspring", offspring, 1)
         n_stages = len(survivors) if isinstance(survivors, (list, tuple)) else 1
-        self.schedule = Schedule.build(offspring=self.offspring, survivors=survivors, steps=(0,) * n_stages,
+        self.schedule = Schedule.build(offspring=self.offspring, survivors=survivors,
+                                       steps=(0,) * n_stages if stage_steps is None else stage_steps,
                                        samples=stage_samples)
+        #: retraining stages continue their survivors' trials, as DarwinLM's do
+        self.continued = any(self.schedule.steps)
+        self.keeps_checkpoints = self.continued
         self.fitness_metric = fitness
         self._fitness = fitness_of(fitness)
         self.max_swaps = check_int("max_swaps", max_swaps, 1)
@@ -193,10 +205,11 @@ class TyrSearcher(Searcher):
             if not children and self.parent_result is not None:  # the window around the parent is exhausted
                 self._next_round()
                 continue
-            # a first parent without children is still scored once (at the last stage)
+            # a first parent without children is still scored (at the last stage, or carried
+            # through retraining stages)
             self.generation = Generation(offspring=children, elite_levels=self.parent,  # type: ignore[arg-type]
                                          elite_result=self.parent_result, schedule=self.schedule,
-                                         continued=False, fitness=self._fitness)
+                                         continued=self.continued, fitness=self._fitness)
         return self.generation.take(n)
 
     def _tell(self, results: list[Result]) -> None:
@@ -212,7 +225,8 @@ class TyrSearcher(Searcher):
 
     def plan(self, trials: int) -> str:
         per_generation = self.offspring + sum(self.schedule.survivors[:-1])
-        needed = self.rounds * self.generations_per_round * per_generation + 1
+        first_parent = self.schedule.n_stages if self.continued else 1  # carried through the stages, or scored once
+        needed = self.rounds * self.generations_per_round * per_generation + first_parent
         return (f"tyr: its {self.rounds} rounds of {self.generations_per_round} generations take about {needed} "
                 f"trials ({per_generation} per generation); --trials {trials} "
                 + ("covers them" if trials >= needed else "stops it early, raise it for every round"))
@@ -236,4 +250,5 @@ class TyrSearcher(Searcher):
         return {**super().options(), "rounds": self.rounds, "window": self.window, "coarse_step": self.coarse_step,
                 "generations_per_round": self.generations_per_round, "offspring": self.offspring,
                 "survivors": list(self.schedule.survivors), "stage_samples": list(self.schedule.samples),
+                "stage_steps": list(self.schedule.steps),
                 "fitness": self.fitness_metric, "max_swaps": self.max_swaps}

@@ -94,3 +94,15 @@ def test_pick_searcher_on_a_run_whose_searcher_has_no_choice(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert "keeps no choice of its own" in err and len(err.strip().splitlines()) == 1
     assert not list(run_dir.glob("export-*"))
+
+
+def test_tyr_with_retraining_stages_continues_its_survivors(tmp_path: Path) -> None:
+    run_dir = tmp_path / "tyr-trained"
+    assert main([*COMMON, *TYR, "--searcher-option", "stage_steps=[3, 8]", "--trials", "12",
+                 "--run-dir", str(run_dir)]) == 0
+    records = _journal(run_dir)
+    assert len(records) == 12 and all(r["status"] == "ok" for r in records)
+    assert {r["metrics"]["total_steps"]: r["eval_samples"] for r in records} == {3: 64, 8: 128}
+    continued = [r for r in records if r["parent"] is not None]
+    assert continued and all(r["fidelity"] == 5 for r in continued), "survivors train only the difference"
+    assert {p.stem for p in (run_dir / "checkpoints").iterdir()} >= {f"trial-{r['parent']}" for r in continued}

@@ -168,8 +168,34 @@ def test_options_round_trip_through_make_searcher() -> None:
     options = {"rounds": 3, "window": 2, "coarse_step": 0.25, "generations_per_round": 2, "offspring": 8,
                "survivors": [2, 1], "stage_samples": [100, 400], "fitness": "loss", "max_swaps": 3}
     searcher = make_searcher("tyr", problem=problem, seed=4, options=options)
-    assert searcher.options() == {"seed": 4, "batch_size": 32, **options}
-    assert not searcher.keeps_checkpoints
+    assert searcher.options() == {"seed": 4, "batch_size": 32, **options, "stage_steps": [0, 0]}
+    assert not searcher.keeps_checkpoints, "training-free stages (the paper's) continue nothing"
+    trained = make_searcher("tyr", problem=problem, seed=4, options={**options, "stage_steps": [20, 60]})
+    assert trained.options()["stage_steps"] == [20, 60]
+    assert trained.keeps_checkpoints
+
+
+def test_retraining_stages_continue_their_survivors_and_carry_the_first_parent() -> None:
+    case = hard_case(0.4)
+    searcher = make_searcher("tyr", problem=case.problem, seed=0,
+                             options={"stage_steps": [10, 50, 200], "generations_per_round": 2, "rounds": 2})
+    transcript = drive(searcher, case.quality, max_proposals=10_000, batch_size=64)
+    assert transcript.finished
+    proposals = transcript.proposals
+    first_parent = proposals[0].levels.tolist()
+    # one stage per ask: the first parent is carried through all three stages beside 16 offspring
+    assert [len(b) for b in transcript.batches[:3]] == [17, 5, 3]
+    assert [len(b) for b in transcript.batches[3:6]] == [16, 4, 2], "later its last-stage trial is reused"
+    for p in proposals:
+        total, node = p.fidelity, p
+        while node.parent is not None:
+            node = proposals[node.parent]
+            total += node.fidelity
+            assert node.levels.tolist() == p.levels.tolist(), "a survivor continues its own trial"
+        assert total == {256: 10, 1024: 50, 4096: 200}[p.eval_samples], "cumulative steps per stage"
+        check_proposal(case.problem, p)
+    assert sum(p.levels.tolist() == first_parent for p in transcript.batches[0]) == 1
+    assert searcher.plan(40).startswith(f"tyr: its 2 rounds of 2 generations take about {4 * 22 + 3} trials")
 
 
 @pytest.mark.parametrize(("options", "named"), [
