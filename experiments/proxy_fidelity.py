@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from scipy.stats import kendalltau
 
-from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batchnorm, score, train
+from autoprune.evaluation.training import TeacherCache, TrainConfig, measure, recalibrate_batchnorm, score, train
 from autoprune.loop import draw_seed
 from autoprune.searchers import make_searcher
 from autoprune.searchers.base import Problem
@@ -79,9 +79,9 @@ def drawn(name: str, draw: int) -> str:
     return name if draw == 0 else f"{name}_d{draw}"
 
 
-def retrained_proxies(task, space, levels, args, row: dict) -> None:
+def retrained_proxies(task, space, levels, args, row: dict, teacher: TeacherCache) -> None:
     """Add to ``row`` each short-retraining proxy (on each draw) it does not have yet, run as
-    the evaluator runs it."""
+    the evaluator runs it (distilling from the dense model's cached logits)."""
     data, dense = task.data, task.dense
     never = list(task.space_config.never_prune)
     for name, steps, cfg in variants(args):
@@ -93,7 +93,7 @@ def retrained_proxies(task, space, levels, args, row: dict) -> None:
             model, _ = materialize(dense, space, levels, task.example_input(), never_prune=never)
             used = recalibrate_batchnorm(model, data, batches=args.bn_batches, batch_size=args.batch_size, seed=seed)
             outcome = train(model, data, steps=steps, config=cfg, seed=seed,
-                            teacher=dense if cfg.distill_weight > 0 else None)
+                            teacher=teacher if cfg.distill_weight > 0 else None)
             scores = score(model, data, data.val)
             row[f"{key}_acc"] = scores["accuracy"] if not outcome.diverged else float("nan")
             row[f"{key}_loss"] = scores["loss"] if not outcome.diverged else float("nan")
@@ -130,7 +130,7 @@ def complete(row: dict, args) -> bool:
             and all(f"final_test_acc_s{k}" in row for k in range(1, args.reference_seeds)))
 
 
-def evaluate_candidate(task, space, levels, args) -> dict:
+def evaluate_candidate(task, space, levels, args, teacher: TeacherCache) -> dict:
     data = task.data
     row: dict = {"levels": [int(v) for v in levels],
                  "flops_ratio": float(space.relative_cost("flops", levels))}
@@ -148,7 +148,7 @@ def evaluate_candidate(task, space, levels, args) -> dict:
     row["bn_seconds"] = time.perf_counter() - start + row["pruned_seconds"]
     row["bn_samples"] = used
 
-    retrained_proxies(task, space, levels, args, row)
+    retrained_proxies(task, space, levels, args, row, teacher)
 
     test_acc, val_acc, seconds, samples = long_recipe(task, space, levels, args, seed=args.seed)
     row.update(final_test_acc=test_acc, final_val_acc=val_acc, final_seconds=seconds, final_samples=samples)
@@ -201,7 +201,7 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
     if args.proxy_draws > 1:  # each retrained proxy averaged over its draws, at the summed cost
         n = args.proxy_draws
         for name in drawn_proxies(args):
-            for what, combine in (("acc", "mean"), ("samples", "sum"), ("seconds", "sum")):
+            for what, combine in (("acc", "mean"), ("loss", "mean"), ("samples", "sum"), ("seconds", "sum")):
                 columns = [f"{drawn(name, d)}_{what}" for d in range(n)]
                 table[f"{name}_x{n}_{what}"] = getattr(table[columns], combine)(axis=1)
         proxies += [f"{name}_x{n}" for name in drawn_proxies(args)]
@@ -216,6 +216,9 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
             "cost_seconds_vs_long": table[f"{proxy}_seconds"].mean() / table["final_seconds"].mean(),
             "mean_proxy_acc": table[f"{proxy}_acc"].mean(),
         })
+        if f"{proxy}_loss" in table:  # darwin's fitness: the held-out loss, lower is better
+            summary[-1]["kendall_tau_loss"] = kendalltau(-table[f"{proxy}_loss"], table["final_test_acc"],
+                                                         nan_policy="omit")[0]
         if len(seeds) > 1:
             summary[-1]["kendall_tau_mean_reference"] = kendalltau(table[f"{proxy}_acc"], mean_reference,
                                                                    nan_policy="omit")[0]
@@ -304,6 +307,7 @@ def main() -> None:
     space = build_search_space(task.dense, task.example_input(), grid=task.space_config.grid, never_prune=never)
     constraints = resolve(parse_budgets([args.budget]), space)
     dense = {"test": measure(task.dense, task.data, task.data.test)[0]}
+    teacher = TeacherCache(task.dense, len(task.data.train), task.data.num_classes)
     rows = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
     todo = candidates(space, constraints, args.candidates, args.seed)
     for i, levels in enumerate(todo):
@@ -311,12 +315,12 @@ def main() -> None:
             assert rows[i]["levels"] == [int(v) for v in levels], "the journal belongs to another study"
             if complete(rows[i], args):
                 continue
-            retrained_proxies(task, space, levels, args, rows[i])  # proxies added to a finished study
+            retrained_proxies(task, space, levels, args, rows[i], teacher)  # proxies added to a finished study
             extra_references(task, space, levels, args, rows[i])  # and reference seeds
             write_journal(journal, rows)
             print(f"candidate {i + 1}/{len(todo)}: new proxies or reference seeds added", flush=True)
             continue
-        row = evaluate_candidate(task, space, levels, args)
+        row = evaluate_candidate(task, space, levels, args, teacher)
         rows.append(row)
         write_journal(journal, rows)
         print(f"candidate {i + 1}/{len(todo)}: final test {row['final_test_acc']:.4f}, "
