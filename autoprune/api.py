@@ -62,10 +62,11 @@ class Run:
     def pick(self, spec: str | int) -> pd.Series:
         """One trial by id (``12``, ``"trial=12"``) or by constraints and objective
         (``"flops<=0.3"`` picks the best accuracy among front members with at most 30% of
-        the dense FLOPs), or ``"searcher"``: the searcher's own choice, where it has one."""
+        the dense FLOPs), ``"searcher"``: the searcher's own choice, where it has one, or
+        ``"auto"``: that choice where there is one, else ``"best"``."""
         return pick_row(self.trials, self.front, spec, self.dense, incumbent=self.info.get("incumbent"))
 
-    def export(self, out: str | Path, *, pick: str | int = "best", steps: int | None = None) -> dict[str, Any]:
+    def export(self, out: str | Path, *, pick: str | int = "auto", steps: int | None = None) -> dict[str, Any]:
         """Rebuild the picked trial, fine-tune it ``steps`` steps (default: the run's fidelity),
         report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``."""
         from autoprune.export import export_trial

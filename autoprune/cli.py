@@ -66,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a picked model as safetensors plus a JSON recipe")
     export.add_argument("run_dir")
-    export.add_argument("--pick", default="best",
-                        help="trial id, constraints such as 'flops<=0.3' (best accuracy among them), or 'searcher' "
-                             "(the searcher's own choice, where it has one) [best]")
+    export.add_argument("--pick", default="auto",
+                        help="trial id, 'best' (best held-out accuracy on the front), constraints such as "
+                             "'flops<=0.3' (best accuracy among them), 'searcher' (the searcher's own choice, where "
+                             "it has one), or 'auto': the searcher's choice where there is one, else best [auto]")
     export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
     export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
     return parser
@@ -133,11 +134,12 @@ def _print_summary(run: Any) -> None:
     best = front.iloc[0]
     print(f"Pareto front: {len(front)} models (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
           f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
-    if run.info.get("incumbent") is not None:
-        print(f"the searcher's choice: trial {run.info['incumbent']} (autoprune export {run.path} --pick searcher)")
+    chosen = run.info.get("incumbent")
+    if chosen is not None:
+        print(f"the searcher's choice: trial {chosen} (what export picks by default)")
     print(f"see the front:   autoprune front {run.path}")
-    print(f"export a model:  autoprune export {run.path} --pick best   "
-          "(or --pick TRIAL_ID, or constraints such as --pick 'flops<=0.35')")
+    print(f"export a model:  autoprune export {run.path}   "
+          "(or --pick best, --pick TRIAL_ID, or constraints such as --pick 'flops<=0.35')")
 
 
 def cmd_front(args: argparse.Namespace) -> int:

@@ -121,8 +121,8 @@ def search_run(args, task, budget: str, searcher: str, seed: int) -> autoprune.R
                             **{"searcher": searcher, **extra}, trials=args.trials, seed=seed)
 
 
-def final_accuracy(task, run: autoprune.Run, levels: np.ndarray, args, seed: int) -> tuple[float, float]:
-    """Test accuracy after the common final recipe, and its seconds."""
+def final_accuracy(task, run: autoprune.Run, levels: np.ndarray, args, seed: int) -> tuple[float, float, float]:
+    """Test and held-out accuracy after the common final recipe, and its seconds."""
     start = time.perf_counter()
     model, _ = materialize(task.dense, run.space, levels, task.example_input(),
                            never_prune=list(task.space_config.never_prune))
@@ -130,7 +130,8 @@ def final_accuracy(task, run: autoprune.Run, levels: np.ndarray, args, seed: int
     train(model, task.data, steps=args.final_steps, config=TrainConfig(lr=args.lr, batch_size=args.batch_size),
           seed=seed)
     accuracy, _ = measure(model, task.data, task.data.test)
-    return accuracy, time.perf_counter() - start
+    held_out, _ = measure(model, task.data, task.data.val)
+    return accuracy, held_out, time.perf_counter() - start
 
 
 def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
@@ -138,7 +139,7 @@ def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
     table = run.trials
     row = found_row(run)
     levels = levels_of(row, run.space)
-    accuracy, final_seconds = final_accuracy(task, run, levels, args, seed)
+    accuracy, _, final_seconds = final_accuracy(task, run, levels, args, seed)
     return {
         "budget": budget, "searcher": searcher, "seed": seed, "levels": [int(v) for v in levels],
         "trial_id": int(row["trial_id"]), "flops_ratio": float(row["flops_ratio"]),

@@ -54,10 +54,11 @@ def test_darwin_runs_its_stages_on_draws_of_each_generation(darwin_run: Path) ->
     assert len(best) == 2 and info["incumbent"] == next(r["trial_id"] for r in best if r["draw"] == 2)
 
 
-def test_darwin_exports_its_own_choice(darwin_run: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("pick", [["--pick", "searcher"], []], ids=["searcher", "default"])
+def test_darwin_exports_its_own_choice(darwin_run: Path, tmp_path: Path, pick: list[str]) -> None:
     info = json.loads((darwin_run / "run.json").read_text())
     out = tmp_path / "chosen"
-    assert main(["-q", "export", str(darwin_run), "--pick", "searcher", "--out", str(out), "--steps", "10"]) == 0
+    assert main(["-q", "export", str(darwin_run), *pick, "--out", str(out), "--steps", "10"]) == 0
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["trial_id"] == info["incumbent"]
     assert 0.0 <= recipe["metrics"]["test_accuracy"] <= 1.0
