@@ -239,6 +239,8 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
             f"{kendalltau(table[seeds[0]], table[seeds[1]])[0]:.3f} (seed {args.seed} against {args.seed + 1}), "
             "the ceiling a proxy can reach against one seed; `kendall_tau_mean_reference` ranks each proxy "
             "against the mean over seeds."]),
+        *([] if not (constant := [p for p in proxies if table[f"{p}_acc"].nunique() < 2]) else [
+            f"Constant over the candidates (no ranking, tau undefined): {', '.join(constant)}."]),
         "Proxies are scored on the held-out slice of the training data; cost is relative to the long recipe "
         "(training samples seen, and wall seconds on this shared machine; proxies added to a finished study "
         "ran later, perhaps on another machine, so compare their seconds with care).",
