@@ -237,8 +237,8 @@ def summarise(rows: list[dict], args, dense: dict) -> tuple[pd.DataFrame, str]:
         *([] if len(seeds) < 2 else [
             f"The long recipe with {len(seeds)} seeds: the seeds rank the candidates alike at Kendall tau "
             f"{kendalltau(table[seeds[0]], table[seeds[1]])[0]:.3f} (seed {args.seed} against {args.seed + 1}), "
-            "the ceiling a proxy can reach against one seed; `kendall_tau_mean_reference` ranks each proxy "
-            "against the mean over seeds."]),
+            "what a second run of the long recipe reaches against the first; `kendall_tau_mean_reference` "
+            "ranks each proxy against the mean over seeds."]),
         *([] if not (constant := [p for p in proxies if table[f"{p}_acc"].nunique() < 2]) else [
             f"Constant over the candidates (no ranking, tau undefined): {', '.join(constant)}."]),
         "Proxies are scored on the held-out slice of the training data; cost is relative to the long recipe "
