@@ -98,8 +98,7 @@ def choices(rows: pd.DataFrame, ks: list[int]) -> dict:
 
 def summarise(rows: list[dict], args) -> str:
     table = pd.DataFrame(rows)
-    ks = [k for k in (1, 2, 4, args.top) if k <= args.top]
-    ks = sorted(set(ks))
+    ks = sorted({k for k in (1, 2, 4, args.top) if k <= args.top})
     per_run = pd.DataFrame([{"group": group_of(run), "run": Path(run).name, **choices(part, ks)}
                             for run, part in table.groupby("run", sort=False)])
     means = per_run.drop(columns="run").groupby("group", sort=False).mean().reset_index()

@@ -299,8 +299,6 @@ def main() -> None:
                         help="which proxies --proxy-draws applies to, e.g. f100_kd,f200_kd [all]")
     parser.add_argument("--name", default="proxy_fidelity")
     args = parser.parse_args()
-    import sys
-
     args.argv = sys.argv[1:]
     RESULTS.mkdir(parents=True, exist_ok=True)
     journal = RESULTS / f"{args.name}.jsonl"
