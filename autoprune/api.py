@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +26,7 @@ from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, pareto_front, trials_table
 from autoprune.store.journal import Journal
+from autoprune.threads import local_cpus, torch_threads, warn_if_busy
 from autoprune.store.run_dir import check_new_run_dir, create_run, read_run, update_run, write_front
 
 logger = logging.getLogger(__name__)
@@ -93,11 +96,16 @@ def default_run_dir() -> Path:
 
 def search(*, run_dir: str | Path | None = None, progress: bool = True, **options: Any) -> Run:
     """Start a search (options as in :class:`SearchConfig`) and return the finished run."""
-    from autoprune.setup_run import environment, prepare
-
     config = SearchConfig.from_dict(options, source="search options")
     path = Path(run_dir) if run_dir is not None else default_run_dir()
     check_new_run_dir(path)
+    with in_process_threads(config):
+        return _start(config, path, progress=progress)
+
+
+def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
+    from autoprune.setup_run import environment, prepare
+
     # workers start before the run directory is made: a bad --address writes nothing
     prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator))
     executor = prepared.executor
@@ -128,14 +136,23 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
 
 
 def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float | None = None,
-           progress: bool = True) -> Run:
-    """Continue a stopped run: journaled trials are replayed, not evaluated again."""
-    from autoprune.setup_run import check_same_space, prepare
+           threads: int | None = None, progress: bool = True) -> Run:
+    """Continue a stopped run: journaled trials are replayed, not evaluated again.
 
+    ``trials`` and ``time_limit`` may extend the run; ``threads`` (a property of the machine,
+    not of the run) may change how many torch threads its evaluations use."""
     run = Run(run_dir)
     config = run.config
-    if trials is not None or time_limit is not None:
-        config = replace(config, trials=trials or config.trials, time_limit=time_limit or config.time_limit)
+    if trials is not None or time_limit is not None or threads is not None:
+        config = replace(config, trials=trials or config.trials, time_limit=time_limit or config.time_limit,
+                         threads=threads or config.threads)
+    with in_process_threads(config):
+        return _continue(run, config, progress=progress)
+
+
+def _continue(run: Run, config: SearchConfig, *, progress: bool) -> Run:
+    from autoprune.setup_run import check_same_space, prepare
+
     prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator))
     try:
         check_same_space(run.info["space"], prepared.space, str(run.path))
@@ -151,13 +168,26 @@ def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float 
     return _drive(run, prepared, searcher, prepared.executor, progress=progress)
 
 
+@contextmanager
+def in_process_threads(config: SearchConfig) -> Iterator[None]:
+    """The torch threads of a run that evaluates in this process (``--threads``), with a
+    warning when torch's default would share cores with other busy programs."""
+    if config.executor != "local":
+        yield  # Ray workers set their own threads; the driver only journals
+        return
+    if config.threads is None:
+        warn_if_busy(local_cpus())
+    with torch_threads(config.threads):
+        yield
+
+
 def make_executor(config: SearchConfig, evaluator: Any) -> Executor:
     """The executor named by ``config.executor``: workers that evaluate like ``evaluator``."""
     if config.executor == "ray":
         from autoprune.executors.ray_executor import RayExecutor
 
         return RayExecutor.from_evaluator(evaluator, workers=config.workers, address=config.address,
-                                          gpus_per_worker=config.gpus_per_worker)
+                                          gpus_per_worker=config.gpus_per_worker, threads=config.threads)
     return LocalExecutor(evaluator)
 
 

@@ -39,6 +39,8 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--workers": ("workers", int, "Ray workers to start (default: one per GPU, or per CPU without GPUs)"),
     "--address": ("address", str, "join this Ray cluster (auto, or HOST:PORT of a head) instead of starting one"),
     "--gpus-per-worker": ("gpus_per_worker", float, "GPUs per Ray worker, e.g. 0.5 to share a GPU [1 with GPUs]"),
+    "--threads": ("threads", int, "torch threads per evaluation, here or per Ray worker (which reserves as many "
+                                  "CPUs); 1 is often faster on a busy machine [local: all cores; ray: 1]"),
     "--seed": ("seed", int, "seed of the searcher and of retraining [0]"),
 }
 
@@ -103,10 +105,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     progress = not args.quiet
     if args.resume:
-        given = [flag for flag in ("--budget", "--config", "--run-dir") if getattr(args, flag[2:].replace("-", "_"))]
+        settable = {"--trials", "--time-limit", "--threads"}
+        flags = ["--budget", "--config", "--run-dir", "--searcher-option", *(f for f in SEARCH_FLAGS if f not in settable)]
+        given = [flag for flag in flags if getattr(args, flag[2:].replace("-", "_")) not in (None, [])]
         if given:
-            raise UserError(f"--resume continues a run with its own settings; drop {', '.join(given)}.")
-        run = api.resume(args.resume, trials=args.trials, time_limit=args.time_limit, progress=progress)
+            raise UserError(f"--resume continues a run with its own settings; drop {', '.join(given)} "
+                            f"(only {', '.join(sorted(settable))} may change).")
+        run = api.resume(args.resume, trials=args.trials, time_limit=args.time_limit, threads=args.threads,
+                         progress=progress)
     else:
         run = api.search(run_dir=args.run_dir, progress=progress, **_search_options(args))
     _print_summary(run)

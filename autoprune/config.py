@@ -44,6 +44,9 @@ class SearchConfig:
     workers: int | None = None
     address: str | None = None
     gpus_per_worker: float | None = None
+    #: torch threads of each evaluation: in this process (local), or per Ray worker, which
+    #: reserves as many CPUs; None: torch's default (every core) locally, one per Ray worker
+    threads: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +76,8 @@ class SearchConfig:
             raise UserError(f"device must be auto, cpu or cuda[:N], got {self.device!r}.")
         if self.workers is not None:
             _positive_int("workers", self.workers)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
         if self.gpus_per_worker is not None and not (
             isinstance(self.gpus_per_worker, (int, float)) and 0 < self.gpus_per_worker <= 8
         ):

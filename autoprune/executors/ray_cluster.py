@@ -16,12 +16,12 @@ per GPU (or per ``gpus_per_worker`` share of one), else one per CPU slot.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
 from autoprune.errors import UserError
+from autoprune.threads import local_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ class RaySession:
         return self.mode in ("started", "joined")
 
 
-def local_cpus() -> int:
-    """CPUs this process may run on (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def local_gpus() -> int:
     """CUDA devices torch sees on this machine."""
     import torch
@@ -69,9 +61,14 @@ def local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def connect(*, workers: int | None, address: str | None, gpus_per_worker: float | None) -> RaySession:
-    """Start or join Ray (see the module docstring) and decide the workers' shape."""
+def connect(*, workers: int | None, address: str | None, gpus_per_worker: float | None,
+            threads: int | None = None) -> RaySession:
+    """Start or join Ray (see the module docstring) and decide the workers' shape; each
+    worker reserves ``threads`` CPUs (default 1) and runs torch with that many threads."""
     ray = import_ray()
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserError(f"threads must be a whole number >= 1, got {threads!r}.")
+    threads = threads or 1
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise UserError(f"workers must be a whole number >= 1, got {workers!r}.")
     if gpus_per_worker is not None and not (isinstance(gpus_per_worker, (int, float)) and gpus_per_worker > 0):
@@ -95,9 +92,9 @@ def connect(*, workers: int | None, address: str | None, gpus_per_worker: float 
             ) from None
     else:
         mode = "started"
-        _start_local(ray, workers=workers, gpus_per_worker=gpus_per_worker)
+        _start_local(ray, workers=workers, gpus_per_worker=gpus_per_worker, threads=threads)
     try:
-        return _shape(ray, mode=mode, workers=workers, gpus_per_worker=gpus_per_worker)
+        return _shape(ray, mode=mode, workers=workers, gpus_per_worker=gpus_per_worker, threads=threads)
     except UserError:
         if mode != "borrowed":
             ray.shutdown()
@@ -128,7 +125,7 @@ def check_address(address: str, *, reachable: bool = True, timeout: float = 10.0
                         "of the cluster.") from None
 
 
-def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None) -> None:
+def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None, threads: int) -> None:
     cpus, gpus = local_cpus(), local_gpus()
     if gpus_per_worker and not gpus:
         raise UserError(f"--gpus-per-worker {gpus_per_worker} asks for GPUs, but torch sees no CUDA device on this "
@@ -136,11 +133,11 @@ def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None
     if gpus:
         share = gpus_per_worker or 1.0
         wanted = workers or max(1, int(gpus / share + 1e-9))
-        num_cpus = max(cpus, wanted)
+        num_cpus = max(cpus, wanted * threads)
     else:
-        # a CPU worker reserves one logical CPU: size the instance so every asked worker fits,
-        # even more workers than cores (workers that wait on I/O or sleep still scale)
-        num_cpus = workers or cpus
+        # a CPU worker reserves `threads` logical CPUs: size the instance so every asked worker
+        # fits, even more workers than cores (workers that wait on I/O or sleep still scale)
+        num_cpus = workers * threads if workers else cpus
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -155,7 +152,8 @@ def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None
     logger.info("started a local Ray instance with %d CPUs and %d GPUs", num_cpus, gpus)
 
 
-def _shape(ray: Any, *, mode: str, workers: int | None, gpus_per_worker: float | None) -> RaySession:
+def _shape(ray: Any, *, mode: str, workers: int | None, gpus_per_worker: float | None,
+           threads: int = 1) -> RaySession:
     resources = {k: float(v) for k, v in ray.cluster_resources().items()
                  if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
@@ -169,8 +167,11 @@ def _shape(ray: Any, *, mode: str, workers: int | None, gpus_per_worker: float |
             raise UserError(f"--gpus-per-worker {share} is more than the {gpus:g} GPUs of {where}.")
         fits = int(gpus / share + 1e-9)
     else:
-        share, fits = 0.0, int(cpus)
+        share, fits = 0.0, int(cpus // threads)
     if workers is None:
+        if fits < 1 and cpus >= 1:
+            raise UserError(f"{where} has {cpus:g} CPUs, fewer than the {threads} --threads one worker reserves; "
+                            "lower --threads.")
         if fits < 1:
             raise UserError(f"{where} has no CPU or GPU to run a worker on ({resources}); pass --workers "
                             "and add nodes, or leave out --address to start a local Ray instance.")
@@ -179,6 +180,6 @@ def _shape(ray: Any, *, mode: str, workers: int | None, gpus_per_worker: float |
         logger.warning("%d workers asked for, but %s has room for %d now; the others start when resources free up",
                        workers, where, fits)
     address = ray.get_runtime_context().gcs_address
-    # one CPU per worker, GPU workers too (their evaluator still computes on it)
-    return RaySession(mode=mode, address=address, workers=workers, cpus_per_worker=1.0, gpus_per_worker=share,
+    # `threads` CPUs per worker, GPU workers too (their evaluator still computes on them)
+    return RaySession(mode=mode, address=address, workers=workers, cpus_per_worker=float(threads), gpus_per_worker=share,
                       resources=resources)

@@ -77,6 +77,7 @@ class RayExecutor(Executor):
         workers: int | None = None,
         address: str | None = None,
         gpus_per_worker: float | None = None,
+        threads: int | None = None,
         max_retries: int = 2,
         start_timeout: float = 300.0,
     ) -> None:
@@ -93,7 +94,8 @@ class RayExecutor(Executor):
         self._wall = 0.0
         self._retried = 0
         self._last_start_error = ""
-        self.session: RaySession = connect(workers=workers, address=address, gpus_per_worker=gpus_per_worker)
+        self.session: RaySession = connect(workers=workers, address=address, gpus_per_worker=gpus_per_worker,
+                                           threads=threads)
         try:
             self.workers = self.session.workers
             self._factory = factory
@@ -115,13 +117,14 @@ class RayExecutor(Executor):
 
     @classmethod
     def from_evaluator(cls, evaluator: Any, *, workers: int | None = None, address: str | None = None,
-                       gpus_per_worker: float | None = None, max_retries: int = 2) -> "RayExecutor":
+                       gpus_per_worker: float | None = None, threads: int | None = None,
+                       max_retries: int = 2) -> "RayExecutor":
         """Workers that each build an evaluator like ``evaluator`` (same model, data, space, settings)."""
         payload = EvaluatorPayload(dense=evaluator.dense, data=evaluator.data, space=evaluator.space.to_dict(),
                                    never_prune=tuple(evaluator.never_prune), config=evaluator.config,
                                    importance=evaluator.importance)
         return cls(factory=evaluator_runner, payload=payload, workers=workers, address=address,
-                   gpus_per_worker=gpus_per_worker, max_retries=max_retries)
+                   gpus_per_worker=gpus_per_worker, threads=threads, max_retries=max_retries)
 
     # -- running jobs -----------------------------------------------------------------
 

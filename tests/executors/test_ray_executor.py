@@ -126,3 +126,15 @@ def test_call_runs_in_a_worker_with_its_threads_and_passes_errors_back(ray_insta
         with pytest.raises(ValueError, match="invalid literal"):
             executor.call(int, "not a number")  # fn's own error, as if called here
         assert sorted(r.trial_id for r in executor.run(_jobs(2))) == [0, 1]  # the workers still serve jobs
+
+
+def test_threads_sets_each_workers_cpus_and_torch_threads(ray_instance: Any) -> None:
+    with _executor(SleepPayload(seconds=0.0), workers=None, threads=2) as executor:
+        assert executor.workers == 1  # 2 CPUs hold one worker of 2 threads
+        assert executor.session.cpus_per_worker == 2.0
+        assert executor.call(__import__("torch").get_num_threads) == 2
+        assert sorted(r.trial_id for r in executor.run(_jobs(3))) == [0, 1, 2]
+    with pytest.raises(UserError, match="fewer than the 3 --threads one worker reserves"):
+        _executor(SleepPayload(), workers=None, threads=3)
+    with pytest.raises(UserError, match="threads must be a whole number"):
+        _executor(SleepPayload(), threads=0)
