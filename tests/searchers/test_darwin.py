@@ -132,6 +132,24 @@ def test_a_parent_with_a_lucky_score_stays_on_one_draw_only() -> None:
     assert not np.array_equal(averaged.parent, lucky), "its mean over 3 draws loses to better children"
 
 
+def test_patience_ends_the_search_once_the_parent_keeps_winning() -> None:
+    lucky, searcher = _drive_with_a_lucky_first_parent({"patience": 2})
+    assert searcher.finished and searcher.n_generations == 2 and np.array_equal(searcher.parent, lucky)
+    case = hard_case(0.4)
+    searcher = make_searcher("darwin", problem=case.problem, seed=0, options={"patience": 1})
+    transcript = drive(searcher, case.quality, max_proposals=5000)
+    assert transcript.finished and searcher.kept_parent == 1
+    assert searcher.n_generations > 1, "generations that found a new parent do not count"
+    winners = []  # the parent after each generation, from a run without patience on the same seed
+    plain = make_searcher("darwin", problem=case.problem, seed=0, options={"generations": searcher.n_generations})
+    while proposals := plain.ask(plain.batch_size):
+        plain.tell(evaluate(proposals, case.quality, first_trial_id=0, fail_every=None))
+        if plain.generation is None:
+            winners.append(plain.parent.copy())
+    kept = [np.array_equal(a, b) for a, b in zip(winners, winners[1:])]
+    assert kept[-1] and not any(kept[:-1]), "stopped at the first generation that kept its parent"
+
+
 def test_the_last_stage_averages_over_draws_that_stay_the_same_every_generation() -> None:
     case = hard_case(0.4)
     searcher = make_searcher("darwin", problem=case.problem, seed=0, options={"generations": 3, "final_draws": 3})
@@ -168,7 +186,7 @@ def test_options_round_trip_through_make_searcher() -> None:
     problem = build_case("separable-flops0.4").problem
     options = {"offspring": 8, "survivors": [4, 2, 1], "stage_steps": [0, 20, 60], "stage_samples": [64, 128, 256],
                "fitness": "kl_to_dense", "generations": 5, "max_swaps": 2, "fresh_draws": True,
-               "final_draws": 2}
+               "final_draws": 2, "patience": 3}
     searcher = make_searcher("darwin", problem=problem, seed=4, options=options)
     assert searcher.options() == {"seed": 4, "batch_size": 32, **options}
     assert searcher.keeps_checkpoints
@@ -181,6 +199,7 @@ def test_options_round_trip_through_make_searcher() -> None:
     ({"generations": 0}, "generations"),
     ({"fresh_draws": "yes"}, "fresh_draws"),
     ({"final_draws": 0}, "final_draws"),
+    ({"patience": 0}, "patience"),
 ])
 def test_bad_darwin_options_name_the_argument(options: dict[str, Any], named: str) -> None:
     with pytest.raises(UserError, match=named):
