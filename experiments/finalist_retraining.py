@@ -41,7 +41,7 @@ from autoprune.api import levels_of
 from autoprune.store.front import last_stage, mean_over_draws
 from autoprune.tasks import prepare_task
 from proxy_fidelity import command_and_machine, command_line, markdown
-from searcher_comparison import FITNESS, final_accuracy
+from searcher_comparison import FITNESS, add_final_recipe_arguments, final_accuracy, read_journal
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -130,16 +130,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="run directories of finished searches")
     parser.add_argument("--top", type=int, default=6)
-    parser.add_argument("--final-steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    add_final_recipe_arguments(parser)
     parser.add_argument("--name", default="finalist_retraining")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     journal = RESULTS / f"{args.name}.jsonl"
-    rows = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    rows = read_journal(journal)
     done = {(r["run"], tuple(r["levels"])) for r in rows}
     tasks: dict = {}
     for run_dir in args.runs:

@@ -31,7 +31,7 @@ from autoprune.store.front import last_stage, mean_over_draws
 from autoprune.tasks import prepare_task
 from finalist_retraining import group_of
 from proxy_fidelity import command_and_machine, command_line, markdown
-from searcher_comparison import FITNESS, final_accuracy
+from searcher_comparison import FITNESS, add_final_recipe_arguments, final_accuracy, read_journal
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -100,17 +100,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="run directories of darwin searches")
     parser.add_argument("--at", required=True, help="comma-separated trial counts, e.g. 34,124,244,484")
-    parser.add_argument("--final-steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    add_final_recipe_arguments(parser)
     parser.add_argument("--name", default="search_progress")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     points = sorted({int(n) for n in args.at.split(",")})
     journal = RESULTS / f"{args.name}.jsonl"
-    rows = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    rows = read_journal(journal)
     done = {(r["run"], r["at_trials"]) for r in rows}
     tasks: dict = {}
     for run_dir in args.runs:

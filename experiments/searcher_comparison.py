@@ -134,6 +134,20 @@ def final_accuracy(task, run: autoprune.Run, levels: np.ndarray, args, seed: int
     return accuracy, held_out, time.perf_counter() - start
 
 
+def add_final_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The common final recipe's options (and torch threads), shared by the studies that
+    retrain found models as this one does."""
+    parser.add_argument("--final-steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def read_journal(path: Path) -> list[dict]:
+    """A study's journaled rows (none before its first)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
     run = search_run(args, task, budget, searcher, seed)
     table = run.trials
@@ -194,10 +208,7 @@ def main() -> None:
                         default=["uniform", "uniform_fine", "darwin", "tyr", "random"])
     parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=32)
-    parser.add_argument("--final-steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    add_final_recipe_arguments(parser)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=YAML",
                         help="a searcher with options under its own name (add NAME to --searchers)")
     parser.add_argument("--summary-only", action="store_true",
@@ -214,7 +225,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     journal = RESULTS / f"{args.name}.jsonl"
-    rows = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    rows = read_journal(journal)
     if args.summary_only:
         if not rows:
             raise SystemExit(f"{journal} holds no rows yet")
