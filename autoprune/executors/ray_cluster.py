@@ -10,7 +10,8 @@ Three ways a driver can hold Ray, and what closing it means for each:
   embedding autoprune); we use that connection and leave it open.
 
 How many workers fit, and with which resources each, is decided here too: one worker
-per GPU (or per ``gpus_per_worker`` share of one), else one per CPU slot.
+per GPU (or per ``gpus_per_worker`` share of one), else one per ``threads`` CPUs (one
+by default); every worker reserves ``threads`` CPUs and runs torch with that many threads.
 """
 
 from __future__ import annotations
