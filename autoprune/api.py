@@ -26,7 +26,7 @@ from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, pareto_front, trials_table
 from autoprune.store.journal import Journal
-from autoprune.threads import local_cpus, torch_threads, warn_if_busy
+from autoprune.threads import default_threads, local_cpus, torch_threads
 from autoprune.store.run_dir import check_new_run_dir, create_run, read_run, update_run, write_front
 
 logger = logging.getLogger(__name__)
@@ -170,14 +170,14 @@ def _continue(run: Run, config: SearchConfig, *, progress: bool) -> Run:
 
 @contextmanager
 def in_process_threads(config: SearchConfig) -> Iterator[None]:
-    """The torch threads of a run that evaluates in this process (``--threads``), with a
-    warning when torch's default would share cores with other busy programs."""
+    """The torch threads of a run that evaluates in this process: ``--threads``, or when
+    none is named torch's default, lowered (with a warning) where other programs keep
+    cores busy (:func:`autoprune.threads.default_threads`)."""
     if config.executor != "local":
         yield  # Ray workers set their own threads; the driver only journals
         return
-    if config.threads is None:
-        warn_if_busy(local_cpus())
-    with torch_threads(config.threads):
+    threads = config.threads if config.threads is not None else default_threads(local_cpus())
+    with torch_threads(threads):
         yield
 
 

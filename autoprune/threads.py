@@ -2,10 +2,11 @@
 
 torch's intra-op parallelism splits each operation evenly over its threads and waits for
 the slowest: one core kept busy by another program stalls every operation, not just one
-thread's share. On this project's 2-core machine a default search ran 5 s per trial idle
-and 20-33 s beside one single-threaded job (``experiments/results/threads.md`` measures
-it); with one thread it stays near its idle speed. So ``--threads`` exists, and a search
-that would run torch's default thread count beside busy cores says so before it starts.
+thread's share. On this project's 2-core machine the default digits search took 0.69 s
+per trial with 2 threads alone and 17 s (25x) beside one single-threaded busy program,
+while with one thread it took 0.93 s either way (``experiments/results/threads.md``). So
+``--threads`` exists, and a search whose user named no thread count looks at the machine
+first: beside busy cores it runs with the threads that leave them alone, and says so.
 """
 
 from __future__ import annotations
@@ -65,26 +66,32 @@ def others_running(*, samples: int = 5, interval: float = 0.05, source: Path = L
     return max(0.0, statistics.median(counts))
 
 
-def busy_machine_hint(others: float | None, cpus: int, threads: int) -> str | None:
-    """A one-sentence warning when ``threads`` torch threads would share cores with the
-    ``others`` busy ones, naming the thread count that leaves them alone; None when they fit."""
+def fitting_threads(others: float | None, cpus: int, threads: int) -> int | None:
+    """Fewer torch threads than ``threads`` that leave the ``others`` busy cores alone, or
+    None when ``threads`` already fit beside them (or one thread is all there is)."""
     if others is None:
         return None
     busy = math.ceil(others - 0.25)  # a sample's stray short-lived task is not a busy core
     if busy < 1 or threads + busy <= cpus:
         return None
     fits = max(1, cpus - busy)
-    if fits >= threads:
-        return None
-    return (f"other programs keep about {busy} of this machine's {cpus} cores busy, and torch would run "
-            f"{threads} threads per evaluation beside them, which can make trials several times slower; "
-            f"pass --threads {fits} to leave those cores alone.")
+    return fits if fits < threads else None
 
 
-def warn_if_busy(cpus: int) -> None:
-    """Log :func:`busy_machine_hint` for torch's current thread count, if it applies."""
+def default_threads(cpus: int) -> int | None:
+    """Threads for a search whose user named none: torch's own (None) on a quiet machine;
+    beside busy cores, the count that leaves them alone, with a warning that says so.
+
+    The asymmetry decides: one thread where two would have fit costs 1.35x on this
+    project's machine, two threads beside one busy core cost 25x (``threads.md``)."""
     import torch
 
-    hint = busy_machine_hint(others_running(), cpus, torch.get_num_threads())
-    if hint:
-        logger.warning(hint)
+    threads = torch.get_num_threads()
+    others = others_running()
+    fits = fitting_threads(others, cpus, threads)
+    if fits is not None:
+        logger.warning("other programs keep about %d of this machine's %d cores busy: evaluating with %d torch "
+                       "thread%s instead of %d, as torch waits for its slowest thread and sharing a busy core "
+                       "can make trials many times slower; pass --threads to choose.",
+                       math.ceil(others - 0.25), cpus, fits, "" if fits == 1 else "s", threads)
+    return fits

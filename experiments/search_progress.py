@@ -9,7 +9,10 @@ and scored on the test split. A curve still rising at the run's end says more tr
 would buy more; a flat one that the search has found what its proxy can tell apart.
 
 Runs with ``fresh_draws`` are refused (their parent is scored again each generation, so
-the running best is not their choice). Rows are journaled; a killed study resumes.
+the running best is not their choice). The study also replays darwin's ``patience``
+option on each run: the search is the same until the parent has won ``patience``
+generations in a row, so where it would have stopped, and with which parent, can be read
+off the journal; that parent is retrained too. Rows are journaled; a killed study resumes.
 
     python experiments/search_progress.py --threads 1 --at 34,124,244,484,724,964 \\
         --runs experiments/runs/searcher_comparison_resnet20_960-flops0.05-darwin-s0 ...
@@ -50,6 +53,30 @@ def choice_after(run: autoprune.Run, trials: int) -> pd.Series | None:
     return candidates.sort_values([column, "trial_id"], ascending=[ascending, True]).iloc[0]
 
 
+def generation_ends(run: autoprune.Run) -> list[int]:
+    """Trial counts at which the run's generations ended: a generation's first trial is
+    scored on the fewest held-out samples, right after the last stage's (the run's last
+    generation, followed by none, is not counted)."""
+    table = run.trials.sort_values("trial_id")
+    samples, ids = table["eval_samples"].to_numpy(), table["trial_id"].to_numpy()
+    return [int(ids[i]) + 1 for i in range(len(ids) - 1)
+            if samples[i] == samples.max() and samples[i + 1] == samples.min()]
+
+
+def patience_stop(run: autoprune.Run, patience: int) -> int | None:
+    """Where darwin with ``patience`` would have stopped: it runs as this run did until
+    its parent has won ``patience`` generations in a row. None: not within this run."""
+    first_parent = run.trials[run.trials["trial_id"] == int(run.info["searcher"]["offspring"])].iloc[0]
+    parent, kept = levels_of(first_parent, run.space), 0  # the first ask ends with the first parent
+    for end in generation_ends(run):
+        winner = levels_of(choice_after(run, end), run.space)
+        kept = kept + 1 if np.array_equal(winner, parent) else 0
+        parent = winner
+        if kept >= patience:
+            return end
+    return None
+
+
 def check_run(run: autoprune.Run) -> None:
     if run.config.searcher != "darwin":
         raise SystemExit(f"{run.path}: search_progress follows darwin runs, not {run.config.searcher}")
@@ -64,8 +91,9 @@ def check_run(run: autoprune.Run) -> None:
             raise SystemExit(f"{run.path}: the running best disagrees with the searcher's incumbent")
 
 
-def summarise(rows: list[dict], args) -> str:
-    table = pd.DataFrame(rows)
+def summarise(rows: list[dict], stops: list[dict], args) -> str:
+    every = pd.DataFrame(rows)
+    table = every[every["at_trials"].isin(args.points)].copy()
     table["group"] = table["run"].map(group_of)
     means = table.groupby(["group", "at_trials"], sort=True).agg(
         runs=("run", "size"), acc_mean=("final_test_acc", "mean"), acc_std=("final_test_acc", "std"),
@@ -93,6 +121,24 @@ def summarise(rows: list[dict], args) -> str:
         markdown(per_run),
         "",
     ]
+    if stops:
+        found = {(r["run"], r["at_trials"]): r for r in rows}
+        patience = pd.DataFrame([{
+            "run": Path(stop["run"]).name, "patience": stop["patience"], "trials": stop["trials"],
+            "stops_at": stop["stops_at"] if stop["stops_at"] is not None else "-",
+            "same_choice_as_the_run": (found[(stop["run"], stop["stops_at"])]["levels"]
+                                       == found[(stop["run"], stop["trials"])]["levels"]
+                                       if stop["stops_at"] is not None else True),
+            "final_test_acc": found[(stop["run"], stop["stops_at"] or stop["trials"])]["final_test_acc"],
+        } for stop in stops])
+        lines += [
+            "What darwin's `patience` option would have done: the run is the same until its parent has won "
+            "`patience` generations in a row, then it stops (`-`: not within the run) and hands over that "
+            "parent, retrained as above.",
+            "",
+            markdown(patience),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -100,12 +146,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="run directories of darwin searches")
     parser.add_argument("--at", required=True, help="comma-separated trial counts, e.g. 34,124,244,484")
+    parser.add_argument("--patience", default="3,5,8",
+                        help="comma-separated patience values to replay on each run (also retrained) [3,5,8]")
     add_final_recipe_arguments(parser)
     parser.add_argument("--name", default="search_progress")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    points = sorted({int(n) for n in args.at.split(",")})
+    args.points = sorted({int(n) for n in args.at.split(",")})
+    patiences = [int(p) for p in args.patience.split(",")] if args.patience else []
+    stops: list[dict] = []
     journal = RESULTS / f"{args.name}.jsonl"
     rows = read_journal(journal)
     done = {(r["run"], r["at_trials"]) for r in rows}
@@ -117,7 +167,12 @@ def main() -> None:
         if key not in tasks:
             tasks[key] = prepare_task(model=run.config.model, data=run.config.data)
         retrained = {tuple(r["levels"]): r for r in rows if r["run"] == str(run_dir)}
-        for at in points:
+        run_stops = [{"run": str(run_dir), "patience": p, "trials": len(run.trials), "stops_at": patience_stop(run, p)}
+                     for p in patiences]
+        stops += run_stops
+        # the patience stops and the run's end are retrained too, for the patience table
+        extra = {s["stops_at"] for s in run_stops if s["stops_at"] is not None} | {len(run.trials)}
+        for at in sorted(set(args.points) | extra):
             if at > len(run.trials):
                 raise SystemExit(f"{run_dir} has {len(run.trials)} trials, fewer than --at {at}")
             if (str(run_dir), at) in done:
@@ -143,7 +198,7 @@ def main() -> None:
             retrained[levels] = row
             print(f"{Path(run_dir).name} after {at} trials: trial {row['trial_id']}, final test {test_acc:.4f}",
                   flush=True)
-    text = summarise(rows, args)
+    text = summarise(rows, stops, args)
     (RESULTS / f"{args.name}.md").write_text(text)
     pd.DataFrame(rows).to_csv(RESULTS / f"{args.name}.csv", index=False)
     print(text)

@@ -16,15 +16,15 @@ import autoprune
 from autoprune.api import in_process_threads
 from autoprune.cli import main
 from autoprune.config import SearchConfig
-from autoprune.threads import busy_machine_hint, local_cpus, others_running, torch_threads
+from autoprune.threads import fitting_threads, local_cpus, others_running, torch_threads
 
 FAST = {"trials": 2, "fidelity": 5, "bn_batches": 1}
 
 
-def test_the_hint_names_the_thread_count_that_leaves_busy_cores_alone() -> None:
-    hint = busy_machine_hint(1.0, cpus=2, threads=2)
-    assert hint is not None and "about 1 of this machine's 2 cores busy" in hint and "--threads 1 " in hint
-    assert "--threads 5 " in busy_machine_hint(3.0, cpus=8, threads=8)
+def test_beside_busy_cores_fewer_threads_leave_them_alone() -> None:
+    assert fitting_threads(1.0, cpus=2, threads=2) == 1
+    assert fitting_threads(3.0, cpus=8, threads=8) == 5
+    assert fitting_threads(2.0, cpus=2, threads=2) == 1  # every core busy: one thread is the least
 
 
 @pytest.mark.parametrize(("others", "cpus", "threads"), [
@@ -35,8 +35,8 @@ def test_the_hint_names_the_thread_count_that_leaves_busy_cores_alone() -> None:
     (1.0, 8, 4),    # fits beside it
     (3.0, 2, 1),    # one thread is already the least there is
 ])
-def test_no_hint_where_torch_threads_fit_or_cannot_shrink(others: float | None, cpus: int, threads: int) -> None:
-    assert busy_machine_hint(others, cpus, threads) is None
+def test_threads_that_fit_or_cannot_shrink_are_kept(others: float | None, cpus: int, threads: int) -> None:
+    assert fitting_threads(others, cpus, threads) is None
 
 
 def test_others_running_reads_the_runnable_count_less_this_process(tmp_path: Path) -> None:
@@ -107,22 +107,25 @@ def test_bad_thread_counts_get_one_sentence(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_the_warning_fires_for_torch_default_threads_beside_busy_cores(caplog) -> None:
+def test_a_search_naming_no_threads_leaves_busy_cores_alone_and_says_so(caplog) -> None:
     if local_cpus() < 2 or not Path("/proc/loadavg").exists():
         pytest.skip("needs Linux and more than one core")
     spinners = [subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"]) for _ in range(local_cpus())]
     try:
         time.sleep(0.5)
         with torch_threads(local_cpus()), caplog.at_level(logging.WARNING, logger="autoprune.threads"):
-            with in_process_threads(SearchConfig()):  # torch's default: every core
-                pass
+            with in_process_threads(SearchConfig()):  # torch's default would be every core
+                inside = torch.get_num_threads()
             warned = [r.getMessage() for r in caplog.records]
             caplog.clear()
-            with in_process_threads(SearchConfig(threads=1)):  # the user chose: no advice
-                assert torch.get_num_threads() == 1
+            with in_process_threads(SearchConfig(threads=local_cpus())):  # the user chose: kept, no warning
+                assert torch.get_num_threads() == local_cpus()
             assert not caplog.records
+            assert torch.get_num_threads() == local_cpus()  # given back
     finally:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
-    assert len(warned) == 1 and "pass --threads 1 " in warned[0]
+    assert inside == 1
+    assert len(warned) == 1 and f"evaluating with 1 torch thread instead of {local_cpus()}" in warned[0]
+    assert "pass --threads to choose" in warned[0]
