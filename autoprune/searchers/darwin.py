@@ -206,8 +206,12 @@ class DarwinSearcher(Searcher):
         generations = 0 if trials < first else 1 + (trials - first) // later
         if self.generations is not None:
             generations = min(generations, self.generations)
-        return (f"darwin: {trials} trials buy {generations} whole generation(s) ({first} trials the first, "
-                f"{later} each after); DarwinLM's search runs 200, so raise --trials for a deeper search")
+        bought = (f"darwin: {trials} trials buy {generations} whole generation(s) ({first} trials the first, "
+                  f"{later} each after)")
+        if self.patience is not None:
+            return f"{bought}, fewer if the parent wins {self.patience} generations in a row"
+        return (f"{bought}; DarwinLM's search runs 200, but a parent often stops changing long before: "
+                "--searcher-option patience=N stops once it has won N generations in a row")
 
     def _draws(self) -> tuple[int, ...]:
         """This generation's draws: the same every generation, or new ones with fresh draws."""

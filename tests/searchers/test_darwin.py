@@ -304,3 +304,6 @@ def test_plan_counts_the_trials_the_run_loop_spends_per_generation(tmp_path: Pat
     assert records[first + later - 1]["trial_id"] in last_stage and records[first + later]["eval_samples"] == 512
     assert "3 whole generation(s)" in searcher.plan(first + 2 * later)
     assert "2 whole generation(s)" in searcher.plan(first + 2 * later - 1)
+    assert "patience=N" in searcher.plan(first)  # how to stop a search whose parent stopped changing
+    patient = make_searcher("darwin", problem=hard_case(0.4).problem, seed=5, options={**options, "patience": 4})
+    assert patient.plan(first).endswith("fewer if the parent wins 4 generations in a row")
