@@ -106,7 +106,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     progress = not args.quiet
     if args.resume:
         settable = {"--trials", "--time-limit", "--threads"}
-        flags = ["--budget", "--config", "--run-dir", "--searcher-option", *(f for f in SEARCH_FLAGS if f not in settable)]
+        flags = ["--budget", "--config", "--run-dir", "--searcher-option",
+                 *(f for f in SEARCH_FLAGS if f not in settable)]
         given = [flag for flag in flags if getattr(args, flag[2:].replace("-", "_")) not in (None, [])]
         if given:
             raise UserError(f"--resume continues a run with its own settings; drop {', '.join(given)} "

@@ -182,5 +182,5 @@ def _shape(ray: Any, *, mode: str, workers: int | None, gpus_per_worker: float |
                        workers, where, fits)
     address = ray.get_runtime_context().gcs_address
     # `threads` CPUs per worker, GPU workers too (their evaluator still computes on them)
-    return RaySession(mode=mode, address=address, workers=workers, cpus_per_worker=float(threads), gpus_per_worker=share,
-                      resources=resources)
+    return RaySession(mode=mode, address=address, workers=workers, cpus_per_worker=float(threads),
+                      gpus_per_worker=share, resources=resources)

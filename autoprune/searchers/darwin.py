@@ -54,10 +54,12 @@ rank last. The run's ``--fidelity`` is not used: the stages set every trial's st
 ``generations`` bounds the search (the script runs 200); by default the run's trial or
 time budget ends it. ``patience`` ends it once the parent has won that many generations
 in a row: on one draw a parent's score is fixed, and its lucky low loss is what every
-child must beat, so a search often stops moving early: on resnet20 at flops=0.05, 4 of
-6 runs of 480 trials had found their final parent by trial 74 (at flops=0.15 parents
-still changed late; ``search_progress.md``). Off by default, as in the paper. One generation costs ``offspring + sum(survivors[:-1])`` trials
-(30 by default); the first costs one more per stage, for the first parent's own chain.
+child must beat, so a search often stops moving early. On resnet20 at flops=0.05, 4 of
+6 runs of 480 trials had found their final parent by trial 74, and three continued to
+960 trials kept the parent they had by trial 242 (``search_progress_960.md``); at
+flops=0.15 parents still changed late. Off by default, as in the paper. One generation
+costs ``offspring + sum(survivors[:-1])`` trials (30 by default); the first costs one
+more per stage, for the first parent's own chain.
 """
 
 from __future__ import annotations
