@@ -21,7 +21,7 @@ from autoprune.evaluation.checkpoints import CheckpointStore
 from autoprune.executors import Executor, LocalExecutor
 from autoprune.pick import pick_row
 from autoprune.loop import LoopStats, run_loop
-from autoprune.searchers import make_searcher
+from autoprune.searchers import check_searcher, make_searcher
 from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, pareto_front, trials_table
@@ -99,6 +99,7 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
     config = SearchConfig.from_dict(options, source="search options")
     path = Path(run_dir) if run_dir is not None else default_run_dir()
     check_new_run_dir(path)
+    check_searcher(config.searcher, config.searcher_options)
     with in_process_threads(config):
         return _start(config, path, progress=progress)
 

@@ -32,4 +32,15 @@ def make_searcher(name: str, *, problem: Problem, seed: int, options: dict[str, 
         raise UserError(f"searcher {name!r}: {exc}.") from None
 
 
-__all__ = ["SEARCHERS", "Problem", "Proposal", "Result", "Searcher", "make_searcher"]
+def check_searcher(name: str, options: dict[str, Any] | None) -> None:
+    """Refuse an unknown searcher or a bad option before anything slow runs (loading data,
+    training a dense model on first use can take many minutes): the searcher is built once
+    on a small stand-in problem, which runs the checks its constructor runs on the real one."""
+    from autoprune.space.levels import LevelGrid
+    from autoprune.testing.synthetic import chain_space, make_problem
+
+    stand_in = make_problem(chain_space([16, 16, 16], LevelGrid.from_step(step=1 / 16, min_ratio=1 / 16)), 0.5)
+    make_searcher(name, problem=stand_in, seed=0, options=options)
+
+
+__all__ = ["SEARCHERS", "Problem", "Proposal", "Result", "Searcher", "check_searcher", "make_searcher"]

@@ -52,6 +52,20 @@ def test_bad_search_input(capsys, tmp_path: Path, extra: list[str], expected: st
     assert not run_dir.exists(), "nothing half written"
 
 
+@pytest.mark.parametrize("extra", [
+    ["--searcher", "annealing"],
+    ["--searcher", "darwin", "--searcher-option", "patience=0"],
+    ["--searcher", "tyr", "--searcher-option", "no_such_option=1"],
+])
+def test_a_bad_searcher_is_refused_before_any_model_is_trained(capsys, monkeypatch, tmp_path: Path,
+                                                                extra: list[str]) -> None:
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setenv("AUTOPRUNE_CACHE", str(cache))  # no dense model: one would be trained first
+    code, err = _run(capsys, ["-q", *BASE, *extra, "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and err.startswith("autoprune: error: ") and "searcher" in err and err.count("\n") == 1, err
+    assert not cache.exists() or not any(cache.iterdir()), "refused before the dense model was trained"
+
+
 def test_wrong_format_data_folder(capsys, tmp_path: Path) -> None:
     folder = tmp_path / "cifar-10-batches-bin"
     folder.mkdir()
