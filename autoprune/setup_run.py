@@ -110,11 +110,27 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
     reference latencies are measured on them, and the caller closes the executor
     (``Prepared.executor``) unless this raises."""
     budgets = parse_budgets(list(config.budget))  # cheapest check first
+    if (start_executor is None or config.executor == "local") and config.device != "auto":
+        try:  # here, not on a worker: evaluations run in this process
+            resolve_placement(config.device)
+        except ValueError as exc:
+            raise UserError(f"{exc}; use --device auto or cpu.") from None
+    analysed: dict[str, Any] = {}
+
+    def analyse_architecture(untrained: Task) -> None:
+        """Groups and costs depend on the architecture only: analysed before weights are
+        trained, so an unreachable FLOPs or params budget is refused at once."""
+        never_prune = list(untrained.space_config.never_prune)
+        analysed["space"], analysed["couplings"] = analyse(untrained.dense, untrained.example_input(),
+                                                           grid=untrained.space_config.grid, never_prune=never_prune)
+        resolve([b for b in budgets if b.resource != "latency"], analysed["space"], None)
+
     task = prepare_task(model=config.model, data=config.data, data_root=config.data_root,
-                        image_size=config.image_size, checkpoint=config.checkpoint, space_file=config.space_file)
+                        image_size=config.image_size, checkpoint=config.checkpoint, space_file=config.space_file,
+                        before_weights=analyse_architecture)
     never_prune = list(task.space_config.never_prune)
     example = task.example_input()
-    space, couplings = analyse(task.dense, example, grid=task.space_config.grid, never_prune=never_prune)
+    space, couplings = analysed["space"], analysed["couplings"]
     val_accuracy, val_loss = measure(task.dense, task.data, task.data.val)
     test_accuracy, _ = measure(task.dense, task.data, task.data.test)
     try:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,13 @@ def prepare_task(
     image_size: int | None = None,
     checkpoint: str | None = None,
     space_file: str | None = None,
+    before_weights: Callable[[Task], None] | None = None,
 ) -> Task:
-    """Load data, build the model, and give it trained weights (checkpoint, cache, or training)."""
+    """Load data, build the model, and give it trained weights (checkpoint, cache, or training).
+
+    ``before_weights`` is called with the task while its model is still untrained, for
+    checks that need only the architecture (budgets within reach of the search space), so
+    they fail before a first-use training that can take many minutes."""
     task_data = load_data(data, root=data_root, image_size=image_size)
     name = model or DEFAULT_MODEL_FOR_DATA.get(data)
     if name is None:
@@ -125,6 +131,10 @@ def prepare_task(
     torch.manual_seed(0)
     dense = spec.build()
     _check_output_shape(dense, task_data, name)
+    space_config = load_space_config(spec.family, space_file)
+    if before_weights is not None:
+        before_weights(Task(data=task_data, model_spec=spec, dense=dense, space_config=space_config,
+                            weights_source="untrained"))
     if checkpoint:
         dense.load_state_dict(_checkpoint_state(checkpoint, dense, name))
         source = f"checkpoint:{checkpoint}"
@@ -132,7 +142,6 @@ def prepare_task(
         source = "factory"  # the factory's own weights, as returned
     else:
         source = _load_or_train(dense, spec, task_data)
-    space_config = load_space_config(spec.family, space_file)
     return Task(data=task_data, model_spec=spec, dense=dense.eval(), space_config=space_config, weights_source=source)
 
 

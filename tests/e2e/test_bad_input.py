@@ -52,17 +52,23 @@ def test_bad_search_input(capsys, tmp_path: Path, extra: list[str], expected: st
     assert not run_dir.exists(), "nothing half written"
 
 
-@pytest.mark.parametrize("extra", [
-    ["--searcher", "annealing"],
-    ["--searcher", "darwin", "--searcher-option", "patience=0"],
-    ["--searcher", "tyr", "--searcher-option", "no_such_option=1"],
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--searcher", "annealing"], "unknown searcher"),
+    (["--searcher", "darwin", "--searcher-option", "patience=0"], "patience must be"),
+    (["--searcher", "tyr", "--searcher-option", "no_such_option=1"], "has no options ['no_such_option']"),
+    (["--budget", "flops=0.0001"], "is unreachable"),
+    (["--budget", "params=10"], "is unreachable"),
+    (["--space", "/nonexistent/space.yaml"], "does not exist"),
+    pytest.param(["--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
 ])
-def test_a_bad_searcher_is_refused_before_any_model_is_trained(capsys, monkeypatch, tmp_path: Path,
-                                                                extra: list[str]) -> None:
+def test_mistakes_that_need_no_weights_are_refused_before_any_model_is_trained(
+        capsys, monkeypatch, tmp_path: Path, extra: list[str], expected: str) -> None:
     cache = tmp_path / "empty-cache"
     monkeypatch.setenv("AUTOPRUNE_CACHE", str(cache))  # no dense model: one would be trained first
     code, err = _run(capsys, ["-q", *BASE, *extra, "--run-dir", str(tmp_path / "run")])
-    assert code == 2 and err.startswith("autoprune: error: ") and "searcher" in err and err.count("\n") == 1, err
+    assert code == 2 and err.startswith("autoprune: error: ") and err.count("\n") == 1, err
+    assert expected in err
     assert not cache.exists() or not any(cache.iterdir()), "refused before the dense model was trained"
 
 
