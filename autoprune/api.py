@@ -69,13 +69,18 @@ class Run:
         ``"auto"``: that choice where there is one, else ``"best"``."""
         return pick_row(self.trials, self.front, spec, self.dense, incumbent=self.info.get("incumbent"))
 
-    def export(self, out: str | Path, *, pick: str | int = "auto", steps: int | None = None) -> dict[str, Any]:
+    def export(self, out: str | Path, *, pick: str | int = "auto", steps: int | None = None,
+               threads: int | None = None) -> dict[str, Any]:
         """Rebuild the picked trial, fine-tune it ``steps`` steps (default: the run's fidelity),
-        report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``."""
+        report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``.
+
+        It runs in this process, with ``threads`` torch threads (default: as a local search
+        chooses them, :func:`in_process_threads`), whatever the run's executor was."""
         from autoprune.export import export_trial
 
         row = self.pick(pick)
-        return export_trial(self, row, Path(out), steps=steps)
+        with in_process_threads(replace(self.config, executor="local", threads=threads)):
+            return export_trial(self, row, Path(out), steps=steps)
 
     def write_front(self) -> pd.DataFrame:
         front = self.front

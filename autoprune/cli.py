@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "it has one), or 'auto': the searcher's choice where there is one, else best [auto]")
     export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
     export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
+    export.add_argument("--threads", type=int, help="torch threads [all cores, fewer beside busy ones]")
     return parser
 
 
@@ -176,7 +177,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = open_run(args.run_dir)
     row = run.pick(args.pick)
     out = Path(args.out) if args.out else run.path / f"export-trial-{int(row['trial_id'])}"
-    recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps)
+    recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps, threads=args.threads)
     m = recipe["metrics"]
     print(f"exported trial {recipe['trial_id']} to {out}")
     print(f"  test accuracy {m['test_accuracy']:.4f} (dense {run.dense['test_accuracy']:.4f}); held-out {m['val_accuracy']:.4f}")

@@ -129,3 +129,14 @@ def test_a_search_naming_no_threads_leaves_busy_cores_alone_and_says_so(caplog) 
     assert inside == 1
     assert len(warned) == 1 and f"evaluating with 1 torch thread instead of {local_cpus()}" in warned[0]
     assert "pass --threads to choose" in warned[0]
+
+
+def test_export_fine_tunes_with_the_threads_it_is_given(tmp_path: Path, capsys) -> None:
+    run = autoprune.search(run_dir=tmp_path / "run", progress=False, threads=1, **FAST)
+    threads = 2 if local_cpus() >= 2 else 1
+    before = torch.get_num_threads()
+    recipe = run.export(tmp_path / "out", pick="best", steps=3, threads=threads)
+    assert recipe["metrics"]["threads"] == threads and torch.get_num_threads() == before
+    assert main(["export", str(run.path), "--threads", "0", "--out", str(tmp_path / "out2")]) == 2
+    assert "threads must be a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
