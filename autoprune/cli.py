@@ -144,7 +144,9 @@ def _print_summary(run: Any) -> None:
           f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
     chosen = run.info.get("incumbent")
     if chosen is not None:
-        print(f"the searcher's choice: trial {chosen} (what export picks by default)")
+        # a choice found long before the end says the search had stopped moving
+        print(f"the searcher's choice: trial {chosen}, found {len(trials) - 1 - chosen} trials before the end "
+              "(what export picks by default)")
     print(f"see the front:   autoprune front {run.path}")
     print(f"export a model:  autoprune export {run.path}   "
           "(or --pick best, --pick TRIAL_ID, or constraints such as --pick 'flops<=0.35')")

@@ -54,6 +54,14 @@ def test_darwin_runs_its_stages_on_draws_of_each_generation(darwin_run: Path) ->
     assert len(best) == 2 and info["incumbent"] == next(r["trial_id"] for r in best if r["draw"] == 2)
 
 
+def test_the_summary_says_when_the_searchers_choice_was_found(darwin_run: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["-q", "search", "--resume", str(darwin_run)]) == 0  # all replayed: the summary again
+    chosen = json.loads((darwin_run / "run.json").read_text())["incumbent"]
+    out = capsys.readouterr().out
+    assert f"the searcher's choice: trial {chosen}, found {22 - 1 - chosen} trials before the end" in out
+
+
 @pytest.mark.parametrize("pick", [["--pick", "searcher"], []], ids=["searcher", "default"])
 def test_darwin_exports_its_own_choice(darwin_run: Path, tmp_path: Path, pick: list[str]) -> None:
     info = json.loads((darwin_run / "run.json").read_text())
