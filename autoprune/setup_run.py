@@ -115,6 +115,12 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
             resolve_placement(config.device)
         except ValueError as exc:
             raise UserError(f"{exc}; use --device auto or cpu.") from None
+    if start_executor is not None and config.executor == "ray":  # Ray starts only after the model trains
+        from autoprune.executors.ray_cluster import check_local_gpus, import_ray
+
+        import_ray()
+        if not config.address:
+            check_local_gpus(config.gpus_per_worker)
     analysed: dict[str, Any] = {}
 
     def analyse_architecture(untrained: Task) -> None:

@@ -126,11 +126,17 @@ def check_address(address: str, *, reachable: bool = True, timeout: float = 10.0
                         "of the cluster.") from None
 
 
-def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None, threads: int) -> None:
-    cpus, gpus = local_cpus(), local_gpus()
-    if gpus_per_worker and not gpus:
+def check_local_gpus(gpus_per_worker: float | None) -> None:
+    """Refuse ``--gpus-per-worker`` for a local Ray instance on a machine without CUDA
+    (cheap; called before anything slow, and again when the instance starts)."""
+    if gpus_per_worker and not local_gpus():
         raise UserError(f"--gpus-per-worker {gpus_per_worker} asks for GPUs, but torch sees no CUDA device on this "
                         "machine; leave it out to run one worker per CPU.")
+
+
+def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None, threads: int) -> None:
+    check_local_gpus(gpus_per_worker)
+    cpus, gpus = local_cpus(), local_gpus()
     if gpus:
         share = gpus_per_worker or 1.0
         wanted = workers or max(1, int(gpus / share + 1e-9))

@@ -61,6 +61,8 @@ def test_bad_search_input(capsys, tmp_path: Path, extra: list[str], expected: st
     (["--space", "/nonexistent/space.yaml"], "does not exist"),
     pytest.param(["--device", "cuda"], "CUDA is not available",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
+    pytest.param(["--executor", "ray", "--gpus-per-worker", "1"], "torch sees no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
 ])
 def test_mistakes_that_need_no_weights_are_refused_before_any_model_is_trained(
         capsys, monkeypatch, tmp_path: Path, extra: list[str], expected: str) -> None:
