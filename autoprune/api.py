@@ -26,7 +26,7 @@ from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, pareto_front, trials_table
 from autoprune.store.journal import Journal
-from autoprune.threads import default_threads, local_cpus, torch_threads
+from autoprune.threads import evaluation_threads
 from autoprune.store.run_dir import check_new_run_dir, create_run, read_run, update_run, write_front
 
 logger = logging.getLogger(__name__)
@@ -75,11 +75,12 @@ class Run:
         report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``.
 
         It runs in this process, with ``threads`` torch threads (default: as a local search
-        chooses them, :func:`in_process_threads`), whatever the run's executor was."""
+        chooses them, :func:`~autoprune.threads.evaluation_threads`), whatever the run's
+        executor was."""
         from autoprune.export import export_trial
 
         row = self.pick(pick)
-        with in_process_threads(replace(self.config, executor="local", threads=threads)):
+        with evaluation_threads(threads):
             return export_trial(self, row, Path(out), steps=steps)
 
     def write_front(self) -> pd.DataFrame:
@@ -182,8 +183,7 @@ def in_process_threads(config: SearchConfig) -> Iterator[None]:
     if config.executor != "local":
         yield  # Ray workers set their own threads; the driver only journals
         return
-    threads = config.threads if config.threads is not None else default_threads(local_cpus())
-    with torch_threads(threads):
+    with evaluation_threads(config.threads):
         yield
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from autoprune.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 LOADAVG = Path("/proc/loadavg")
@@ -95,3 +97,13 @@ def default_threads(cpus: int) -> int | None:
                        "can make trials many times slower; pass --threads to choose.",
                        math.ceil(others - 0.25), cpus, fits, "" if fits == 1 else "s", threads)
     return fits
+
+
+@contextmanager
+def evaluation_threads(threads: int | None) -> Iterator[None]:
+    """torch threads for evaluations in this process: ``threads``, or when None torch's
+    default, lowered beside busy cores (:func:`default_threads`); given back afterwards."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserError(f"threads must be a whole number >= 1, got {threads!r}.")
+    with torch_threads(threads if threads is not None else default_threads(local_cpus())):
+        yield

@@ -58,6 +58,10 @@ def test_ray_and_local_executors_evaluate_the_same_trials(ray_instance: Any, tmp
         assert other["status"] == record["status"] == "ok"
         for metric in ("accuracy", "loss", "flops", "params", "kl_to_dense"):
             assert other["metrics"][metric] == record["metrics"][metric], (trial_id, metric)
+    # a run of Ray workers exports in this process, like a local one
+    out = tmp_path / "exported"
+    assert main(["-q", "export", str(ray_dir), "--pick", "best", "--out", str(out), "--steps", "5"]) == 0
+    assert json.loads((out / "recipe.json").read_text())["run_dir"] == str(ray_dir)
 
 
 def test_latency_budget_tables_are_measured_on_a_worker(ray_instance: Any, tmp_path: Path) -> None:
