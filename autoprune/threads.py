@@ -1,4 +1,4 @@
-"""Torch threads of in-process evaluations, and a warning when other work shares the cores.
+"""Torch threads of in-process evaluations: as asked, or fewer beside cores other work keeps busy.
 
 torch's intra-op parallelism splits each operation evenly over its threads and waits for
 the slowest: one core kept busy by another program stalls every operation, not just one
