@@ -40,7 +40,7 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--address": ("address", str, "join this Ray cluster (auto, or HOST:PORT of a head) instead of starting one"),
     "--gpus-per-worker": ("gpus_per_worker", float, "GPUs per Ray worker, e.g. 0.5 to share a GPU [1 with GPUs]"),
     "--threads": ("threads", int, "torch threads per evaluation, here or per Ray worker (which reserves as many "
-                                  "CPUs); 1 is often faster on a busy machine [local: all cores; ray: 1]"),
+                                  "CPUs) [local: all cores, fewer beside busy ones; ray: 1]"),
     "--seed": ("seed", int, "seed of the searcher and of retraining [0]"),
 }
 

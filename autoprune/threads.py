@@ -68,12 +68,18 @@ def others_running(*, samples: int = 5, interval: float = 0.05, source: Path = L
     return max(0.0, statistics.median(counts))
 
 
+def busy_cores(others: float) -> int:
+    """Cores kept busy by ``others`` running threads (a stray short-lived task in a sample
+    is not a busy core)."""
+    return max(0, math.ceil(others - 0.25))
+
+
 def fitting_threads(others: float | None, cpus: int, threads: int) -> int | None:
     """Fewer torch threads than ``threads`` that leave the ``others`` busy cores alone, or
     None when ``threads`` already fit beside them (or one thread is all there is)."""
     if others is None:
         return None
-    busy = math.ceil(others - 0.25)  # a sample's stray short-lived task is not a busy core
+    busy = busy_cores(others)
     if busy < 1 or threads + busy <= cpus:
         return None
     fits = max(1, cpus - busy)
@@ -95,7 +101,7 @@ def default_threads(cpus: int) -> int | None:
         logger.warning("other programs keep about %d of this machine's %d cores busy: evaluating with %d torch "
                        "thread%s instead of %d, as torch waits for its slowest thread and sharing a busy core "
                        "can make trials many times slower; pass --threads to choose.",
-                       math.ceil(others - 0.25), cpus, fits, "" if fits == 1 else "s", threads)
+                       busy_cores(others), cpus, fits, "" if fits == 1 else "s", threads)
     return fits
 
 

@@ -187,6 +187,6 @@ def _shape(ray: Any, *, mode: str, workers: int | None, gpus_per_worker: float |
         logger.warning("%d workers asked for, but %s has room for %d now; the others start when resources free up",
                        workers, where, fits)
     address = ray.get_runtime_context().gcs_address
-    # `threads` CPUs per worker, GPU workers too (their evaluator still computes on them)
+    # `threads` CPUs per worker, GPU workers too (they still load batches and drive the GPU)
     return RaySession(mode=mode, address=address, workers=workers, cpus_per_worker=float(threads),
                       gpus_per_worker=share, resources=resources)

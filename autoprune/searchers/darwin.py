@@ -58,9 +58,9 @@ child must beat, so a search often stops moving early. On resnet20 at flops=0.05
 6 runs of 480 trials had found their final parent by trial 74, and three continued to
 960 trials kept the parent they had by trial 242 (``search_progress_960.md``); at
 flops=0.15 parents still changed late, but retrained no better than the first
-generation's winner (``search_progress_015.md``). Off by default, as in the paper. One generation
-costs ``offspring + sum(survivors[:-1])`` trials (30 by default); the first costs one
-more per stage, for the first parent's own chain.
+generation's winner (``search_progress_015.md``). Off by default, as in the paper.
+One generation costs ``offspring + sum(survivors[:-1])`` trials (30 by default); the
+first costs one more per stage, for the first parent's own chain.
 """
 
 from __future__ import annotations
