@@ -38,7 +38,7 @@ from autoprune.space.budget import Constraints, parse_budgets, resolve
 from autoprune.space.latency_model import LatencyModel
 from autoprune.space.materialize import materialize
 from autoprune.space.search_space import SearchSpace
-from autoprune.tasks import Task, cache_dir, prepare_task
+from autoprune.tasks import Task, cache_dir, prepare_task, warn_if_near_chance
 
 #: starts the executor of a run around its evaluator (``local`` when none is given)
 StartExecutor = Callable[[Evaluator], Executor]
@@ -138,6 +138,7 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
     example = task.example_input()
     space, couplings = analysed["space"], analysed["couplings"]
     val_accuracy, val_loss = measure(task.dense, task.data, task.data.val)
+    warn_if_near_chance(val_accuracy, task)  # a search of an untrained or misfed model is wasted
     test_accuracy, _ = measure(task.dense, task.data, task.data.test)
     try:
         evaluator = Evaluator(dense=task.dense, data=task.data, space=space, never_prune=never_prune,

@@ -160,7 +160,11 @@ def _check_output_shape(model: nn.Module, data: TaskData, name: str) -> None:
 
 
 def _checkpoint_state(path: str, model: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    state = load_state_dict_file(path)
+    """The checkpoint's tensors, refused unless they match the model key for key and shape for shape.
+
+    Only BatchNorm's ``num_batches_tracked`` counters may be missing: some exporters drop
+    them, and they do not change what the model computes (torch fills them in itself)."""
+    state = _with_batch_counters(load_state_dict_file(path), model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -168,14 +172,58 @@ def _checkpoint_state(path: str, model: nn.Module, name: str) -> dict[str, torch
     if missing or unexpected or wrong:
         details = []
         if missing:
-            details.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
+            details.append(f"missing {_some(missing)}")
         if unexpected:
-            details.append(f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+            details.append(f"unexpected {_some(unexpected)}")
         if wrong:
             k = wrong[0]
             details.append(f"shape of {k!r} is {tuple(state[k].shape)}, model has {tuple(expected[k].shape)}")
         raise UserError(f"checkpoint {path!r} does not match model {name!r}: {'; '.join(details)}.")
     return state
+
+
+def _with_batch_counters(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` with each BatchNorm's missing ``num_batches_tracked`` taken from ``model``."""
+    filled = dict(state)
+    for module_name, module in model.named_modules():
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.num_batches_tracked is None:
+            continue
+        key = f"{module_name}.num_batches_tracked" if module_name else "num_batches_tracked"
+        filled.setdefault(key, module.num_batches_tracked.detach().clone())
+    return filled
+
+
+def _some(keys: list[str], shown: int = 3) -> str:
+    """The first few keys and how many more, so a long list stays one readable sentence."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{keys[:shown]}{more}"
+
+
+#: the dense model is flagged when its held-out accuracy is at most this multiple of chance
+NEAR_CHANCE = 1.5
+
+
+def warn_if_near_chance(accuracy: float, task: Task) -> bool:
+    """Warn when the dense model is barely better than guessing, and say why it may be.
+
+    Searching such a model wastes the whole run, and the usual causes are silent ones:
+    untrained weights from a user factory, or inputs fed differently from how the
+    checkpoint was trained. Returns whether it warned."""
+    chance = 1.0 / task.data.num_classes
+    if accuracy > NEAR_CHANCE * chance:
+        return False
+    causes = []
+    if task.weights_source == "factory":
+        causes.append(f"--model {task.model_spec.name} without --checkpoint has the weights its factory built, "
+                      "untrained unless it loads them")
+    if task.weights_source == "factory" or task.weights_source.startswith("checkpoint:"):
+        causes.append("the inputs differ from those the model was trained on (built-in data is normalised per "
+                      "channel to mean 0 / std 1, factory data is used as given)")
+    else:
+        causes.append(f"the model autoprune trained ({task.weights_source}) did not learn the data; check its labels")
+    logger.warning("The dense model's held-out accuracy is %.4f, near chance (%.4f for %d classes): %s.",
+                   accuracy, chance, task.data.num_classes, "; or ".join(causes))
+    return True
 
 
 def _load_or_train(model: nn.Module, spec: ModelSpec, data: TaskData) -> str:

@@ -1,9 +1,12 @@
-"""The dense model's first training reports its progress."""
+"""Tasks: the dense model's first training reports its progress, checkpoints are matched to
+the model, and a dense model near chance is flagged."""
 
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 from autoprune.data import load_data
@@ -43,3 +46,94 @@ def test_short_trainings_still_end_with_a_line(caplog) -> None:
         for step in range(1, 8):
             progress(step, 1.0)
     assert caplog.records[-1].getMessage().startswith("training the dense digitnet: step 7/7 (100%)")
+
+
+# --- checkpoints: BatchNorm counters may be missing, nothing else ---------------------------------
+
+
+def _bn_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 3))
+
+
+def test_checkpoint_without_batchnorm_counters_is_accepted(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from autoprune.tasks import _checkpoint_state
+
+    trained = _bn_net()
+    trained[1].running_mean.fill_(0.25)
+    state = {k: v for k, v in trained.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(state) == len(trained.state_dict()) - 1
+    save_file(state, str(tmp_path / "w.safetensors"))
+    model = _bn_net()
+    loaded = _checkpoint_state(str(tmp_path / "w.safetensors"), model, "net")
+    model.load_state_dict(loaded)
+    assert torch.equal(model[1].running_mean, torch.full((4,), 0.25))
+    assert int(loaded["1.num_batches_tracked"]) == 0
+
+
+def test_any_other_missing_key_is_still_refused_in_one_sentence(tmp_path) -> None:
+    from autoprune.errors import UserError
+    from autoprune.tasks import _checkpoint_state
+
+    state = {k: v for k, v in _bn_net().state_dict().items() if not k.endswith("running_var")}
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(UserError, match=r"missing \['1.running_var'\]\.$"):
+        _checkpoint_state(str(tmp_path / "w.pt"), _bn_net(), "net")
+
+
+def test_a_long_list_of_missing_keys_ends_in_one_full_stop(tmp_path) -> None:
+    from autoprune.errors import UserError
+    from autoprune.tasks import _checkpoint_state
+
+    torch.save({"other.weight": torch.zeros(1)}, tmp_path / "w.pt")
+    with pytest.raises(UserError) as caught:
+        _checkpoint_state(str(tmp_path / "w.pt"), _bn_net(), "net")
+    message = str(caught.value)
+    assert "missing ['0.bias', '0.weight', '1.bias'] and 5 more; unexpected ['other.weight']." in message
+    assert message.endswith("'other.weight'].") and ".." not in message
+
+
+def test_missing_keys_listed_last_end_in_one_full_stop(tmp_path) -> None:
+    from autoprune.errors import UserError
+    from autoprune.tasks import _checkpoint_state
+
+    torch.save({}, tmp_path / "w.pt")
+    with pytest.raises(UserError) as caught:
+        _checkpoint_state(str(tmp_path / "w.pt"), _bn_net(), "net")
+    assert str(caught.value).endswith(" and 5 more.") and ".." not in str(caught.value)
+
+
+# --- a dense model near chance is searched with a warning -----------------------------------------
+
+
+def _task(num_classes: int, source: str):
+    from autoprune.tasks import ModelSpec, Task
+
+    data = SimpleNamespace(num_classes=num_classes)
+    spec = ModelSpec(name="usermod:net", in_channels=1, image_size=8, num_classes=num_classes)
+    return Task(data=data, model_spec=spec, dense=None, space_config=None, weights_source=source)
+
+
+@pytest.mark.parametrize(("accuracy", "warned"), [(0.1, True), (0.15, True), (0.151, False), (0.9, False)])
+def test_near_chance_means_at_most_one_and_a_half_times_chance(caplog, accuracy: float, warned: bool) -> None:
+    from autoprune.tasks import warn_if_near_chance
+
+    with caplog.at_level(logging.WARNING, logger="autoprune.tasks"):
+        assert warn_if_near_chance(accuracy, _task(10, "factory")) is warned
+    assert len(caplog.records) == int(warned)
+
+
+def test_the_warning_names_accuracy_chance_and_causes(caplog) -> None:
+    from autoprune.tasks import warn_if_near_chance
+
+    with caplog.at_level(logging.WARNING, logger="autoprune.tasks"):
+        warn_if_near_chance(0.1, _task(10, "factory"))
+        warn_if_near_chance(0.3, _task(4, "checkpoint:w.pt"))
+    factory, checkpoint = (r.getMessage() for r in caplog.records)
+    assert "accuracy is 0.1000, near chance (0.1000 for 10 classes)" in factory
+    assert "without --checkpoint" in factory and "factory data is used as given" in factory
+    assert "accuracy is 0.3000, near chance (0.2500 for 4 classes)" in checkpoint
+    assert "without --checkpoint" not in checkpoint
+    assert "normalised per channel to mean 0 / std 1" in checkpoint

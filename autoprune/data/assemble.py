@@ -2,8 +2,9 @@
 
 Every source hands over its training and test images; what happens next is shared so
 that no source can get it subtly different: the validation slice is cut from the
-training data by the caller's seed (stratified), normalisation statistics come from
-what is left for training (so the held-out slice stays held out), and tiny data sets
+training data by the caller's seed (stratified), normalisation statistics, where the
+source does not fix them (a user's factory fixes them to "as given"), come from what is
+left for training (so the held-out slice stays held out), and tiny data sets
 that leave a split empty are refused with a sentence instead of failing later inside
 a training loop.
 """

@@ -2,9 +2,11 @@
 
 Every data source (digits, Fashion-MNIST, CIFAR, image folders, a user's factory) ends
 as a :class:`TaskData`: raw images kept compact (``uint8`` where the source is bytes) plus
-the normalisation that turns a batch into model input. Keeping everything in memory is
-what makes a few hundred retraining steps per candidate cheap, and it is one object to
-ship to a worker.
+the normalisation that turns a batch into model input. Built-in sources are normalised
+per channel to mean 0 and std 1 (:func:`channel_stats`); a user's factory data is the
+model's input as given (:func:`identity_stats`), because a checkpoint trained on it
+expects exactly that. Keeping everything in memory is what makes a few hundred
+retraining steps per candidate cheap, and it is one object to ship to a worker.
 
 Three splits, with distinct jobs:
 
@@ -43,7 +45,8 @@ class Split:
 class TaskData:
     """The three splits of a task and how to turn raw images into model input.
 
-    ``normalize`` computes ``(x / scale - mean) / std`` per channel.
+    ``normalize`` computes ``(x / scale - mean) / std`` per channel; with scale 1, mean 0
+    and std 1 it returns the images unchanged (as float32).
     """
 
     name: str
@@ -101,3 +104,12 @@ def channel_stats(x: torch.Tensor, scale: float) -> tuple[tuple[float, ...], tup
     mean = xf.mean(dim=(0, 2, 3))
     std = xf.std(dim=(0, 2, 3)).clamp_min(1e-6)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def identity_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean 0 and std 1 per channel: a normalisation that leaves ``x / scale`` as it is.
+
+    For data the user already prepared as their model expects; statistics computed from
+    it would shift and rescale inputs the model was never trained on.
+    """
+    return (0.0,) * channels, (1.0,) * channels

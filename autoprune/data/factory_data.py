@@ -8,6 +8,12 @@ The factory is called with no arguments. Each of ``train`` and ``test`` is eithe
   by item, into tensors: everything is held in memory so that a candidate's retraining
   never waits on a data loader.
 
+The images are the model's input as given, because a user's factory usually returns
+data already preprocessed the way their checkpoint was trained: floats are used unchanged
+(scale 1, mean 0, std 1 per channel), and uint8 images are only divided by 255, as
+torchvision's ``ToTensor`` does. No per-channel mean/std is computed or applied, unlike
+the built-in data sets; the recipe of an export records this (scale, mean 0, std 1).
+
 The user's code is the input here, so whatever it returns is checked up front and any
 mismatch is answered with one sentence naming the spec, what came back, and what is
 expected, rather than a shape error deep inside a training step.
@@ -22,7 +28,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from autoprune.data.assemble import build_task_data
-from autoprune.data.base import Split, TaskData
+from autoprune.data.base import Split, TaskData, identity_stats
 from autoprune.errors import UserError
 from autoprune.factory import import_object
 
@@ -61,6 +67,7 @@ def load_factory_data(spec: str, *, val_fraction: float, seed: int) -> TaskData:
         scale=255.0 if train.x.dtype == torch.uint8 else 1.0,
         val_fraction=val_fraction,
         seed=seed,
+        stats=identity_stats(int(train.x.shape[1])),  # the data as given (module docstring)
     )
 
 

@@ -1,9 +1,12 @@
 """A short content hash of a task's data, for caching what was trained on it.
 
 A trained dense model may be reused only for the same data: same images, labels, split
-and normalisation. Every byte is hashed rather than a sample: sha256 runs at over a
-gigabyte a second on current CPUs (about 0.1 s for all of CIFAR-10), and a sample would
-let an edit to an unsampled image reuse a model trained on other data. The data's name
+and normalisation. The normalisation (scale, mean, std) is hashed with the pixels, so
+the same images fed to a model differently (a factory's data used as given, where older
+versions normalised it per channel) never share a cached model. Every byte is hashed
+rather than a sample: sha256 runs at over a gigabyte a second on current CPUs (about
+0.1 s for all of CIFAR-10), and a sample would let an edit to an unsampled image reuse
+a model trained on other data. The data's name
 is left out on purpose: the same data reached under another name (a renamed factory
 module) may share the cache.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import textwrap
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoprune.data import load_data
+from autoprune.data import data_fingerprint, load_data
 from autoprune.data.base import channel_stats
 from autoprune.errors import UserError
 
@@ -50,7 +51,8 @@ def test_uint8_grayscale_arrays(user_module: Callable[[str], str]) -> None:
     assert len(data.train) + len(data.val) == 40 and len(data.test) == 12
     x, y = np.random.default_rng(12).integers(0, 256, size=(12, 6, 5)).astype(np.uint8), np.arange(12) % 4
     assert torch.equal(data.test.x[:, 0], torch.from_numpy(x)) and data.test.y.tolist() == y.tolist()
-    assert (data.mean, data.std) == channel_stats(data.train.x, 255.0)
+    assert (data.mean, data.std) == ((0.0,), (1.0,)), "uint8 is only divided by 255, as ToTensor does"
+    assert torch.equal(data.normalize(data.test.x), data.test.x.float() / 255)
 
 
 def test_float_tensors(user_module: Callable[[str], str]) -> None:
@@ -62,6 +64,34 @@ def test_float_tensors(user_module: Callable[[str], str]) -> None:
     data = load_data(f"{module}:make")
     assert data.scale == 1.0 and data.train.x.dtype == torch.float32 and data.input_shape == (3, 4, 4)
     assert data.test.y.dtype == torch.int64
+    assert (data.mean, data.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def test_float_data_is_the_model_input_unchanged(user_module: Callable[[str], str]) -> None:
+    """Preprocessed floats (here far from mean 0 / std 1) must reach the model bit for bit."""
+    module = user_module("""
+        def make():
+            rng = np.random.default_rng(1)
+            x = torch.from_numpy(rng.normal(3.0, 5.0, size=(40, 2, 5, 5)).astype(np.float32))
+            return (x[:30], torch.arange(30) % 3), (x[30:], torch.arange(10) % 3)
+    """)
+    data = load_data(f"{module}:make")
+    x = torch.from_numpy(np.random.default_rng(1).normal(3.0, 5.0, size=(40, 2, 5, 5)).astype(np.float32))
+    assert torch.equal(data.normalize(data.test.x), x[30:])
+    for split in (data.train, data.val):
+        assert torch.equal(data.normalize(split.x), split.x)
+    assert torch.equal(data.example_input(4), data.train.x[:4])
+    assert (data.mean, data.std) != channel_stats(data.train.x, 1.0), "the statistics were not applied"
+
+
+def test_the_fingerprint_tells_data_as_given_from_normalised_data(user_module: Callable[[str], str]) -> None:
+    """A dense model cached for per-channel-normalised input must not be reused for input as given."""
+    module = user_module("def make():\n    return arrays(40, shape=(2, 5, 5)), arrays(12, shape=(2, 5, 5))\n")
+    data = load_data(f"{module}:make")
+    mean, std = channel_stats(data.train.x, data.scale)
+    normalised = dataclasses.replace(data, mean=mean, std=std)  # what earlier versions built
+    assert data_fingerprint(data) != data_fingerprint(normalised)
+    assert data_fingerprint(load_data(f"{module}:make")) == data_fingerprint(data)
 
 
 def test_dataset_is_materialised(user_module: Callable[[str], str]) -> None:
