@@ -67,7 +67,8 @@ class Run:
         (``"flops<=0.3"`` picks the best accuracy among front members with at most 30% of
         the dense FLOPs), ``"searcher"``: the searcher's own choice, where it has one, or
         ``"auto"``: that choice where there is one, else ``"best"``."""
-        return pick_row(self.trials, self.front, spec, self.dense, incumbent=self.info.get("incumbent"))
+        return pick_row(self.trials, self.front, spec, self.dense, incumbent=self.info.get("incumbent"),
+                        searcher=self.config.searcher)
 
     def export(self, out: str | Path, *, pick: str | int = "auto", steps: int | None = None,
                threads: int | None = None) -> dict[str, Any]:
@@ -150,6 +151,10 @@ def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float 
     not of the run) may change how many torch threads its evaluations use."""
     run = Run(run_dir)
     config = run.config
+    done = len(run.trials)
+    if trials is not None and isinstance(trials, int) and trials < done:
+        raise UserError(f"--trials {trials} is the run's total, and it already has {done} trials; "
+                        f"give a larger total to extend it (e.g. --trials {done + config.trials}).")
     if trials is not None or time_limit is not None or threads is not None:
         config = replace(config, trials=trials or config.trials, time_limit=time_limit or config.time_limit,
                          threads=threads or config.threads)
@@ -204,23 +209,29 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, progre
     if note:
         logger.info(note)
     started = time.time()
+    stats = LoopStats()
+    usage = None
     try:
-        stats = run_loop(
+        run_loop(
             searcher=searcher, executor=executor, journal=journal, trials=config.trials,
             default_fidelity=config.fidelity, seed=config.seed, time_limit=config.time_limit,
             checkpoints=CheckpointStore(run.path / "checkpoints"),
-            on_result=lambda _r: run.write_front(), progress=progress,
+            on_result=lambda _r: run.write_front(), progress=progress, stats=stats,
         )
         usage = executor.utilisation()
+    except BaseException as exc:
+        # an interrupted session is recorded too: run.json then tells what it did before the stop
+        stats.stopped_by = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}"
+        raise
     finally:
         executor.close()
-    session = {"started": started, "seconds": time.time() - started, "evaluated": stats.evaluated,
-               "replayed": stats.replayed, "stopped_by": stats.stopped_by}
-    if usage is not None:
-        session["workers"] = usage
-    run.info["sessions"].append(session)
-    run.info["incumbent"] = searcher.incumbent()
-    update_run(run.path, run.info)
+        session = {"started": started, "seconds": time.time() - started, "evaluated": stats.evaluated,
+                   "replayed": stats.replayed, "stopped_by": stats.stopped_by}
+        if usage is not None:
+            session["workers"] = usage
+        run.info["sessions"].append(session)
+        run.info["incumbent"] = searcher.incumbent()
+        update_run(run.path, run.info)
     run.write_front()
     run.last_stats = stats
     return run
@@ -231,7 +242,7 @@ def load(path: str | Path):  # noqa: ANN201 (returns torch.nn.Module; torch impo
     in any process, without unpickling anything."""
     from autoprune.export import load_exported
 
-    return load_exported(Path(path))
+    return load_exported(path)
 
 
 def levels_of(row: pd.Series, space: SearchSpace) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,8 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--space": ("space_file", str, "search-space YAML (level grid, minimum keep, rounding, never_prune)"),
     "--searcher": ("searcher", str, f"{', '.join(sorted(SEARCHERS))} [random]; see docs/design.md"),
     "--trials": ("trials", int, "number of distinct candidates to evaluate [40]"),
-    "--time-limit": ("time_limit", float, "stop asking for candidates after this many seconds"),
+    "--time-limit": ("time_limit", float, "stop after this many seconds of searching, at the next finished "
+                                          "evaluation (--resume continues)"),
     "--fidelity": ("fidelity", int, "retraining steps per candidate [100]; darwin and tyr set their own per stage"),
     "--bn-batches": ("bn_batches", int, "training batches for BatchNorm recalibration [8]"),
     "--lr": ("lr", float, "peak learning rate of retraining [0.05]"),
@@ -48,9 +50,14 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoprune", description="Search where to prune a trained network.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
+    # -q is also accepted after the command; SUPPRESS keeps the command's default from
+    # overwriting a -q given before it
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bar or info messages")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    search = commands.add_parser("search", help="search per-layer sparsity under a budget")
+    search = commands.add_parser("search", parents=[quiet], help="search per-layer sparsity under a budget")
     search.add_argument("--budget", action="append", metavar="KEY=VALUE",
                         help="flops=0.4 (ratio of dense), flops=20M, params=1.5e6, latency=3ms or latency=0.6; "
                              "repeatable, all must hold [flops=0.4]")
@@ -62,11 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--run-dir", metavar="DIR", help="where the run is written [runs/search-DATE-TIME]")
     search.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (--trials/--time-limit may extend it)")
 
-    front = commands.add_parser("front", help="print the Pareto front of a run")
+    front = commands.add_parser("front", parents=[quiet], help="print the Pareto front of a run")
     front.add_argument("run_dir")
     front.add_argument("--all", action="store_true", help="print every trial, not only the front")
 
-    export = commands.add_parser("export", help="write a picked model as safetensors plus a JSON recipe")
+    export = commands.add_parser("export", parents=[quiet], help="write a picked model as safetensors plus a JSON recipe")
     export.add_argument("run_dir")
     export.add_argument("--pick", default="auto",
                         help="trial id, 'best' (best held-out accuracy on the front), constraints such as "
@@ -96,7 +103,11 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
             key, sep, raw = item.partition("=")
             if not sep or not key:
                 raise UserError(f"--searcher-option {item!r} is not of the form key=value.")
-            searcher_options[key.strip()] = yaml.safe_load(raw)
+            try:
+                searcher_options[key.strip()] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                raise UserError(f"--searcher-option {item!r}: the value {raw!r} is not valid YAML "
+                                "(a number, a word, or a list such as [10, 50, 200]).") from None
         options["searcher_options"] = searcher_options
     return options
 
@@ -116,7 +127,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         run = api.resume(args.resume, trials=args.trials, time_limit=args.time_limit, threads=args.threads,
                          progress=progress)
     else:
-        run = api.search(run_dir=args.run_dir, progress=progress, **_search_options(args))
+        options = _search_options(args)
+        from_config = options.pop("run_dir", None)  # the flag wins, as for every option
+        # decided here, so that an interrupt can name the run directory to resume
+        args.run_dir = str(args.run_dir or from_config or api.default_run_dir())
+        run = api.search(run_dir=args.run_dir, progress=progress, **options)
     _print_summary(run)
     return 0
 
@@ -138,9 +153,11 @@ def _print_summary(run: Any) -> None:
           f"{run.dense['params']:,} params; budget: {budgets}")
     if front.empty:
         print("no trial within budget succeeded; the front is empty")
+        _print_failures(trials)
         return
+    _print_failures(trials)
     best = front.iloc[0]
-    print(f"Pareto front: {len(front)} models (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
+    print(f"Pareto front: {_count(len(front), 'model')} (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
           f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
     chosen = run.info.get("incumbent")
     if chosen is not None:
@@ -149,7 +166,21 @@ def _print_summary(run: Any) -> None:
               "(what export picks by default)")
     print(f"see the front:   autoprune front {run.path}")
     print(f"export a model:  autoprune export {run.path}   "
-          "(or --pick best, --pick TRIAL_ID, or constraints such as --pick 'flops<=0.35')")
+          "(or --pick best, --pick TRIAL_ID, or constraints such as --pick 'accuracy>=0.9,best=flops')")
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 model``, ``2 models``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _print_failures(trials: Any) -> None:
+    """Why trials failed, most frequent reason first (the journal holds each one's error)."""
+    if trials.empty or "error" not in trials:
+        return
+    errors = trials.loc[trials["status"] != "ok", "error"].dropna()
+    for message, n in errors.value_counts().head(3).items():
+        print(f"{_count(int(n), 'trial')} failed: {message}")
 
 
 def cmd_front(args: argparse.Namespace) -> int:
@@ -163,12 +194,15 @@ def cmd_front(args: argparse.Namespace) -> int:
         print("no trials yet" if args.all else "the front is empty: no successful trial within budget yet")
         return 0
     columns = ["trial_id", "status", "accuracy", "loss", "flops_ratio", "flops", "params_ratio", "params",
-               "latency_ms", "fidelity"]
+               "latency_ms", "predicted_latency_ms", "fidelity"]
+    if args.all and "error" in table and table["error"].notna().any():
+        columns.append("error")  # why a trial failed, last: it is the widest column
     shown = table[[c for c in columns if c in table]].copy()
     with pd.option_context("display.max_rows", None, "display.width", 160, "display.float_format", "{:.4f}".format):
         print(shown.to_string(index=False))
-    what = "trials" if args.all else "Pareto front (held-out accuracy up, FLOPs, params, latency down)"
-    print(f"\n{len(shown)} {what}; FLOPs are multiply-accumulates (MACs) per input; "
+    what = (_count(len(shown), "trial") if args.all else
+            f"{_count(len(shown), 'model')} on the Pareto front (held-out accuracy up, FLOPs, params, latency down)")
+    print(f"\n{what}; FLOPs are multiply-accumulates (MACs) per input; "
           f"latency: batch {run.config.latency_batch_size}, median ms where the trials ran")
     return 0
 
@@ -200,9 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         resume = getattr(args, "run_dir", None) or getattr(args, "resume", None)
-        hint = f"; resume with: autoprune search --resume {resume}" if args.command == "search" and resume else ""
+        started = args.command == "search" and resume and (Path(resume) / "run.json").is_file()
+        # before the run directory exists (dense training, latency tables) there is nothing to resume
+        hint = f"; resume with: autoprune search --resume {resume}" if started else ""
         print(f"autoprune: interrupted{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `autoprune front RUN | head` closed the pipe: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush stays quiet
+        return 0
 
 
 if __name__ == "__main__":

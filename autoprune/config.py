@@ -7,6 +7,7 @@ configuration in one place.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,8 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.budget, str):
-            object.__setattr__(self, "budget", (self.budget,))
-        object.__setattr__(self, "budget", tuple(self.budget))
+        _check_names(self)
+        object.__setattr__(self, "budget", _budget_texts(self.budget))
         if not self.budget:
             raise UserError("give at least one budget, e.g. --budget flops=0.4.")
         _positive_int("trials", self.trials)
@@ -97,11 +97,47 @@ class SearchConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UserError(f"{source} has unknown options {unknown}; known options: {sorted(known)}.")
+            close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+            hints = [f"{name!r} (did you mean {match[0]!r}?)" if match else repr(name) for name, match in close.items()]
+            raise UserError(f"{source} has unknown options {', '.join(hints)}; known options: {sorted(known)}.")
         try:
             return cls(**data)
         except TypeError as exc:
             raise UserError(f"{source} has a value of the wrong type ({exc}).") from None
+
+
+#: options that name things, and so must be text
+_TEXT_OPTIONS = ("data", "model", "data_root", "checkpoint", "space_file", "searcher", "executor", "device", "address")
+
+
+def _check_names(config: SearchConfig) -> None:
+    """A Python caller may pass objects where names are expected: say what is wanted."""
+    for name in _TEXT_OPTIONS:
+        value = getattr(config, name)
+        if value is None or isinstance(value, str):
+            continue
+        if name in ("model", "data"):
+            raise UserError(
+                f"{name} must be a built-in name or 'package.module:factory' naming a function that builds it, "
+                f"got a {type(value).__name__} object; autoprune rebuilds the {name} from that name on its workers "
+                "and when loading an export, so put its construction in a function of an importable module.")
+        if isinstance(value, Path) and name in ("data_root", "checkpoint", "space_file"):
+            object.__setattr__(config, name, str(value))
+            continue
+        raise UserError(f"{name} must be text, got {value!r}.")
+
+
+def _budget_texts(budget: Any) -> tuple[str, ...]:
+    """Budgets as ``key=value`` texts, from one text, a list of them, or a mapping such as
+    ``{"flops": 0.4}`` (the natural spelling in Python)."""
+    if isinstance(budget, str):
+        return (budget,)
+    if isinstance(budget, dict):
+        return tuple(f"{key}={value}" for key, value in budget.items())
+    if isinstance(budget, (list, tuple)) and all(isinstance(item, str) for item in budget):
+        return tuple(budget)
+    raise UserError(f"budget must be text such as 'flops=0.4', a list of them, or a mapping such as "
+                    f"{{'flops': 0.4}}, got {budget!r}.")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -109,17 +145,40 @@ def _positive_int(name: str, value: Any) -> None:
         raise UserError(f"{name} must be a whole number >= 1, got {value!r}.")
 
 
+#: config-file keys spelled as the flags are, for the fields they set
+_FLAG_KEYS = {"space": "space_file", "searcher_option": "searcher_options"}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(None, None, f"key {repeated[0]!r} is given twice",
+                                                    node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config_file(path: str) -> dict[str, Any]:
-    """Options from a YAML (or JSON) file, keys named like the CLI flags with underscores."""
+    """Options from a YAML (or JSON) file: keys named like the CLI flags, with underscores or
+    dashes (``space`` and ``searcher_option`` as well as ``space_file``, ``searcher_options``),
+    and ``run_dir``."""
     file = Path(path)
     if not file.is_file():
         raise UserError(f"config file {path!r} does not exist.")
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.load(file.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise UserError(f"config file {path!r} is not valid YAML ({type(exc).__name__}).") from None
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise UserError(f"config file {path!r} is not valid YAML ({problem}).") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"config file {path!r} must hold a mapping of option: value.")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    options = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        options[_FLAG_KEYS.get(name, name)] = value
+    return options

@@ -9,6 +9,7 @@ nothing is unpickled, and the model is physically small.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from autoprune.errors import UserError
 from autoprune.evaluation.training import measure
 from autoprune.space.counting import count
 from autoprune.space.materialize import prune_to_indices
-from autoprune.store.files import write_json_atomic
+from autoprune.store.files import check_writable_folder, write_json_atomic
 from autoprune.tasks import ModelSpec
 from autoprune.weights import save_weights
 
@@ -32,6 +33,8 @@ RECIPE_FILE = "recipe.json"
 WEIGHTS_FILE = "model.safetensors"
 RECIPE_FORMAT = "autoprune-export/1"
 
+logger = logging.getLogger(__name__)
+
 
 def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) -> dict[str, Any]:
     """Rebuild and fine-tune the trial in ``row``, measure it on the test split, write it to ``out``."""
@@ -40,13 +43,18 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / RECIPE_FILE).exists())):
         raise UserError(f"{str(out)!r} exists and is not an export folder; choose another --out.")
-    if steps is not None and steps < 0:
-        raise UserError(f"--steps must be >= 0, got {steps}.")
+    check_writable_folder(out, "--out")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
+        raise UserError(f"--steps must be a whole number >= 0, got {steps!r}.")
+    if (out / RECIPE_FILE).exists():
+        logger.warning("%s holds an earlier export; it will be replaced", out)
     prepared = prepare(run.config)
     check_same_space(run.info["space"], prepared.space, str(run.path))
     levels = levels_of(row, prepared.space)
     fidelity = run.config.fidelity if steps is None else steps
+    logger.info("fine-tuning trial %d for %d steps, then measuring it on the test split", int(row["trial_id"]), fidelity)
     evaluated = prepared.evaluator.run(levels, fidelity=fidelity, seed=run.config.seed)
+    logger.info("fine-tuned in %.0f s", evaluated.metrics.get("train_seconds", 0.0))
     data = prepared.task.data
     test_accuracy, test_loss = measure(evaluated.model, data, data.test)
     metrics = {**evaluated.metrics, "val_accuracy": evaluated.metrics["accuracy"],
@@ -67,13 +75,23 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
         "metrics": metrics,
         "dense": run.dense,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(evaluated.model.state_dict(), out / WEIGHTS_FILE)
-    write_json_atomic(out / RECIPE_FILE, recipe)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_weights(evaluated.model.state_dict(), out / WEIGHTS_FILE)
+        write_json_atomic(out / RECIPE_FILE, recipe)
+    except OSError as exc:  # what check_writable_folder cannot foresee (a full disk, a read-only mount)
+        raise UserError(f"{str(out)!r} could not be written ({exc.strerror}); choose another --out.") from None
     return recipe
 
 
-def read_recipe(path: Path) -> tuple[dict[str, Any], Path]:
+def read_recipe(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The recipe of the export folder ``path`` (or of its ``recipe.json``), and the folder.
+
+    Anything but a path is refused first: ``Path(5)`` would fail with a TypeError that
+    does not say what ``autoprune.load`` wanted."""
+    if not isinstance(path, str) and not hasattr(path, "__fspath__"):  # str or os.PathLike
+        raise UserError(f"autoprune.load expects the path of an export folder, got {type(path).__name__}.")
+    path = Path(path)
     folder = path.parent if path.name == RECIPE_FILE else path
     recipe_file = folder / RECIPE_FILE
     if not recipe_file.is_file():
@@ -88,12 +106,32 @@ def read_recipe(path: Path) -> tuple[dict[str, Any], Path]:
     return recipe, folder
 
 
-def load_exported(path: Path) -> torch.nn.Module:
-    """The exported pruned model, in eval mode."""
+def load_exported(path: str | Path) -> torch.nn.Module:
+    """The exported pruned model, in eval mode, carrying the input normalisation it was trained with.
+
+    The model expects its inputs as the search fed them, not raw images, and recipe.json
+    is easy to overlook; so the model's attribute ``autoprune_normalization``
+    (``{"mean": [...], "std": [...], "scale": s}``) says how: for raw images ``x`` (N, C,
+    H, W), the input is ``(x / scale - mean[c]) / std[c]`` per channel ``c``::
+
+        n = model.autoprune_normalization
+        mean, std = (torch.tensor(n[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+        logits = model((x.float() / n["scale"] - mean) / std)
+
+    Built-in data is normalised per channel to mean 0 and std 1 (``scale`` is the pixels'
+    range: 255, or 16 for digits); data from a user's factory is used as given (mean 0,
+    std 1; scale 255 for uint8 images, 1 for floats)."""
     recipe, folder = read_recipe(path)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{str(folder)!r} has no {WEIGHTS_FILE}.")
+    try:  # plain lists and a float, easy to use and to print
+        found = recipe["normalization"]
+        normalization = {"mean": [float(v) for v in found["mean"]], "std": [float(v) for v in found["std"]],
+                         "scale": float(found["scale"])}
+    except (TypeError, KeyError, ValueError):
+        raise UserError(f"the recipe in {str(folder)!r} has no valid input normalization "
+                        "(mean and std per channel, and scale).") from None
     model = ModelSpec.from_dict(recipe["model_spec"]).build()
     example = torch.zeros(1, *recipe["input_shape"])
     prune_to_indices(model, recipe["keep_indices"], example, never_prune=recipe["never_prune"])
@@ -101,6 +139,7 @@ def load_exported(path: Path) -> torch.nn.Module:
         model.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as exc:
         raise UserError(f"{str(weights)!r} does not match the architecture in the recipe ({exc}).") from None
+    model.autoprune_normalization = normalization
     return model.eval()
 
 

@@ -68,11 +68,14 @@ def run_loop(
     checkpoints: CheckpointStore | None = None,
     on_result: Callable[[Result], None] | None = None,
     progress: bool = True,
+    stats: LoopStats | None = None,
 ) -> LoopStats:
-    """Drive ``searcher`` until ``trials`` distinct trials exist, time runs out, or it finishes."""
+    """Drive ``searcher`` until ``trials`` distinct trials exist, time runs out, or it finishes.
+
+    ``stats`` is filled as the loop goes, so a caller still has them when it is interrupted."""
     if searcher.keeps_checkpoints and checkpoints is None:
         raise ValueError(f"searcher {searcher.name!r} continues training and needs a checkpoint store")
-    stats = LoopStats()
+    stats = LoopStats() if stats is None else stats
     started = time.monotonic()
     seen: dict[TrialKey, Result | None] = {}
     next_id = 0
@@ -116,7 +119,8 @@ def run_loop(
                     bar.update(1)
                 else:
                     jobs.append(_job(trial_id, key, seed, searcher.keeps_checkpoints, checkpoints))
-            for result in executor.run(jobs):
+            results = executor.run(jobs)
+            for done, result in enumerate(results, start=1):
                 if result.parent is not None and result.ok:
                     parent_steps = journal.records[result.parent]["metrics"].get("total_steps", 0)
                     result.metrics["total_steps"] = parent_steps + result.metrics["steps"]
@@ -135,6 +139,12 @@ def run_loop(
                                     flops=f"{result.metrics['flops_ratio']:.3f}")
                 if on_result is not None:
                     on_result(result)
+                if done < len(jobs) and time_limit is not None and time.monotonic() - started >= time_limit:
+                    # stop mid-batch: the rest is neither evaluated nor told; a resume replays the
+                    # journaled part of the batch and evaluates the rest, as after a kill
+                    results.close()
+                    stats.stopped_by = "time limit"
+                    return stats
             batch: list[Result] = []
             for trial_id, key in order:
                 if trial_id >= 0:

@@ -1,12 +1,13 @@
 """Pick one trial: by id, or the best on the front under constraints.
 
-Spec grammar (clauses joined by commas)::
+Spec grammar (clauses joined by commas or spaces; keys and units as in budgets)::
 
     12 | trial=12                  that trial
     best                           best accuracy on the front
-    flops<=0.3                     FLOPs at most 30% of dense (a value > 1 is absolute MACs)
-    params<=2e5                    params, likewise relative or absolute
-    latency<=2ms | latency<=0.5    measured latency, absolute or relative to dense
+    flops<=0.3                     FLOPs at most 30% of dense (flops<=20M, or a bare value > 1:
+                                   absolute MACs)
+    params<=2e5 | params<=30K      params, likewise relative or absolute
+    latency<=2ms | latency<=0.5    measured latency, absolute (us, ms, s) or relative to dense
     accuracy>=0.95                 held-out accuracy
     best=flops                     optimise another objective (accuracy by default)
     searcher                       the searcher's own choice (darwin: its last parent),
@@ -27,23 +28,28 @@ import re
 import pandas as pd
 
 from autoprune.errors import UserError
+from autoprune.space.budget import COUNT_SUFFIX, TIME_SUFFIX, parse_quantity
 
-_CLAUSE = re.compile(r"^\s*(flops|params|latency|accuracy)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*(ms)?\s*$")
+_CLAUSE = re.compile(r"^(flops|params|latency|accuracy)(<=|>=|<|>)(.+)$", re.IGNORECASE)
+_COLUMN = {"flops": "flops", "params": "params", "latency": "latency_ms", "accuracy": "accuracy"}
 _BEST = {"accuracy": ("accuracy", False), "flops": ("flops", True), "params": ("params", True),
          "latency": ("latency_ms", True)}
 
 
 def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: dict[str, float],
-             incumbent: int | None = None) -> pd.Series:
+             incumbent: int | None = None, searcher: str | None = None) -> pd.Series:
     """The trial-table row ``spec`` names; a clear error when nothing matches.
-    ``incumbent``: the trial the run's searcher chose (run.json), for ``searcher``."""
-    text = str(spec).strip()
+    ``incumbent``: the trial the run's searcher chose (run.json), for ``searcher``;
+    ``searcher``: its name, to say why there is no choice yet."""
+    if not isinstance(spec, (str, int)) or isinstance(spec, bool):
+        raise UserError(f"pick takes a trial id or a text such as 'best' or 'flops<=0.3', "
+                        f"got a {type(spec).__name__}.")
+    text = str(spec).strip().lower()
     if text == "auto":
         text = "best" if incumbent is None else "searcher"
     if text == "searcher":
         if incumbent is None:
-            raise UserError("--pick searcher: this run's searcher keeps no choice of its own (darwin and tyr do); "
-                            "pick from the front instead, e.g. --pick best.")
+            raise UserError(_no_choice(searcher))
         text = str(incumbent)
     trial_match = re.fullmatch(r"(?:trial\s*=\s*)?(\d+)", text)
     if trial_match:
@@ -59,7 +65,10 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
         raise UserError("the run has no successful trial within budget yet, so there is nothing to pick.")
     candidates = front
     objective, ascending = "accuracy", False
-    for clause in filter(None, (c.strip() for c in text.split(","))):
+    used: list[str] = []
+    # spaces around an operator belong to its clause; other spaces separate clauses, as commas do
+    compact = re.sub(r"\s*(<=|>=|<|>|=)\s*", r"\1", text)
+    for clause in filter(None, re.split(r"[,\s]+", compact)):
         if clause == "best":
             continue
         if clause.startswith("best="):
@@ -75,21 +84,54 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
                 "'flops<=0.3', 'latency<=2ms', 'accuracy>=0.95', 'best=params'."
             )
         candidates = candidates[_condition(candidates, match, dense, text)]
+        used.append(match.group(1))
     if candidates.empty:
-        raise UserError(f"no front member satisfies --pick {text!r}; `autoprune front RUN_DIR` shows the front.")
+        raise UserError(f"no front member satisfies --pick {text!r}; {_front_range(front, used, dense)}.")
     return candidates.sort_values([objective, "trial_id"], ascending=[ascending, True]).iloc[0]
 
 
+def _no_choice(searcher: str | None) -> str:
+    """Why ``--pick searcher`` has nothing to pick."""
+    if searcher in ("darwin", "tyr"):
+        return (f"--pick searcher: {searcher} has not chosen yet (it chooses at the end of its first "
+                f"{'generation' if searcher == 'darwin' else 'selection'}); extend the run with "
+                "`autoprune search --resume RUN_DIR --trials N` (the search said at its start how many trials "
+                "that takes), or pick from the front, e.g. --pick best.")
+    return ("--pick searcher: this run's searcher keeps no choice of its own (darwin and tyr do); "
+            "pick from the front instead, e.g. --pick best.")
+
+
+def _front_range(front: pd.DataFrame, keys: list[str], dense: dict[str, float]) -> str:
+    """What the front spans in the constrained quantities, so the user knows what to ask for."""
+    spans = []
+    for key in dict.fromkeys(keys):
+        values = front[_COLUMN[key]].dropna()
+        if values.empty:
+            continue
+        low, high = values.min(), values.max()
+        if key in ("flops", "params"):
+            spans.append(f"{key} {low / dense[key]:.3f}-{high / dense[key]:.3f} of dense")
+        elif key == "latency":
+            spans.append(f"latency {low:.3g}-{high:.3g} ms")
+        else:
+            spans.append(f"accuracy {low:.4f}-{high:.4f}")
+    span = f"its {len(front)} front members have {', '.join(spans)}" if spans else "see the front"
+    return f"{span} (`autoprune front RUN_DIR` lists them)"
+
+
 def _condition(table: pd.DataFrame, match: re.Match, dense: dict[str, float], text: str) -> pd.Series:
-    key, op, number, unit = match.groups()
-    try:
-        value = float(number)
-    except ValueError:
-        raise UserError(f"--pick {text!r}: {number!r} is not a number.") from None
-    column = {"latency": "latency_ms"}.get(key, key)
-    if key in ("flops", "params") and value <= 1:
-        value *= dense[key]
-    elif key == "latency" and unit != "ms":
-        value *= dense["latency_ms"]
-    series = table[column]
+    key, op, quantity = match.groups()
+    key = key.lower()
+    value, unit = parse_quantity(quantity, what=f"--pick {text!r}")
+    units = TIME_SUFFIX if key == "latency" else COUNT_SUFFIX if key in ("flops", "params") else {"": 1.0}
+    if unit not in units:
+        raise UserError(f"--pick {text!r}: {key} takes no unit {unit!r}; "
+                        f"use one of {', '.join(u for u in units if u) or 'none'}.")
+    if key in ("flops", "params") and not unit and value <= 1:
+        value *= dense[key]  # a ratio of dense
+    elif key == "latency" and not unit:
+        value *= dense["latency_ms"]  # a ratio of dense
+    else:
+        value *= units[unit]
+    series = table[_COLUMN[key]]
     return {"<=": series <= value, "<": series < value, ">=": series >= value, ">": series > value}[op]

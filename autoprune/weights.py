@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from autoprune.errors import UserError
+from autoprune.store.files import FILE_MODE
 
 
 def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
@@ -47,6 +48,7 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[s
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a run shared by a team is read by others
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)

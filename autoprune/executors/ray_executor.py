@@ -113,7 +113,8 @@ class RayExecutor(Executor):
         except BaseException:
             self.close()
             raise
-        logger.info("Ray executor: %d workers (%s Ray at %s)", self.workers, self.session.mode, self.session.address)
+        logger.info("Ray executor: %d worker%s (%s Ray at %s)", self.workers, "" if self.workers == 1 else "s",
+                    self.session.mode, self.session.address)
 
     @classmethod
     def from_evaluator(cls, evaluator: Any, *, workers: int | None = None, address: str | None = None,

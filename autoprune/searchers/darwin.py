@@ -209,8 +209,11 @@ class DarwinSearcher(Searcher):
         generations = 0 if trials < first else 1 + (trials - first) // later
         if self.generations is not None:
             generations = min(generations, self.generations)
-        bought = (f"darwin: {trials} trials buy {generations} whole generation(s) ({first} trials the first, "
-                  f"{later} each after)")
+        if generations == 0:
+            return (f"darwin: {trials} trials do not finish its first generation ({first} trials; {later} each "
+                    f"after), and its choice comes at the end of one: ask for --trials {first} or more")
+        plural = "generation" if generations == 1 else "generations"
+        bought = f"darwin: {trials} trials buy {generations} whole {plural} ({first} trials the first, {later} each after)"
         if self.patience is not None:
             return f"{bought}, fewer if the parent wins {self.patience} generations in a row"
         return (f"{bought}; DarwinLM's search runs 200, but a parent often stops changing long before: "

@@ -18,9 +18,10 @@ from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 
 RESOURCES = ("flops", "params", "latency")
-_COUNT_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_TIME_SUFFIX = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-_SPEC = re.compile(r"^\s*([A-Za-z_]+)\s*=\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*$")
+COUNT_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+TIME_SUFFIX = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+_SPEC = re.compile(r"^\s*([A-Za-z_]+)\s*=\s*(\S.*?)\s*$")
+_QUANTITY = re.compile(r"^([0-9.eE+-]+)\s*([A-Za-z]*)$")
 
 
 @dataclass(frozen=True)
@@ -45,26 +46,32 @@ def parse_budget(text: str) -> Budget:
     match = _SPEC.match(text)
     if not match:
         raise UserError(f"budget {text!r} is not of the form key=value, e.g. flops=0.4, params=1.5e6 or latency=3ms.")
-    key, number, unit = match.group(1).lower(), match.group(2), match.group(3).lower()
+    key = match.group(1).lower()
     if key not in RESOURCES:
         raise UserError(f"budget {text!r} has unknown key {key!r}; known keys: {', '.join(RESOURCES)}.")
-    try:
-        value = float(number)
-    except ValueError:
-        raise UserError(f"budget {text!r}: {number!r} is not a number.") from None
+    value, unit = parse_quantity(match.group(2), what=f"budget {text!r}")
     if not np.isfinite(value) or value <= 0:
         raise UserError(f"budget {text!r} must be positive: a ratio in (0, 1] or an absolute value with a unit.")
     if key == "latency":
         if unit:
-            if unit not in _TIME_SUFFIX:
+            if unit not in TIME_SUFFIX:
                 raise UserError(f"budget {text!r} has unknown unit {unit!r}; latency takes us, ms or s, or a ratio in (0, 1].")
-            return Budget(key, value * _TIME_SUFFIX[unit], relative=False, text=text.strip())
+            return Budget(key, value * TIME_SUFFIX[unit], relative=False, text=text.strip())
         return Budget(key, _ratio(value, text), relative=True, text=text.strip())
-    if unit not in _COUNT_SUFFIX:
+    if unit not in COUNT_SUFFIX:
         raise UserError(f"budget {text!r} has unknown unit {unit!r}; {key} takes K, M, G or T, or a ratio in (0, 1].")
     if unit or value > 1:
-        return Budget(key, value * _COUNT_SUFFIX[unit], relative=False, text=text.strip())
+        return Budget(key, value * COUNT_SUFFIX[unit], relative=False, text=text.strip())
     return Budget(key, _ratio(value, text), relative=True, text=text.strip())
+
+
+def parse_quantity(text: str, *, what: str) -> tuple[float, str]:
+    """``0.4``, ``20M``, ``3 ms`` as (number, lower-case unit); a clear error otherwise."""
+    match = _QUANTITY.match(text.strip())
+    try:
+        return float(match.group(1)), match.group(2).lower()  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        raise UserError(f"{what}: {text.strip()!r} is not a number (optionally with a unit, as in 20M or 3ms).") from None
 
 
 def _ratio(value: float, text: str) -> float:
@@ -153,8 +160,12 @@ def resolve(budgets: list[Budget], space: SearchSpace, latency_model: LatencyMod
             shown = f"{smallest:.3f} ms predicted where the trials run"
         limit = b.limit(dense)
         if smallest > limit:
+            # a bare number above 1 is an absolute count; someone who meant a ratio should hear so
+            tiny_count = b.resource != "latency" and not b.relative and b.value < 1000
+            read_as = (f" ({b.text} is read as {b.value:g}{unit or ' params'}: ratios lie in (0, 1], absolute "
+                       "counts take a unit such as 20M)") if tiny_count else ""
             raise UserError(
-                f"budget {b.text} is unreachable: the smallest model of this search space has "
+                f"budget {b.text} is unreachable{read_as}: the smallest model of this search space has "
                 f"{smallest / dense:.4f} of the dense {b.resource} ({shown}); "
                 f"ask for at least {b.resource}={_round_up(smallest / dense)}."
             )

@@ -11,11 +11,38 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from autoprune.errors import UserError
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+#: permissions of the files we write, as ``open`` would give them (``mkstemp`` makes 0600)
+FILE_MODE = 0o666 & ~_umask()
+
+
+def check_writable_folder(path: Path, flag: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written: its nearest
+    existing ancestor must be a folder we may write into."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{str(path)!r} cannot be created: {str(existing)!r} is a file, not a folder; "
+                        f"choose another {flag}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{str(path)!r} cannot be written: no permission to write in {str(existing)!r}; "
+                        f"choose another {flag}.")
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from autoprune.errors import UserError
-from autoprune.store.files import write_json_atomic, write_text_atomic
+from autoprune.store.files import FILE_MODE, check_writable_folder, write_json_atomic, write_text_atomic
 from autoprune.store.journal import JOURNAL_NAME
 
 RUN_FILE = "run.json"
@@ -30,6 +30,7 @@ def check_new_run_dir(path: Path) -> None:
         )
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"{str(path)!r} exists and is not an empty folder; choose another --run-dir.")
+    check_writable_folder(path, "--run-dir")
 
 
 def read_run(path: Path) -> dict[str, Any]:
@@ -50,9 +51,12 @@ def read_run(path: Path) -> dict[str, Any]:
 
 def create_run(path: Path, info: dict[str, Any]) -> None:
     check_new_run_dir(path)
-    path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path / RUN_FILE, {"format_version": FORMAT_VERSION, **info})
-    (path / JOURNAL_NAME).touch()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path / RUN_FILE, {"format_version": FORMAT_VERSION, **info})
+        (path / JOURNAL_NAME).touch(mode=FILE_MODE)
+    except OSError as exc:  # what check_new_run_dir cannot foresee (a read-only or virtual file system)
+        raise UserError(f"{str(path)!r} cannot be written ({exc.strerror}); choose another --run-dir.") from None
 
 
 def update_run(path: Path, info: dict[str, Any]) -> None:

@@ -41,6 +41,10 @@ def _run(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str]
         (["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at --address '127.0.0.1:1'"),
         (["--searcher", "darwin", "--searcher-option", "offspring=0"], "offspring must be a whole number >= 1"),
         (["--config", "/nonexistent/config.yaml"], "does not exist"),
+        (["--budget", "flops=abc"], "'abc' is not a number"),
+        (["--budget", "flops=nan"], "'nan' is not a number"),
+        (["--budget", "flops=1.5"], "is read as 1.5 MACs: ratios lie in (0, 1]"),
+        (["--searcher", "darwin", "--searcher-option", "stage_steps=[10, 50"], "is not valid YAML"),
     ],
 )
 def test_bad_search_input(capsys, tmp_path: Path, extra: list[str], expected: str) -> None:
@@ -146,3 +150,81 @@ def test_diverging_candidates_are_failed_trials_and_the_run_goes_on(capsys, tmp_
     assert (trials["status"] == "failed").all()
     assert trials["error"].str.contains("diverged").all()
     assert run.front.empty
+
+
+def test_run_directories_and_export_folders_that_cannot_be_written(capsys, tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    code, err = _run(capsys, ["-q", *BASE, "--run-dir", str(a_file / "run")])
+    assert code == 2 and "is a file, not a folder; choose another --run-dir" in err and err.count("\n") == 1
+    run_dir = tmp_path / "run"
+    assert main(["-q", *BASE, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    code, err = _run(capsys, ["-q", "export", str(run_dir), "--out", str(a_file / "export")])
+    assert code == 2 and "choose another --out" in err and err.count("\n") == 1
+
+
+def test_config_file_keys_as_the_flags_run_dir_included_and_no_key_twice(capsys, tmp_path: Path) -> None:
+    config = tmp_path / "search.yaml"
+    config.write_text(f"trials: 2\nfidelity: 2\nsearcher-option: {{}}\nrun_dir: {tmp_path / 'from-config'}\n")
+    assert main(["-q", "search", "--config", str(config)]) == 0
+    assert (tmp_path / "from-config" / "run.json").is_file()
+    config.write_text("trials: 2\ntrials: 3\n")
+    code, err = _run(capsys, ["-q", "search", "--config", str(config), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "key 'trials' is given twice" in err
+
+
+def test_resume_with_fewer_trials_than_the_run_has(capsys, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["-q", *BASE, "--trials", "3", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    code, err = _run(capsys, ["-q", "search", "--resume", str(run_dir), "--trials", "2"])
+    assert code == 2 and "already has 3 trials; give a larger total" in err
+
+
+def test_an_interrupted_search_records_its_session_and_says_how_to_resume(capsys, monkeypatch, tmp_path: Path) -> None:
+    import json
+
+    import autoprune.executors.local as local
+
+    real, calls = local.run_job, []
+
+    def interrupted_on_the_third(evaluator, job):
+        calls.append(job.trial_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(evaluator, job)
+
+    monkeypatch.setattr(local, "run_job", interrupted_on_the_third)
+    run_dir = tmp_path / "run"
+    code, err = _run(capsys, ["-q", *BASE, "--trials", "5", "--run-dir", str(run_dir)])
+    assert code == 130 and f"resume with: autoprune search --resume {run_dir}" in err
+    (session,) = json.loads((run_dir / "run.json").read_text())["sessions"]
+    assert session["stopped_by"] == "interrupted" and session["evaluated"] == 2
+
+
+def test_an_interrupt_before_the_run_directory_exists_offers_no_resume(capsys, monkeypatch, tmp_path: Path) -> None:
+    import autoprune.setup_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(autoprune.setup_run, "prepare", interrupted)  # as during a first-use dense training
+    code, err = _run(capsys, ["-q", *BASE, "--run-dir", str(tmp_path / "run")])
+    assert code == 130 and "interrupted" in err and "resume" not in err
+
+
+def test_a_run_whose_trials_all_failed_says_why(capsys, tmp_path: Path) -> None:
+    code = main(["-q", *BASE, "--lr", "1e12", "--run-dir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0 and "the front is empty" in out
+    assert "2 trials failed: " in out and "nan" in out
+
+
+def test_quiet_after_the_command_and_a_closed_pipe(capsys, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert main([*BASE, "-q", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    done = subprocess.run(f"{sys.executable} -m autoprune.cli front {run_dir} --all | head -c 10",
+                          shell=True, capture_output=True, text=True)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

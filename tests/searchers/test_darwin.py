@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,8 +237,21 @@ class _Checkpoints(dict):
         return self.get(trial_id)
 
 
+class _SlowExecutor(_Executor):
+    """Each job takes ``seconds``, so that a time limit falls inside a batch."""
+
+    def __init__(self, case: SyntheticCase, seconds: float) -> None:
+        super().__init__(case)
+        self.seconds = seconds
+
+    def run(self, jobs: list[Any]) -> Iterator[Result]:
+        for result in super().run(jobs):
+            time.sleep(self.seconds)
+            yield result
+
+
 def _loop(run_dir: Path, trials: int, checkpoints: _Checkpoints, executor: _Executor | None = None,
-          options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+          options: dict[str, Any] | None = None, time_limit: float | None = None) -> list[dict[str, Any]]:
     from autoprune.loop import run_loop  # imports torch (executors); only these tests need it
     from autoprune.store.journal import Journal
 
@@ -247,7 +261,8 @@ def _loop(run_dir: Path, trials: int, checkpoints: _Checkpoints, executor: _Exec
     options = {"fresh_draws": True} if options is None else options
     searcher = make_searcher("darwin", problem=case.problem, seed=5, options=options)
     run_loop(searcher=searcher, executor=executor or _Executor(case), journal=journal,
-             trials=trials, default_fidelity=100, seed=0, checkpoints=checkpoints, progress=False)
+             trials=trials, default_fidelity=100, seed=0, checkpoints=checkpoints, progress=False,
+             time_limit=time_limit)
     return [journal.records[i] for i in sorted(journal.records)]
 
 
@@ -283,6 +298,15 @@ def test_a_run_resumed_mid_generation_matches_an_uninterrupted_one(tmp_path: Pat
         "every continuation started from its parent's weights"
 
 
+def test_a_time_limit_stops_inside_a_batch_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
+    whole = _loop(tmp_path / "whole", 60, _Checkpoints())
+    kept = _Checkpoints()
+    cut = _loop(tmp_path / "cut", 60, kept, executor=_SlowExecutor(hard_case(0.4), 0.05), time_limit=0.2)
+    assert 1 <= len(cut) < 16, "stopped inside the first batch of 16 offspring, not at its end"
+    resumed = _loop(tmp_path / "cut", 60, kept)
+    assert [_fields(r) for r in resumed] == [_fields(r) for r in whole]
+
+
 def test_the_parents_trials_on_the_extra_draws_are_answered_from_the_cache(tmp_path: Path) -> None:
     records = _loop(tmp_path, 40 + 34 + 34, _Checkpoints(), options={"final_draws": 3})
     identity = [_fields(r)[:5] for r in records]
@@ -302,8 +326,10 @@ def test_plan_counts_the_trials_the_run_loop_spends_per_generation(tmp_path: Pat
     # each generation ends with its last stage: the trial budget ends exactly after three
     assert records[first - 1]["trial_id"] in last_stage and records[first]["eval_samples"] == 512
     assert records[first + later - 1]["trial_id"] in last_stage and records[first + later]["eval_samples"] == 512
-    assert "3 whole generation(s)" in searcher.plan(first + 2 * later)
-    assert "2 whole generation(s)" in searcher.plan(first + 2 * later - 1)
+    assert "3 whole generations" in searcher.plan(first + 2 * later)
+    assert "2 whole generations" in searcher.plan(first + 2 * later - 1)
+    assert "1 whole generation (" in searcher.plan(first)
+    assert "do not finish its first generation" in searcher.plan(first - 1)
     assert "patience=N" in searcher.plan(first)  # how to stop a search whose parent stopped changing
     patient = make_searcher("darwin", problem=hard_case(0.4).problem, seed=5, options={**options, "patience": 4})
     assert patient.plan(first).endswith("fewer if the parent wins 4 generations in a row")

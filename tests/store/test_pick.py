@@ -44,3 +44,36 @@ def test_constraints_ids_and_their_errors() -> None:
         pick_row(trials, front, 3, DENSE)
     with pytest.raises(UserError, match="no front member satisfies"):
         pick_row(trials, front, "flops<=0.1", DENSE)
+
+
+def test_constraints_take_the_budgets_units_any_case_and_spaces_between_clauses() -> None:
+    trials = _table()
+    front = trials[trials["status"] == "ok"]
+    assert pick_row(trials, front, "flops<=0.25K", DENSE)["trial_id"] == 2, "K as in budgets: 250 MACs"
+    assert pick_row(trials, front, "FLOPS <= 0.3", DENSE)["trial_id"] == 2
+    assert pick_row(trials, front, "latency<=1200us", DENSE)["trial_id"] == 2
+    assert pick_row(trials, front, "latency<=0.0012s", DENSE)["trial_id"] == 2
+    assert pick_row(trials, front, "params<=0.35 accuracy>=0.81", DENSE)["trial_id"] == 2
+    assert pick_row(trials, front, "accuracy >= 0.81, best=flops", DENSE)["trial_id"] == 2
+    with pytest.raises(UserError, match="accuracy takes no unit 'ms'"):
+        pick_row(trials, front, "accuracy>=0.8ms", DENSE)
+    with pytest.raises(UserError, match="'abc' is not a number"):
+        pick_row(trials, front, "flops<=abc", DENSE)
+
+
+def test_nothing_matching_says_what_the_front_spans() -> None:
+    trials = _table()
+    front = trials[trials["status"] == "ok"]
+    with pytest.raises(UserError, match=r"3 front members have flops 0\.200-0\.500 of dense, accuracy 0\.8000-0\.9000"):
+        pick_row(trials, front, "flops<=0.1,accuracy>=0.95", DENSE)
+
+
+def test_searcher_pick_before_darwin_chose_says_so() -> None:
+    trials = _table()
+    front = trials[trials["status"] == "ok"]
+    with pytest.raises(UserError, match="darwin has not chosen yet .* --trials N"):
+        pick_row(trials, front, "searcher", DENSE, searcher="darwin")
+    with pytest.raises(UserError, match="keeps no choice of its own"):
+        pick_row(trials, front, "searcher", DENSE, searcher="random")
+    with pytest.raises(UserError, match="got a Series"):
+        pick_row(trials, front, trials.iloc[0], DENSE)
