@@ -23,6 +23,7 @@ with the final recipe, the other three ended 2.1 and 0.8 points below it and 0.3
 
 from __future__ import annotations
 
+import numbers
 import re
 
 import pandas as pd
@@ -41,10 +42,10 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
     """The trial-table row ``spec`` names; a clear error when nothing matches.
     ``incumbent``: the trial the run's searcher chose (run.json), for ``searcher``;
     ``searcher``: its name, to say why there is no choice yet."""
-    if not isinstance(spec, (str, int)) or isinstance(spec, bool):
+    if not isinstance(spec, (str, numbers.Integral)) or isinstance(spec, bool):  # numpy ids from a table too
         raise UserError(f"pick takes a trial id or a text such as 'best' or 'flops<=0.3', "
                         f"got a {type(spec).__name__}.")
-    text = str(spec).strip().lower()
+    text = str(int(spec) if isinstance(spec, numbers.Integral) else spec).strip().lower()
     if text == "auto":
         text = "best" if incumbent is None else "searcher"
     if text == "searcher":
@@ -66,8 +67,10 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
     candidates = front
     objective, ascending = "accuracy", False
     used: list[str] = []
-    # spaces around an operator belong to its clause; other spaces separate clauses, as commas do
+    # spaces around an operator or before a unit belong to the clause; other spaces separate
+    # clauses, as commas do
     compact = re.sub(r"\s*(<=|>=|<|>|=)\s*", r"\1", text)
+    compact = re.sub(r"(\d)\s+(us|ms|s|k|m|g|t)(?=[,\s]|$)", r"\1\2", compact)
     for clause in filter(None, re.split(r"[,\s]+", compact)):
         if clause == "best":
             continue
