@@ -143,21 +143,34 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
     return _drive(Run(path), prepared, searcher, executor, progress=progress)
 
 
-def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float | None = None,
-           threads: int | None = None, progress: bool = True) -> Run:
+#: what a resume may change: the run's length, and where and how its trials are evaluated,
+#: which belong to the machine it continues on rather than to the run (the same seed gives
+#: the same trials on any executor)
+RESUME_SETTABLE = ("trials", "time_limit", "threads", "executor", "workers", "address", "gpus_per_worker")
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, **changes: Any) -> Run:
     """Continue a stopped run: journaled trials are replayed, not evaluated again.
 
-    ``trials`` and ``time_limit`` may extend the run; ``threads`` (a property of the machine,
-    not of the run) may change how many torch threads its evaluations use."""
+    ``changes`` may set any of :data:`RESUME_SETTABLE`: ``trials`` and ``time_limit`` extend
+    the run; ``threads``, ``executor``, ``workers``, ``address`` and ``gpus_per_worker`` move it
+    to another machine or cluster."""
+    refused = sorted(set(changes) - set(RESUME_SETTABLE))
+    if refused:
+        raise UserError(f"resume cannot change {', '.join(refused)}: a run keeps its own settings "
+                        f"(only {', '.join(RESUME_SETTABLE)} may change).")
+    changes = {key: value for key, value in changes.items() if value is not None}
     run = Run(run_dir)
     config = run.config
     done = len(run.trials)
-    if trials is not None and isinstance(trials, int) and trials < done:
+    trials = changes.get("trials")
+    if isinstance(trials, int) and trials < done:
         raise UserError(f"--trials {trials} is the run's total, and it already has {done} trials; "
                         f"give a larger total to extend it (e.g. --trials {done + config.trials}).")
-    if trials is not None or time_limit is not None or threads is not None:
-        config = replace(config, trials=trials or config.trials, time_limit=time_limit or config.time_limit,
-                         threads=threads or config.threads)
+    if changes.get("executor") == "local":  # the Ray placement of the run's earlier sessions goes
+        config = replace(config, executor="local", workers=None, address=None, gpus_per_worker=None)
+    if changes:
+        config = SearchConfig.from_dict({**config.to_dict(), **changes}, source="resume")
     with in_process_threads(config):
         return _continue(run, config, progress=progress)
 
@@ -165,7 +178,8 @@ def resume(run_dir: str | Path, *, trials: int | None = None, time_limit: float 
 def _continue(run: Run, config: SearchConfig, *, progress: bool) -> Run:
     from autoprune.setup_run import check_same_space, prepare
 
-    prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator))
+    prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator),
+                       latency_model=run.latency_model)
     try:
         check_same_space(run.info["space"], prepared.space, str(run.path))
         searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autoprune import __version__
 from autoprune.errors import UserError
 from autoprune.searchers import SEARCHERS
 
@@ -26,7 +27,7 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--image-size": ("image_size", int, "resize images of --data folder to this square size [32]"),
     "--checkpoint": ("checkpoint", str, "dense weights: .safetensors, or a torch state dict read with weights_only"),
     "--space": ("space_file", str, "search-space YAML (level grid, minimum keep, rounding, never_prune)"),
-    "--searcher": ("searcher", str, f"{', '.join(sorted(SEARCHERS))} [random]; see docs/design.md"),
+    "--searcher": ("searcher", str, f"{', '.join(sorted(SEARCHERS))} [random]; the README says how each searches"),
     "--trials": ("trials", int, "number of distinct candidates to evaluate [40]"),
     "--time-limit": ("time_limit", float, "stop after this many seconds of searching, at the next finished "
                                           "evaluation (--resume continues)"),
@@ -50,6 +51,7 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoprune", description="Search where to prune a trained network.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
+    parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
     # -q is also accepted after the command; SUPPRESS keeps the command's default from
     # overwriting a -q given before it
     quiet = argparse.ArgumentParser(add_help=False)
@@ -67,18 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an option of the searcher (value read as YAML), repeatable")
     search.add_argument("--config", metavar="FILE", help="YAML file with the same options (flags win)")
     search.add_argument("--run-dir", metavar="DIR", help="where the run is written [runs/search-DATE-TIME]")
-    search.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (--trials/--time-limit may extend it)")
+    search.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue a stopped run; --trials and --time-limit may extend it, and --threads, "
+                             "--executor, --workers, --address and --gpus-per-worker move it to another machine")
 
     front = commands.add_parser("front", parents=[quiet], help="print the Pareto front of a run")
-    front.add_argument("run_dir")
+    front.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
     front.add_argument("--all", action="store_true", help="print every trial, not only the front")
 
     export = commands.add_parser("export", parents=[quiet], help="write a picked model as safetensors plus a JSON recipe")
-    export.add_argument("run_dir")
+    export.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
     export.add_argument("--pick", default="auto",
                         help="trial id, 'best' (best held-out accuracy on the front), constraints such as "
-                             "'flops<=0.3' (best accuracy among them), 'searcher' (the searcher's own choice, where "
-                             "it has one), or 'auto': the searcher's choice where there is one, else best [auto]")
+                             "'flops<=0.3', 'params<=30K', 'latency<=2ms', 'accuracy>=0.95' (best accuracy among "
+                             "them; 'best=flops' minimises FLOPs instead), 'searcher' (the searcher's own choice, "
+                             "where it has one), or 'auto': the searcher's choice where there is one, else best "
+                             "[auto]")
     export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
     export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
     export.add_argument("--threads", type=int, help="torch threads [all cores, fewer beside busy ones]")
@@ -117,15 +123,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     progress = not args.quiet
     if args.resume:
-        settable = {"--trials", "--time-limit", "--threads"}
+        settable = {f"--{field.replace('_', '-')}" for field in api.RESUME_SETTABLE}
         flags = ["--budget", "--config", "--run-dir", "--searcher-option",
                  *(f for f in SEARCH_FLAGS if f not in settable)]
         given = [flag for flag in flags if getattr(args, flag[2:].replace("-", "_")) not in (None, [])]
         if given:
             raise UserError(f"--resume continues a run with its own settings; drop {', '.join(given)} "
                             f"(only {', '.join(sorted(settable))} may change).")
-        run = api.resume(args.resume, trials=args.trials, time_limit=args.time_limit, threads=args.threads,
-                         progress=progress)
+        run = api.resume(args.resume, progress=progress,
+                         **{field: getattr(args, field) for field in api.RESUME_SETTABLE})
     else:
         options = _search_options(args)
         from_config = options.pop("run_dir", None)  # the flag wins, as for every option
@@ -159,6 +165,7 @@ def _print_summary(run: Any) -> None:
     best = front.iloc[0]
     print(f"Pareto front: {_count(len(front), 'model')} (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
           f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
+    _print_latency(run, front)
     chosen = run.info.get("incumbent")
     if chosen is not None:
         # a choice found long before the end says the search had stopped moving
@@ -167,6 +174,20 @@ def _print_summary(run: Any) -> None:
     print(f"see the front:   autoprune front {run.path}")
     print(f"export a model:  autoprune export {run.path}   "
           "(or --pick best, --pick TRIAL_ID, or constraints such as --pick 'accuracy>=0.9,best=flops')")
+
+
+def _print_latency(run: Any, front: Any) -> None:
+    """A latency budget is held on the latency model's prediction: say so, and how the
+    front's measured latencies compare with it."""
+    limit = run.limits.get("latency")
+    if limit is None or front["latency_ms"].isna().all():
+        return
+    measured = front["latency_ms"]
+    over = int((measured > limit).sum())
+    print(f"latency budget: {limit:.3g} ms as predicted by the per-layer tables (dense: "
+          f"{run.dense['predicted_latency_ms']:.3g} ms predicted, {run.dense['latency_ms']:.3g} ms measured); "
+          f"front members measured {measured.min():.3g}-{measured.max():.3g} ms"
+          + (f", {over} of {len(front)} above the budget" if over else ""))
 
 
 def _count(n: int, noun: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from autoprune.errors import UserError
 from autoprune.evaluation.checkpoints import CheckpointStore
 from autoprune.executors.base import Executor, Job
 from autoprune.searchers.base import Proposal, Result, Searcher
@@ -110,9 +111,10 @@ def run_loop(
                 if trial_id in journal:
                     result = journal.result(trial_id)
                     if not _same(result, key):
-                        raise RuntimeError(
-                            f"trial {trial_id} in the journal differs from what the searcher proposes now; "
-                            "the run cannot be resumed with a changed searcher or search space"
+                        raise UserError(
+                            f"the run cannot be resumed: trial {trial_id} in its journal differs from what the "
+                            "searcher proposes now (another autoprune version, searcher, search space or latency "
+                            "model made it); start a new run."
                         )
                     told[trial_id] = result
                     stats.replayed += 1

@@ -126,7 +126,8 @@ def _condition(table: pd.DataFrame, match: re.Match, dense: dict[str, float], te
     key, op, quantity = match.groups()
     key = key.lower()
     value, unit = parse_quantity(quantity, what=f"--pick {text!r}")
-    units = TIME_SUFFIX if key == "latency" else COUNT_SUFFIX if key in ("flops", "params") else {"": 1.0}
+    # no unit: a ratio of dense for latency (and for flops and params up to 1), a plain number for accuracy
+    units = {"latency": {"": 1.0, **TIME_SUFFIX}, "flops": COUNT_SUFFIX, "params": COUNT_SUFFIX}.get(key, {"": 1.0})
     if unit not in units:
         raise UserError(f"--pick {text!r}: {key} takes no unit {unit!r}; "
                         f"use one of {', '.join(u for u in units if u) or 'none'}.")

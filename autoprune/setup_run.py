@@ -35,6 +35,7 @@ from autoprune.executors.local import LocalExecutor
 from autoprune.searchers.base import Problem
 from autoprune.space.analysis import Coupling, analyse
 from autoprune.space.budget import Constraints, parse_budgets, resolve
+from autoprune.space.graph import unmatched_patterns
 from autoprune.space.latency_model import LatencyModel
 from autoprune.space.materialize import materialize
 from autoprune.space.search_space import SearchSpace
@@ -103,12 +104,15 @@ def measure_reference_latency(request: LatencyRequest) -> tuple[Latency, Latency
     return dense_latency, latency_model
 
 
-def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None) -> Prepared:
+def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None,
+            latency_model: LatencyModel | None = None) -> Prepared:
     """Build and check everything; raises :class:`UserError` on bad input, writes nothing.
 
     ``start_executor`` starts the run's workers (default: evaluate in this process); the
     reference latencies are measured on them, and the caller closes the executor
-    (``Prepared.executor``) unless this raises."""
+    (``Prepared.executor``) unless this raises. ``latency_model``: the one a run was
+    searched with (its run.json), for resume and export: measured again, its tables would
+    differ a little, and a resumed searcher would propose other candidates than it did."""
     budgets = parse_budgets(list(config.budget))  # cheapest check first
     if (start_executor is None or config.executor == "local") and config.device != "auto":
         try:  # here, not on a worker: evaluations run in this process
@@ -127,6 +131,11 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
         """Groups and costs depend on the architecture only: analysed before weights are
         trained, so an unreachable FLOPs or params budget is refused at once."""
         never_prune = list(untrained.space_config.never_prune)
+        unmatched = unmatched_patterns(untrained.dense, never_prune)
+        if unmatched:
+            examples = [name for name, _ in untrained.dense.named_modules() if name][:4]
+            raise UserError(f"never_prune patterns {unmatched} match no layer of {untrained.model_spec.name}; "
+                            f"layer names look like {examples} (model.named_modules()), and * matches any text.")
         analysed["space"], analysed["couplings"] = analyse(untrained.dense, untrained.example_input(),
                                                            grid=untrained.space_config.grid, never_prune=never_prune)
         resolve([b for b in budgets if b.resource != "latency"], analysed["space"], None)
@@ -151,10 +160,11 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
         request = LatencyRequest(
             dense=task.dense, example_input=example, space=space, couplings=couplings,
             never_prune=tuple(never_prune), batch_size=config.latency_batch_size, device=config.device,
-            with_tables=any(b.resource == "latency" for b in budgets),
-            cache_key={"model": task.model_spec.to_dict(), "weights": task.weights_source},
+            with_tables=latency_model is None and any(b.resource == "latency" for b in budgets),
+            cache_key={"model": task.model_spec.to_dict()},  # timings depend on shapes, not weight values
         )
-        dense_latency, latency_model = executor.call(measure_reference_latency, request)
+        dense_latency, measured = executor.call(measure_reference_latency, request)
+        latency_model = latency_model or measured
         dense_metrics: dict[str, float] = {
             "accuracy": val_accuracy, "loss": val_loss, "test_accuracy": test_accuracy,
             "flops": space.dense["flops"], "params": space.dense["params"], "latency_ms": dense_latency.median_ms,

@@ -48,10 +48,10 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[s
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a run shared by a team is read by others
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; a run shared by a team is read by others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -95,7 +95,8 @@ def test_resume_may_change_threads_but_nothing_that_defines_the_run(tmp_path: Pa
     for flags in (["--fidelity", "7"], ["--searcher-option", "a=1"], ["--seed", "3"]):
         assert main(["search", "--resume", str(run_dir), *flags]) == 2
         err = capsys.readouterr().err
-        assert f"drop {flags[0]} (only --threads, --time-limit, --trials may change)" in err
+        assert f"drop {flags[0]} (only --address, --executor, --gpus-per-worker, --threads, --time-limit, " \
+               "--trials, --workers may change)" in err
         assert "Traceback" not in err
     assert (run_dir / "run.json").read_text() == before
 

@@ -148,11 +148,22 @@ def _decode(path: Path, *, image_size: int) -> tuple[np.ndarray, bool] | None:
             image = ImageOps.exif_transpose(image)
             colour_bands = [band for band in image.getbands() if band != "A"]
             gray = image.mode != "P" and len(colour_bands) == 1 and colour_bands[0] in _GRAY_BANDS
+            if image.mode.startswith("I"):
+                image = _eight_bit(image)
             rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8), gray
     except Exception as exc:  # any decoder failure on a user's file means "unreadable", nothing more
         logger.debug("cannot decode %s: %s", path, exc)
         return None
+
+
+def _eight_bit(image: "Image.Image") -> "Image.Image":
+    """A 16-bit grayscale image (PNG, TIFF) scaled to 8 bits: Pillow's ``convert`` clips
+    values above 255 instead, which turns every 16-bit image black and white."""
+    from PIL import Image
+
+    wide = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
 
 
 def _as_tensors(x: np.ndarray, y: np.ndarray, gray: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoprune.errors import UserError
-from autoprune.threads import local_cpus
+from autoprune.threads import busy_cores, local_cpus, others_running
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,11 @@ def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None
     else:
         # a CPU worker reserves `threads` logical CPUs: size the instance so every asked worker
         # fits, even more workers than cores (workers that wait on I/O or sleep still scale)
-        num_cpus = workers * threads if workers else cpus
+        num_cpus = workers * threads if workers else _free_cpus(cpus, threads)
+        if workers and num_cpus > cpus:
+            logger.warning("%d workers of %d thread%s share this machine's %d cores: each evaluation runs slower "
+                           "than it would alone; --workers %d fills the cores", workers, threads,
+                           "" if threads == 1 else "s", cpus, max(1, cpus // threads))
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -157,6 +161,17 @@ def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None
         logging_level=logging.WARNING,
     )
     logger.info("started a local Ray instance with %d CPUs and %d GPUs", num_cpus, gpus)
+
+
+def _free_cpus(cpus: int, threads: int) -> int:
+    """CPUs for the workers of a private instance when the user named no count: the cores
+    other programs leave free (a worker on a busy core slows down many times, as a local
+    search beside busy cores does; see threads.py), and at least one worker's worth."""
+    busy = busy_cores(others_running() or 0.0)
+    if busy:
+        logger.warning("other programs keep about %d of this machine's %d cores busy: starting Ray workers on "
+                       "the other %d; pass --workers to choose", busy, cpus, max(threads, cpus - busy))
+    return max(threads, cpus - busy)
 
 
 def _shape(ray: Any, *, mode: str, workers: int | None, gpus_per_worker: float | None,

@@ -27,19 +27,16 @@ class SpaceConfig:
 
 
 def load_space_config(family: str, path: str | Path | None = None) -> SpaceConfig:
-    """Read the YAML defaults of ``family`` (or the file at ``path``, when given)."""
-    file = Path(path) if path else SPACES_DIR / f"{family}.yaml"
-    if not file.is_file():
-        file = SPACES_DIR / "default.yaml" if path is None else file
-    if not file.is_file():
-        raise UserError(f"search-space file {str(file)!r} does not exist.")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"search-space file {str(file)!r} is not valid YAML ({exc.__class__.__name__}).") from None
-    if not isinstance(data, dict) or set(data) - KEYS:
-        extra = sorted(set(data) - KEYS) if isinstance(data, dict) else data
-        raise UserError(f"search-space file {str(file)!r} has unknown keys {extra}; known: {sorted(KEYS)}.")
+    """The YAML defaults of ``family``, overridden key by key by the file at ``path`` when
+    given (a file that sets only ``never_prune`` keeps the family's grid and rounding)."""
+    family_file = SPACES_DIR / f"{family}.yaml"
+    data = _read(family_file if family_file.is_file() else SPACES_DIR / "default.yaml")
+    file = family_file
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise UserError(f"search-space file {str(file)!r} does not exist.")
+        data = {**data, **_read(file)}
     try:
         grid = LevelGrid.from_step(
             step=float(data.get("level_step", 0.0625)),
@@ -47,11 +44,23 @@ def load_space_config(family: str, path: str | Path | None = None) -> SpaceConfi
             min_channels=int(data.get("min_channels", 1)),
             round_to=int(data.get("round_to", 1)),
         )
+    except UserError as exc:
+        raise UserError(f"search-space file {str(file)!r}: {exc}") from None
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, UserError):
-            raise
         raise UserError(f"search-space file {str(file)!r} has a value of the wrong type ({exc}).") from None
     never = data.get("never_prune") or []
     if not isinstance(never, list) or not all(isinstance(p, str) for p in never):
         raise UserError(f"search-space file {str(file)!r}: never_prune must be a list of layer-name patterns.")
     return SpaceConfig(grid=grid, never_prune=tuple(never))
+
+
+def _read(file: Path) -> dict[str, Any]:
+    """The settings of one search-space file, keys checked."""
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"search-space file {str(file)!r} is not valid YAML ({exc.__class__.__name__}).") from None
+    if not isinstance(data, dict) or set(data) - KEYS:
+        extra = sorted(set(data) - KEYS) if isinstance(data, dict) else data
+        raise UserError(f"search-space file {str(file)!r} has unknown keys {extra}; known: {sorted(KEYS)}.")
+    return data

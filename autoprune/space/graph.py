@@ -49,6 +49,13 @@ def output_layer_name(model: nn.Module, example_input: torch.Tensor) -> str:
     return order[-1]
 
 
+def unmatched_patterns(model: nn.Module, patterns: list[str]) -> list[str]:
+    """The ``never_prune`` patterns that name no layer of ``model``: a mistyped name would
+    otherwise protect nothing, silently."""
+    names = [name for name, _ in model.named_modules() if name]
+    return [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name in names)]
+
+
 def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: list[str]) -> TracedGroups:
     """Build the dependency graph of ``model`` and collect its prunable groups.
 

@@ -62,6 +62,19 @@ def test_all_grayscale_gives_one_channel(tmp_path: Path) -> None:
     assert set(data.test.x.unique().tolist()) <= {200, 0, 30}
 
 
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bits_not_clipped(tmp_path: Path) -> None:
+    import numpy as np
+
+    for name, level in {"dark": 0x1000, "light": 0xC000}.items():  # 16 and 192 in 8 bits
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((6, 6), level, dtype=np.uint16)).save(tmp_path / name / f"{i}.png")
+    assert Image.open(tmp_path / "dark" / "0.png").mode.startswith("I")
+    data = load_data("folder", root=tmp_path, image_size=4)
+    assert data.input_shape == (1, 4, 4)
+    assert set(data.train.x.unique().tolist()) == {16, 191}
+
+
 def test_one_colour_image_makes_all_rgb(tmp_path: Path) -> None:
     write_tree(tmp_path, mode="L")
     Image.new("RGB", (5, 5), (1, 2, 3)).save(tmp_path / "cat" / "colour.png")

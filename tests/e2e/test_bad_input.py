@@ -228,3 +228,26 @@ def test_quiet_after_the_command_and_a_closed_pipe(capsys, tmp_path: Path) -> No
     done = subprocess.run(f"{sys.executable} -m autoprune.cli front {run_dir} --all | head -c 10",
                           shell=True, capture_output=True, text=True)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_a_space_file_overrides_the_familys_defaults_key_by_key_and_names_real_layers(
+        capsys, monkeypatch, tmp_path: Path) -> None:
+    from autoprune.space.config import load_space_config
+
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("level_step: 0.125\n")
+    config = load_space_config("digitnet", partial)
+    assert config.grid.min_channels == 2, "min_channels stays digitnet's, not the built-in fallback of 1"
+    assert config.grid.keep_ratios[1] == 0.875
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("never_prune: [stem.conv, 'no_such_layer*']\n")
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setenv("AUTOPRUNE_CACHE", str(cache))
+    code, err = _run(capsys, ["-q", *BASE, "--space", str(typo), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and err.count("\n") == 1
+    assert "never_prune patterns ['stem.conv', 'no_such_layer*'] match no layer of digitnet" in err
+    assert not cache.exists() or not any(cache.iterdir()), "refused before the dense model was trained"
+    zero = tmp_path / "zero.yaml"
+    zero.write_text("level_step: 0\n")
+    code, err = _run(capsys, ["-q", *BASE, "--space", str(zero), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and f"search-space file {str(zero)!r}: level step must be in (0, 1)" in err

@@ -59,3 +59,18 @@ def test_resume_continues_with_more_trials_and_matches_an_uninterrupted_run(tmp_
     assert main([*common, "--trials", "6", "--run-dir", str(full)]) == 0
     levels = lambda p: sorted(tuple(r["levels"]) for r in _journal(p))  # noqa: E731
     assert levels(short) == levels(full)
+
+
+def test_a_latency_run_resumes_and_exports_with_the_latency_model_it_was_searched_with(tmp_path: Path,
+                                                                                        dense_cache: Path) -> None:
+    short = tmp_path / "short"
+    common = ["-q", "search", "--budget", "latency=0.9", "--fidelity", "5", "--bn-batches", "1", "--seed", "3"]
+    assert main([*common, "--trials", "3", "--run-dir", str(short)]) == 0
+    stored = json.loads((short / "run.json").read_text())["latency_model"]
+    for tables in dense_cache.glob("latency-*.json"):
+        tables.unlink()  # measured again, tables differ a little and the searcher would propose other trials
+    assert main(["-q", "search", "--resume", str(short), "--trials", "6"]) == 0
+    assert main(["-q", "export", str(short), "--pick", "best", "--steps", "1", "--out", str(tmp_path / "x")]) == 0
+    assert not list(dense_cache.glob("latency-*.json")), "resume and export measured no tables"
+    assert json.loads((short / "run.json").read_text())["latency_model"] == stored
+    assert [r["trial_id"] for r in _journal(short)] == list(range(6))

@@ -120,3 +120,18 @@ def test_a_worker_killed_mid_evaluation_is_replaced_and_every_trial_is_journaled
     assert usage["jobs"] == 6
     assert {w["worker"] for w in usage["per_worker"]} == {0, 1}
 
+
+
+def test_a_local_run_moves_to_ray_workers_on_resume_and_back(ray_instance: Any, tmp_path: Path) -> None:
+    """Where trials are evaluated belongs to the machine, not the run: a resume may change it."""
+    run_dir = tmp_path / "run"
+    base = ["--budget", "flops=0.3", "--fidelity", "5", "--bn-batches", "1", "--seed", "2"]
+    assert main(["-q", "search", *base, "--trials", "3", "--run-dir", str(run_dir)]) == 0
+    assert main(["-q", "search", "--resume", str(run_dir), "--trials", "5", "--executor", "ray", "--workers", "1"]) == 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["config"]["executor"] == "ray" and info["config"]["workers"] == 1
+    assert info["sessions"][-1]["workers"]["workers"] == 1 and info["sessions"][-1]["evaluated"] == 2
+    assert main(["-q", "search", "--resume", str(run_dir), "--trials", "6", "--executor", "local"]) == 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["config"]["executor"] == "local" and info["config"]["workers"] is None
+    assert [r["trial_id"] for r in journal(run_dir)] == list(range(6))

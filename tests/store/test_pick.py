@@ -54,6 +54,7 @@ def test_constraints_take_the_budgets_units_any_case_and_spaces_between_clauses(
     assert pick_row(trials, front, "latency<=1200us", DENSE)["trial_id"] == 2
     assert pick_row(trials, front, "latency<=0.0012s", DENSE)["trial_id"] == 2
     assert pick_row(trials, front, "latency <= 1.2 ms, best=params", DENSE)["trial_id"] == 2
+    assert pick_row(trials, front, "latency<0.45", DENSE)["trial_id"] == 2, "a ratio of the dense 2 ms"
     assert pick_row(trials, front, trials["trial_id"].iloc[1], DENSE)["trial_id"] == 1, "a numpy id"
     assert pick_row(trials, front, "params<=0.35 accuracy>=0.81", DENSE)["trial_id"] == 2
     assert pick_row(trials, front, "accuracy >= 0.81, best=flops", DENSE)["trial_id"] == 2
