@@ -21,7 +21,9 @@ flops=0.05 on a 1/16 grid), so the fair "same FLOPs" baseline is this one.
 
 ``--variant NAME=YAML`` adds a searcher under its own name with options, e.g.
 ``--variant 'darwin_400={searcher: darwin, stage_steps: [10, 50, 200, 400]}'``; a
-variant ranks its trials by its searcher's fitness.
+variant ranks its trials by its searcher's fitness. The key ``level_step`` is not a
+searcher option: it searches a space whose level grid has that step instead
+(``{searcher: darwin, level_step: 0.03125}``).
 
 Every (seed, budget, searcher) is a run directory under ``experiments/runs/`` and one
 line of ``experiments/results/searcher_comparison.jsonl``, written when its final
@@ -70,12 +72,12 @@ FITNESS = {"darwin": ("loss", True), "tyr": ("kl_to_dense", True),
 FINE_STEP = 1 / 128
 
 
-def fine_space_file(task) -> Path:
-    """The task's search-space settings with a fine level step, as a YAML file for ``--space``."""
+def space_file(task, step: float) -> Path:
+    """The task's search-space settings with another level step, as a YAML file for ``--space``."""
     grid = task.space_config.grid
-    path = RUNS / f"space-fine-{task.model_spec.name}.yaml"
+    path = RUNS / f"space-step{round(1 / step)}-{task.model_spec.name}.yaml"
     RUNS.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"level_step": FINE_STEP, "min_keep_ratio": float(min(grid.keep_ratios)),
+    path.write_text(yaml.safe_dump({"level_step": step, "min_keep_ratio": float(min(grid.keep_ratios)),
                                     "min_channels": grid.min_channels, "round_to": grid.round_to,
                                     "never_prune": list(task.space_config.never_prune)}))
     return path
@@ -111,10 +113,12 @@ def search_run(args, task, budget: str, searcher: str, seed: int) -> autoprune.R
     if (path / "run.json").exists():
         return autoprune.resume(path, trials=args.trials, progress=False)
     if searcher == "uniform_fine":
-        extra = {"searcher": "uniform", "space_file": str(fine_space_file(task))}
+        extra = {"searcher": "uniform", "space_file": str(space_file(task, FINE_STEP))}
     elif searcher in args.variants:
         options = dict(args.variants[searcher])
         extra = {"searcher": options.pop("searcher"), "searcher_options": options}
+        if "level_step" in options:
+            extra["space_file"] = str(space_file(task, float(options.pop("level_step"))))
     else:
         extra = {}
     return autoprune.search(run_dir=path, progress=False, data=args.data, model=args.model, budget=[budget],
