@@ -7,6 +7,7 @@ million MACs; ``params=1.5e6`` an absolute count; ``latency=3ms`` or ``latency=0
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import numpy as np
 from autoprune.errors import UserError
 from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
+
+logger = logging.getLogger(__name__)
 
 RESOURCES = ("flops", "params", "latency")
 COUNT_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -169,5 +172,8 @@ def resolve(budgets: list[Budget], space: SearchSpace, latency_model: LatencyMod
                 f"{smallest / dense:.4f} of the dense {b.resource} ({shown}); "
                 f"ask for at least {b.resource}={_round_up(smallest / dense)}."
             )
+        if dense <= limit:  # e.g. latency=5ms for a 0.3 ms model: a search would hand back the dense model
+            logger.warning("budget %s does not bind: the dense model already meets it; ask for less of it to prune",
+                           b.text)
         limits[b.resource] = float(limit)
     return Constraints(limits=limits, latency_model=latency_model)

@@ -104,3 +104,9 @@ def test_uniform_searcher_evaluates_one_candidate(tmp_path: Path) -> None:
     assert len(run.trials) == 1
     levels = run.trials.filter(like="level:").iloc[0]
     assert levels.nunique() == 1
+
+
+def test_a_budget_the_dense_model_already_meets_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["-q", "search", "--budget", "flops=1", "--trials", "1", "--fidelity", "2",
+                 "--run-dir", str(tmp_path / "run")]) == 0
+    assert "budget flops=1 does not bind: the dense model already meets it" in caplog.text
