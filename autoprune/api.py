@@ -140,7 +140,7 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
     except BaseException:
         executor.close()
         raise
-    return _drive(Run(path), prepared, searcher, executor, progress=progress)
+    return _drive(Run(path), prepared, searcher, executor, config=config, progress=progress)
 
 
 #: what a resume may change: the run's length, and where and how its trials are evaluated,
@@ -167,7 +167,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, **changes: Any) -> Run
     if isinstance(trials, int) and trials < done:
         raise UserError(f"--trials {trials} is the run's total, and it already has {done} trials; "
                         f"give a larger total to extend it (e.g. --trials {done + config.trials}).")
-    if changes.get("executor") == "local":  # the Ray placement of the run's earlier sessions goes
+    if "executor" in changes:  # a new placement: the earlier sessions' workers and address go with the old one
         config = replace(config, executor="local", workers=None, address=None, gpus_per_worker=None)
     if changes:
         config = SearchConfig.from_dict({**config.to_dict(), **changes}, source="resume")
@@ -187,11 +187,7 @@ def _continue(run: Run, config: SearchConfig, *, progress: bool) -> Run:
     except BaseException:
         prepared.executor.close()
         raise
-    if config != run.config:
-        run.info["config"] = config.to_dict()
-        update_run(run.path, run.info)
-        run.config = config
-    return _drive(run, prepared, searcher, prepared.executor, progress=progress)
+    return _drive(run, prepared, searcher, prepared.executor, config=config, progress=progress)
 
 
 @contextmanager
@@ -216,9 +212,14 @@ def make_executor(config: SearchConfig, evaluator: Any) -> Executor:
     return LocalExecutor(evaluator)
 
 
-def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, progress: bool) -> Run:
-    config = run.config
+def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, config: SearchConfig,
+           progress: bool) -> Run:
+    """Run the loop with ``config`` (a resume's may differ from the stored one) and record the session.
+
+    The config and the searcher's choice are stored only once the searcher has heard the whole
+    journal: a resume that fails or is stopped while replaying leaves them as they were."""
     journal = Journal(run.path)
+    journaled = len(journal)
     note = searcher.plan(config.trials)
     if note:
         logger.info(note)
@@ -244,7 +245,9 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, progre
         if usage is not None:
             session["workers"] = usage
         run.info["sessions"].append(session)
-        run.info["incumbent"] = searcher.incumbent()
+        if stats.replayed >= journaled:
+            run.info["config"], run.config = config.to_dict(), config
+            run.info["incumbent"] = searcher.incumbent()
         update_run(run.path, run.info)
     run.write_front()
     run.last_stats = stats

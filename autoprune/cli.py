@@ -6,6 +6,7 @@ Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -134,6 +135,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                          **{field: getattr(args, field) for field in api.RESUME_SETTABLE})
     else:
         options = _search_options(args)
+        if "progress" in options:
+            raise UserError("progress is not an option of a search; -q hides the progress bar.")
         from_config = options.pop("run_dir", None)  # the flag wins, as for every option
         # decided here, so that an interrupt can name the run directory to resume
         args.run_dir = str(args.run_dir or from_config or api.default_run_dir())
@@ -157,11 +160,10 @@ def _print_summary(run: Any) -> None:
     budgets = ", ".join(run.config.budget)
     print(f"dense model: accuracy {run.dense['accuracy']:.4f} (held-out), {run.dense['flops']:,} FLOPs (MACs), "
           f"{run.dense['params']:,} params; budget: {budgets}")
+    _print_failures(trials)
     if front.empty:
         print("no trial within budget succeeded; the front is empty")
-        _print_failures(trials)
         return
-    _print_failures(trials)
     best = front.iloc[0]
     print(f"Pareto front: {_count(len(front), 'model')} (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
           f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
@@ -260,9 +262,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f"; resume with: autoprune search --resume {resume}" if started else ""
         print(f"autoprune: interrupted{hint}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `autoprune front RUN | head` closed the pipe: not an error of ours
+    except BrokenPipeError:
+        # the reader of our output went away (`autoprune front RUN | head`): for front that is
+        # the reader's choice; a search or export stopped by it says so where it still can
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush stays quiet
-        return 0
+        if args.command == "front":
+            return 0
+        with contextlib.suppress(OSError):
+            print("autoprune: stopped: the output pipe was closed", file=sys.stderr)
+        return 141  # 128 + SIGPIPE, as a shell reports a program ended by a closed pipe
 
 
 if __name__ == "__main__":

@@ -177,8 +177,11 @@ def read_config_file(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"config file {path!r} must hold a mapping of option: value.")
-    options = {}
+    options: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        options[_FLAG_KEYS.get(name, name)] = value
+        name = _FLAG_KEYS.get(name, name)
+        if name in options:
+            raise UserError(f"config file {path!r} gives {name} twice (as {key!r} and another spelling); keep one.")
+        options[name] = value
     return options

@@ -144,7 +144,9 @@ def run_loop(
                 if done < len(jobs) and time_limit is not None and time.monotonic() - started >= time_limit:
                     # stop mid-batch: the rest is neither evaluated nor told; a resume replays the
                     # journaled part of the batch and evaluates the rest, as after a kill
-                    results.close()
+                    close = getattr(results, "close", None)  # a generator: let it tidy up (Ray: drop the rest)
+                    if close is not None:
+                        close()
                     stats.stopped_by = "time limit"
                     return stats
             batch: list[Result] = []

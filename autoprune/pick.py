@@ -31,7 +31,7 @@ import pandas as pd
 from autoprune.errors import UserError
 from autoprune.space.budget import COUNT_SUFFIX, TIME_SUFFIX, parse_quantity
 
-_CLAUSE = re.compile(r"^(flops|params|latency|accuracy)(<=|>=|<|>)(.+)$", re.IGNORECASE)
+_CLAUSE = re.compile(r"^(flops|params|latency|accuracy)(<=|>=|<|>)(.+)$")
 _COLUMN = {"flops": "flops", "params": "params", "latency": "latency_ms", "accuracy": "accuracy"}
 _BEST = {"accuracy": ("accuracy", False), "flops": ("flops", True), "params": ("params", True),
          "latency": ("latency_ms", True)}
@@ -45,7 +45,8 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
     if not isinstance(spec, (str, numbers.Integral)) or isinstance(spec, bool):  # numpy ids from a table too
         raise UserError(f"pick takes a trial id or a text such as 'best' or 'flops<=0.3', "
                         f"got a {type(spec).__name__}.")
-    text = str(int(spec) if isinstance(spec, numbers.Integral) else spec).strip().lower()
+    said = str(int(spec) if isinstance(spec, numbers.Integral) else spec).strip()  # quoted back in errors
+    text = said.lower()
     if text == "auto":
         text = "best" if incumbent is None else "searcher"
     if text == "searcher":
@@ -77,19 +78,19 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
         if clause.startswith("best="):
             key = clause.split("=", 1)[1].strip()
             if key not in _BEST:
-                raise UserError(f"--pick {text!r}: cannot optimise {key!r}; choose one of {', '.join(_BEST)}.")
+                raise UserError(f"--pick {said!r}: cannot optimise {key!r}; choose one of {', '.join(_BEST)}.")
             objective, ascending = _BEST[key]
             continue
         match = _CLAUSE.match(clause)
         if not match:
             raise UserError(
-                f"--pick {text!r}: clause {clause!r} is not understood; use a trial id, or e.g. "
+                f"--pick {said!r}: clause {clause!r} is not understood; use a trial id, or e.g. "
                 "'flops<=0.3', 'latency<=2ms', 'accuracy>=0.95', 'best=params'."
             )
-        candidates = candidates[_condition(candidates, match, dense, text)]
+        candidates = candidates[_condition(candidates, match, dense, said)]
         used.append(match.group(1))
     if candidates.empty:
-        raise UserError(f"no front member satisfies --pick {text!r}; {_front_range(front, used, dense)}.")
+        raise UserError(f"no front member satisfies --pick {said!r}; {_front_range(front, used, dense)}.")
     return candidates.sort_values([objective, "trial_id"], ascending=[ascending, True]).iloc[0]
 
 
@@ -124,13 +125,13 @@ def _front_range(front: pd.DataFrame, keys: list[str], dense: dict[str, float]) 
 
 def _condition(table: pd.DataFrame, match: re.Match, dense: dict[str, float], text: str) -> pd.Series:
     key, op, quantity = match.groups()
-    key = key.lower()
     value, unit = parse_quantity(quantity, what=f"--pick {text!r}")
     # no unit: a ratio of dense for latency (and for flops and params up to 1), a plain number for accuracy
     units = {"latency": {"": 1.0, **TIME_SUFFIX}, "flops": COUNT_SUFFIX, "params": COUNT_SUFFIX}.get(key, {"": 1.0})
     if unit not in units:
-        raise UserError(f"--pick {text!r}: {key} takes no unit {unit!r}; "
-                        f"use one of {', '.join(u for u in units if u) or 'none'}.")
+        allowed = [u for u in units if u]
+        raise UserError(f"--pick {text!r}: {key} takes " + (f"no unit {unit!r}; use one of {', '.join(allowed)}, or "
+                        "none for a ratio of dense." if allowed else f"a plain number, not {unit!r}."))
     if key in ("flops", "params") and not unit and value <= 1:
         value *= dense[key]  # a ratio of dense
     elif key == "latency" and not unit:

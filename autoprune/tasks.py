@@ -199,8 +199,9 @@ def _some(keys: list[str], shown: int = 3) -> str:
     return f"{keys[:shown]}{more}"
 
 
-#: the dense model is flagged when its held-out accuracy is at most this multiple of chance
-NEAR_CHANCE = 1.5
+#: the dense model is flagged when its held-out accuracy closes at most this share of the
+#: gap between chance and perfect (0.19 for 10 classes, 0.55 for two)
+NEAR_CHANCE = 0.1
 
 
 def warn_if_near_chance(accuracy: float, task: Task) -> bool:
@@ -210,7 +211,7 @@ def warn_if_near_chance(accuracy: float, task: Task) -> bool:
     untrained weights from a user factory, or inputs fed differently from how the
     checkpoint was trained. Returns whether it warned."""
     chance = 1.0 / task.data.num_classes
-    if accuracy > NEAR_CHANCE * chance:
+    if accuracy > chance + NEAR_CHANCE * (1.0 - chance):
         return False
     causes = []
     if task.weights_source == "factory":

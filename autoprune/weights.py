@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from autoprune.errors import UserError
-from autoprune.store.files import FILE_MODE
+from autoprune.store.files import set_file_mode
 
 
 def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
@@ -51,7 +51,7 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[s
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; a run shared by a team is read by others
+        set_file_mode(tmp)  # mkstemp makes 0600; a run shared by a team is read by others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

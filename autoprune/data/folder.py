@@ -148,7 +148,7 @@ def _decode(path: Path, *, image_size: int) -> tuple[np.ndarray, bool] | None:
             image = ImageOps.exif_transpose(image)
             colour_bands = [band for band in image.getbands() if band != "A"]
             gray = image.mode != "P" and len(colour_bands) == 1 and colour_bands[0] in _GRAY_BANDS
-            if image.mode.startswith("I"):
+            if image.mode.startswith("I") or image.mode == "F":
                 image = _eight_bit(image)
             rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8), gray
@@ -158,12 +158,19 @@ def _decode(path: Path, *, image_size: int) -> tuple[np.ndarray, bool] | None:
 
 
 def _eight_bit(image: "Image.Image") -> "Image.Image":
-    """A 16-bit grayscale image (PNG, TIFF) scaled to 8 bits: Pillow's ``convert`` clips
-    values above 255 instead, which turns every 16-bit image black and white."""
+    """A wide grayscale image (16-bit PNG or TIFF, 32-bit integer or float TIFF) as 8 bits.
+
+    Pillow's ``convert`` clips values above 255, which turns every 16-bit image black and
+    white. 16-bit modes are scaled by their range; 32-bit integers are taken as 16-bit when
+    they exceed 255 and as 8-bit otherwise; floats as [0, 1] when they stay within it."""
     from PIL import Image
 
     wide = np.asarray(image, dtype=np.float64)
-    return Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    if image.mode.startswith("I;16") or (image.mode == "I" and wide.max(initial=0) > 255):
+        wide = wide / 257.0
+    elif image.mode == "F" and wide.max(initial=0) <= 1.0:
+        wide = wide * 255.0
+    return Image.fromarray(np.clip(np.round(wide), 0, 255).astype(np.uint8), mode="L")
 
 
 def _as_tensors(x: np.ndarray, y: np.ndarray, gray: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,7 +164,8 @@ def resolve(budgets: list[Budget], space: SearchSpace, latency_model: LatencyMod
         limit = b.limit(dense)
         if smallest > limit:
             # a bare number above 1 is an absolute count; someone who meant a ratio should hear so
-            tiny_count = b.resource != "latency" and not b.relative and b.value < 1000
+            bare = not re.search(r"[A-Za-z]\s*$", b.text)  # a number without a unit
+            tiny_count = b.resource != "latency" and not b.relative and bare
             read_as = (f" ({b.text} is read as {b.value:g}{unit or ' params'}: ratios lie in (0, 1], absolute "
                        "counts take a unit such as 20M)") if tiny_count else ""
             raise UserError(

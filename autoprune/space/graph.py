@@ -49,11 +49,17 @@ def output_layer_name(model: nn.Module, example_input: torch.Tensor) -> str:
     return order[-1]
 
 
+def matches(name: str, pattern: str) -> bool:
+    """Whether ``never_prune`` ``pattern`` covers the layer ``name``: a glob over layer names,
+    where naming a container (``stem``) covers the layers inside it (``stem.0``)."""
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, f"{pattern}.*")
+
+
 def unmatched_patterns(model: nn.Module, patterns: list[str]) -> list[str]:
     """The ``never_prune`` patterns that name no layer of ``model``: a mistyped name would
     otherwise protect nothing, silently."""
     names = [name for name, _ in model.named_modules() if name]
-    return [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name in names)]
+    return [p for p in patterns if not any(matches(name, p) for name in names)]
 
 
 def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: list[str]) -> TracedGroups:
@@ -64,7 +70,7 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     """
     module_names = {module: name for name, module in model.named_modules()}
     patterns = list(never_prune) + [output_layer_name(model, example_input)]
-    ignored = [m for m, n in module_names.items() if n and any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    ignored = [m for m, n in module_names.items() if n and any(matches(n, p) for p in patterns)]
     model.eval()
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
     groups: dict[str, tp.Group] = {}

@@ -5,6 +5,7 @@ A reader (or a crash) never sees half a file: it sees the old one or the new one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -14,14 +15,22 @@ from typing import Any
 from autoprune.errors import UserError
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+def file_mode() -> int:
+    """Permissions of a new file, as ``open`` would give it (``mkstemp`` makes 0600): read
+    from the kernel, as ``os.umask`` can only be read by setting it, for every thread."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644  # not Linux: the usual umask
 
 
-#: permissions of the files we write, as ``open`` would give them (``mkstemp`` makes 0600)
-FILE_MODE = 0o666 & ~_umask()
+def set_file_mode(path: str | Path) -> None:
+    """Give a temp file the permissions of a plain new file, where the file system lets us."""
+    with contextlib.suppress(OSError):  # some mounts refuse chmod; the file is still written
+        os.chmod(path, file_mode())
 
 
 def check_writable_folder(path: Path, flag: str) -> None:
@@ -42,7 +51,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, FILE_MODE)
+        set_file_mode(tmp)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from autoprune.errors import UserError
-from autoprune.store.files import FILE_MODE, check_writable_folder, write_json_atomic, write_text_atomic
+from autoprune.store.files import check_writable_folder, write_json_atomic, write_text_atomic
 from autoprune.store.journal import JOURNAL_NAME
 
 RUN_FILE = "run.json"
@@ -54,7 +54,7 @@ def create_run(path: Path, info: dict[str, Any]) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path / RUN_FILE, {"format_version": FORMAT_VERSION, **info})
-        (path / JOURNAL_NAME).touch(mode=FILE_MODE)
+        (path / JOURNAL_NAME).touch()
     except OSError as exc:  # what check_new_run_dir cannot foresee (a read-only or virtual file system)
         raise UserError(f"{str(path)!r} cannot be written ({exc.strerror}); choose another --run-dir.") from None
 

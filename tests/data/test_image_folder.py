@@ -75,6 +75,17 @@ def test_sixteen_bit_grayscale_is_scaled_to_eight_bits_not_clipped(tmp_path: Pat
     assert set(data.train.x.unique().tolist()) == {16, 191}
 
 
+def test_thirty_two_bit_images_in_eight_bit_range_keep_their_values(tmp_path: Path) -> None:
+    import numpy as np
+
+    for name, level in {"dark": 20, "light": 200}.items():
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((6, 6), level, dtype=np.int32), mode="I").save(tmp_path / name / f"{i}.tif")
+    assert Image.open(tmp_path / "dark" / "0.tif").mode == "I"
+    assert set(load_data("folder", root=tmp_path, image_size=4).train.x.unique().tolist()) == {20, 200}
+
+
 def test_one_colour_image_makes_all_rgb(tmp_path: Path) -> None:
     write_tree(tmp_path, mode="L")
     Image.new("RGB", (5, 5), (1, 2, 3)).save(tmp_path / "cat" / "colour.png")

@@ -74,3 +74,23 @@ def test_a_latency_run_resumes_and_exports_with_the_latency_model_it_was_searche
     assert not list(dense_cache.glob("latency-*.json")), "resume and export measured no tables"
     assert json.loads((short / "run.json").read_text())["latency_model"] == stored
     assert [r["trial_id"] for r in _journal(short)] == list(range(6))
+
+
+def test_a_resume_refused_while_replaying_keeps_the_runs_choice_and_config(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    darwin = ["--searcher", "darwin", "--searcher-option", "offspring=4", "--searcher-option", "survivors=[2, 1]",
+              "--searcher-option", "stage_steps=[2, 4]", "--searcher-option", "stage_samples=[128, 256]"]
+    assert main(["-q", "search", *darwin, "--trials", "12", "--bn-batches", "1", "--run-dir", str(run_dir)]) == 0
+    before = json.loads((run_dir / "run.json").read_text())
+    assert before["incumbent"] is not None
+    lines = (run_dir / "trials.jsonl").read_text().splitlines()
+    record = json.loads(lines[1])
+    record["levels"] = [level + 1 for level in record["levels"]]  # a journal this searcher did not write
+    lines[1] = json.dumps(record)
+    (run_dir / "trials.jsonl").write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["-q", "search", "--resume", str(run_dir), "--trials", "20"]) == 2
+    assert "cannot be resumed: trial 1 in its journal differs" in capsys.readouterr().err
+    after = json.loads((run_dir / "run.json").read_text())
+    assert after["incumbent"] == before["incumbent"] and after["config"] == before["config"]
+    assert after["sessions"][-1]["stopped_by"] == "error: UserError"
