@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from autoprune.config import SearchConfig
+from autoprune.data import data_fingerprint
 from autoprune.errors import UserError
 from autoprune.evaluation.checkpoints import CheckpointStore
 from autoprune.executors import Executor, LocalExecutor
@@ -126,6 +127,7 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
             "searcher": searcher.options(),
             "evaluator": {**prepared.evaluator.config.to_dict(), "placement": asdict(prepared.evaluator.placement)},
             "weights": prepared.task.weights_source,
+            "data_fingerprint": data_fingerprint(prepared.task.data),
             "model_spec": prepared.task.model_spec.to_dict(),
             "never_prune": list(prepared.task.space_config.never_prune),
             "dense": prepared.dense_metrics,
@@ -179,7 +181,7 @@ def _continue(run: Run, config: SearchConfig, *, progress: bool) -> Run:
     from autoprune.setup_run import check_same_space, prepare
 
     prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator),
-                       latency_model=run.latency_model)
+                       latency_model=run.latency_model, searched_data=run.info.get("data_fingerprint"))
     try:
         check_same_space(run.info["space"], prepared.space, str(run.path))
         searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,

@@ -48,7 +48,8 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
         raise UserError(f"--steps must be a whole number >= 0, got {steps!r}.")
     if (out / RECIPE_FILE).exists():
         logger.warning("%s holds an earlier export; it will be replaced", out)
-    prepared = prepare(run.config, latency_model=run.latency_model)  # no tables measured again
+    # the run's latency tables, not new ones; and the data it was searched on
+    prepared = prepare(run.config, latency_model=run.latency_model, searched_data=run.info.get("data_fingerprint"))
     check_same_space(run.info["space"], prepared.space, str(run.path))
     levels = levels_of(row, prepared.space)
     fidelity = run.config.fidelity if steps is None else steps

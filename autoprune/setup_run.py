@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from autoprune.config import SearchConfig
+from autoprune.data import data_fingerprint
 from autoprune.errors import UserError
 from autoprune.evaluation.allocator import keep_freed_memory
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
@@ -105,14 +106,16 @@ def measure_reference_latency(request: LatencyRequest) -> tuple[Latency, Latency
 
 
 def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None,
-            latency_model: LatencyModel | None = None) -> Prepared:
+            latency_model: LatencyModel | None = None, searched_data: str | None = None) -> Prepared:
     """Build and check everything; raises :class:`UserError` on bad input, writes nothing.
 
     ``start_executor`` starts the run's workers (default: evaluate in this process); the
     reference latencies are measured on them, and the caller closes the executor
     (``Prepared.executor``) unless this raises. ``latency_model``: the one a run was
     searched with (its run.json), for resume and export: measured again, its tables would
-    differ a little, and a resumed searcher would propose other candidates than it did."""
+    differ a little, and a resumed searcher would propose other candidates than it did.
+    ``searched_data``: the data fingerprint a run was searched on; other data (a factory
+    whose data changed, another --data-root) is refused before any dense model trains."""
     budgets = parse_budgets(list(config.budget))  # cheapest check first
     if (start_executor is None or config.executor == "local") and config.device != "auto":
         try:  # here, not on a worker: evaluations run in this process
@@ -130,6 +133,9 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
     def analyse_architecture(untrained: Task) -> None:
         """Groups and costs depend on the architecture only: analysed before weights are
         trained, so an unreachable FLOPs or params budget is refused at once."""
+        if searched_data is not None and data_fingerprint(untrained.data) != searched_data:
+            raise UserError(f"the run was searched on other data than {config.data!r} gives now (its images, "
+                            "labels, split or normalisation changed); start a new run.")
         never_prune = list(untrained.space_config.never_prune)
         unmatched = unmatched_patterns(untrained.dense, never_prune)
         if unmatched:

@@ -94,3 +94,27 @@ def test_a_resume_refused_while_replaying_keeps_the_runs_choice_and_config(tmp_p
     after = json.loads((run_dir / "run.json").read_text())
     assert after["incumbent"] == before["incumbent"] and after["config"] == before["config"]
     assert after["sessions"][-1]["stopped_by"] == "error: UserError"
+
+
+def test_a_run_does_not_continue_or_export_on_data_that_changed(tmp_path: Path, monkeypatch, capsys,
+                                                                 dense_cache: Path) -> None:
+    (tmp_path / "shifting_data.py").write_text(
+        "import os\nimport torch\n\n"
+        "def data():\n"
+        "    x = torch.rand(90, 1, 8, 8, generator=torch.Generator().manual_seed(0))\n"
+        "    x = x + float(os.environ.get('DATA_SHIFT', '0'))\n"
+        "    y = torch.arange(90) % 3\n"
+        "    return (x[:72], y[:72]), (x[72:], y[72:])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = tmp_path / "run"
+    common = ["--data", "shifting_data:data", "--model", "digitnet", "--fidelity", "2", "--bn-batches", "1"]
+    assert main(["-q", "search", *common, "--trials", "2", "--run-dir", str(run_dir)]) == 0
+    assert main(["-q", "search", "--resume", str(run_dir), "--trials", "3"]) == 0, "the same data continues"
+    monkeypatch.setenv("DATA_SHIFT", "1")
+    dense_models = sorted(dense_cache.glob("dense-*"))
+    capsys.readouterr()
+    assert main(["-q", "search", "--resume", str(run_dir), "--trials", "4"]) == 2
+    assert "the run was searched on other data than 'shifting_data:data' gives now" in capsys.readouterr().err
+    assert main(["-q", "export", str(run_dir), "--pick", "best", "--out", str(tmp_path / "x")]) == 2
+    assert len(_journal(run_dir)) == 3 and not (tmp_path / "x").exists()
+    assert sorted(dense_cache.glob("dense-*")) == dense_models, "refused before a dense model trained on the new data"
