@@ -164,7 +164,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, **changes: Any) -> Run
     changes = {key: value for key, value in changes.items() if value is not None}
     run = Run(run_dir)
     config = run.config
-    done = len(run.trials)
+    done = len(Journal(run.path))  # a count: no need to build the trials table
     trials = changes.get("trials")
     if isinstance(trials, int) and trials < done:
         raise UserError(f"--trials {trials} is the run's total, and it already has {done} trials; "
