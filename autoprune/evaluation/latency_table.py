@@ -1,13 +1,16 @@
 """Measure the per-layer latency tables of a :class:`LatencyModel` on this device.
 
 Every convolution and linear layer is rebuilt standalone at each input/output channel
-count the search space allows and timed on an input of its real spatial size; identical
-shapes are timed once. Every BatchNorm is timed too, together with an activation after
-it: these memory-bound elementwise passes cost no counted FLOPs but real time (10-33% of
-the tables' sum for the zoo's models on CPU, `experiments/results/latency_model.md`),
-which a convolution-only table left to the calibration's scale to guess. A few whole
-candidates are then measured end to end to calibrate ``scale`` and ``offset``. The result is cached per model, space, device, threads and
-batch size, so it is paid once per machine.
+count the search space allows and timed on an input of its real spatial size (or
+sequence length); identical shapes are timed once. Which layers are timed and how each
+is rebuilt is up to its kind (:meth:`autoprune.space.layer_kinds.LayerKind.standalone`).
+Every BatchNorm is timed too, together with an activation after it (LayerNorm, RMSNorm
+and embedding tables on their own): these memory-bound passes cost no counted FLOPs but
+real time (10-33% of the tables' sum for the zoo's models on CPU,
+`experiments/results/latency_model.md`), which a convolution-only table left to the
+calibration's scale to guess. A few whole candidates are then measured end to end to
+calibrate ``scale`` and ``offset``. The result is cached per model, space, device,
+threads and batch size, so it is paid once per machine.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from autoprune.errors import UserError
 from autoprune.evaluation.allocator import keep_freed_memory
 from autoprune.evaluation.latency import measure_latency
 from autoprune.space.analysis import Coupling
+from autoprune.space.layer_kinds import kind_of
 from autoprune.space.latency_model import LatencyModel, LayerTable
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.files import write_json_atomic
@@ -46,7 +50,7 @@ def _input_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tu
         return hook
 
     hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules()
-             if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
+             if kind_of(module).timed(module)]
     try:
         with torch.no_grad():
             model.eval()(example_input[:1])
@@ -66,19 +70,6 @@ def _side(coupling_side: Any, full: int, space: SearchSpace, layer: str) -> tupl
     (group, multiplier), = coupling_side.terms.items()
     base = full + coupling_side.constant
     return group, [base + multiplier * k for k in space.groups[group].kept]
-
-
-def _standalone(module: nn.Module, n_in: int, n_out: int) -> nn.Module:
-    if isinstance(module, nn.BatchNorm2d):  # with the activation that usually follows it
-        return nn.Sequential(nn.BatchNorm2d(n_out), nn.ReLU(inplace=True))
-    if isinstance(module, nn.Linear):
-        return nn.Linear(n_in, n_out, bias=module.bias is not None)
-    depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-    if module.groups > 1 and not depthwise:
-        raise UserError(f"grouped convolutions are not supported by the latency model ({module}).")
-    return nn.Conv2d(n_out if depthwise else n_in, n_out, module.kernel_size, stride=module.stride,
-                     padding=module.padding, dilation=module.dilation, groups=n_out if depthwise else 1,
-                     bias=module.bias is not None)
 
 
 def _time_layer(layer: nn.Module, x: torch.Tensor, *, repeats: int, device: str) -> float:
@@ -109,7 +100,7 @@ def measure_tables(
     model: nn.Module, space: SearchSpace, couplings: dict[str, Coupling], example_input: torch.Tensor, *,
     batch_size: int, device: str = "cpu", repeats: int = 7,
 ) -> list[LayerTable]:
-    """A lookup table per convolution, linear and BatchNorm layer of ``model``.
+    """A lookup table per timed layer of ``model`` (convolutions, linear layers, BatchNorms...).
 
     Layers are timed with the allocator keeping freed buffers, as whole candidates are
     (:func:`measure_latency`): otherwise a layer's time includes page faults that depend
@@ -121,26 +112,21 @@ def measure_tables(
     tables = []
     for name, in_shape in shapes.items():
         module = modules[name]
+        kind = kind_of(module)
         cin, cout = couplings.get(name, (None, None))
-        if isinstance(module, nn.BatchNorm2d):  # its channels are on whichever side the graph gave
-            out_group, out_counts = _side(cout if cout is not None else cin, module.num_features, space, name)
+        full_in, full_out = kind.channels(module)
+        if kind.shares_channels(module):  # one count for input and output, on whichever side the graph gave
+            out_group, out_counts = _side(cout if cout is not None else cin, full_out, space, name)
+            in_group, in_counts = -1, [0]
         else:
-            full_in = module.in_features if isinstance(module, nn.Linear) else module.in_channels
-            full_out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
             in_group, in_counts = _side(cin, full_in, space, name)
             out_group, out_counts = _side(cout, full_out, space, name)
-        # BatchNorm and depthwise convolutions have one channel count for input and output
-        one_count = isinstance(module, nn.BatchNorm2d) or (isinstance(module, nn.Conv2d) and module.groups > 1)
-        if one_count:
-            in_group, in_counts = -1, [0]
         table = np.zeros((len(in_counts), len(out_counts)))
         for i, n_in in enumerate(in_counts):
             for j, n_out in enumerate(out_counts):
-                key = (type(module).__name__, repr(module)[:200], in_shape[1:], n_in, n_out)
+                key = (type(module).__name__, repr(module)[:200], in_shape, n_in, n_out)
                 if key not in timed:
-                    layer = _standalone(module, n_in, n_out)
-                    channels = n_out if one_count else n_in
-                    x = torch.randn(batch_size, channels, *in_shape[1:])
+                    layer, x = kind.standalone(module, in_shape, batch=batch_size, n_in=n_in, n_out=n_out)
                     timed[key] = _time_layer(layer, x, repeats=repeats, device=device)
                 table[i, j] = timed[key]
         tables.append(LayerTable(name=name, in_group=in_group, out_group=out_group, table=table))

@@ -1,22 +1,22 @@
 """Build a :class:`SearchSpace` from a model: its groups, levels and exact cost model.
 
 For every layer with parameters we work out which group governs its input channels and
-which its output channels (from the dependency graph), then write its weight count and
-MACs as products of those two channel counts. Layer types whose size we cannot express
-exactly are refused with a clear message rather than mispriced.
+which its output channels (from the dependency graph), then let its kind
+(:mod:`autoprune.space.layer_kinds`) write its weight count and MACs as products of
+those two channel counts. Layers whose size their kind cannot express exactly are
+refused with a clear message rather than mispriced.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from autoprune.errors import UserError
 from autoprune.space.cost import LinearCount, QuadraticCost
-from autoprune.space.counting import NORM_TYPES, layer_positions
+from autoprune.space.counting import layer_positions
 from autoprune.space.graph import TracedGroups, group_members, trace_groups
+from autoprune.space.layer_kinds import PricedLayer, kind_of
 from autoprune.space.levels import LevelGrid
 from autoprune.space.search_space import Group, SearchSpace
 
@@ -53,8 +53,10 @@ def analyse(
     params = QuadraticCost(n_groups=len(groups))
     couplings: dict[str, Coupling] = {}
     for name, module in model.named_modules():
-        _add_layer(name, module, counts_in.get(module), counts_out.get(module), positions.get(name, 0), flops, params)
-        couplings[name] = (counts_in.get(module), counts_out.get(module))
+        layer = PricedLayer(name=name, module=module, count_in=counts_in.get(module), count_out=counts_out.get(module),
+                            positions=positions.get(name, 0))
+        kind_of(module).price(layer, flops=flops, params=params)
+        couplings[name] = (layer.count_in, layer.count_out)
     return SearchSpace(groups=groups, grid=grid, flops=flops, params=params), couplings
 
 
@@ -75,61 +77,3 @@ def _channel_counts(traced: TracedGroups, groups: list[Group]) -> tuple[dict, di
             count.add(index, governed // group.size)
             count.constant -= governed  # the governed channels leave the fixed part
     return counts_in, counts_out
-
-
-def _fixed_plus(count: LinearCount | None, full: int) -> LinearCount:
-    """``count`` with the layer's full channel count added to its fixed part."""
-    if count is None:
-        return LinearCount(constant=full)
-    return LinearCount(constant=count.constant + full, terms=dict(count.terms))
-
-
-def _add_layer(
-    name: str,
-    module: nn.Module,
-    count_in: LinearCount | None,
-    count_out: LinearCount | None,
-    positions: int,
-    flops: QuadraticCost,
-    params: QuadraticCost,
-) -> None:
-    """Add one layer's own parameters and MACs to the cost forms."""
-    own = list(module.parameters(recurse=False))
-    if not own:
-        return
-    pruned = count_in is not None or count_out is not None
-    if isinstance(module, nn.modules.conv._ConvNd):
-        kernel = math.prod(module.kernel_size)
-        n_out = _fixed_plus(count_out, module.out_channels)
-        if module.groups == 1:
-            n_in = _fixed_plus(count_in, module.in_channels)
-            params.add_product(n_in, n_out, kernel)
-            flops.add_product(n_in, n_out, kernel * positions)
-        elif module.groups == module.in_channels == module.out_channels:  # depthwise
-            params.add_count(n_out, kernel)
-            flops.add_count(n_out, kernel * positions)
-        elif pruned:
-            raise UserError(f"layer {name!r} is a grouped convolution that autoprune cannot prune yet; add it to never_prune.")
-        else:
-            params.add_count(LinearCount(constant=1), module.weight.numel())
-            flops.add_count(LinearCount(constant=1), module.weight.numel() * positions)
-        if module.bias is not None:
-            params.add_count(n_out, 1)
-    elif isinstance(module, nn.Linear):
-        n_in = _fixed_plus(count_in, module.in_features)
-        n_out = _fixed_plus(count_out, module.out_features)
-        params.add_product(n_in, n_out, 1)
-        flops.add_product(n_in, n_out, positions)
-        if module.bias is not None:
-            params.add_count(n_out, 1)
-    elif pruned and isinstance(module, NORM_TYPES + (nn.PReLU,)) and all(p.ndim == 1 for p in own):
-        channels = own[0].numel()
-        n = _fixed_plus(count_out if count_out is not None else count_in, channels)
-        params.add_count(n, len(own))
-    elif pruned:
-        raise UserError(
-            f"layer {name!r} ({type(module).__name__}) is pruned with its neighbours, but autoprune "
-            "cannot price its parameters yet; add it to never_prune."
-        )
-    else:
-        params.add_count(LinearCount(constant=1), sum(p.numel() for p in own))

@@ -7,15 +7,12 @@ Following fvcore, it reports what it could not count instead of silently countin
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-#: leaf modules with parameters whose FLOPs are, by the convention, not counted
-NOT_COUNTED = NORM_TYPES + (nn.PReLU, nn.Embedding)
+from autoprune.space.layer_kinds import kind_of
 
 
 @dataclass
@@ -29,7 +26,8 @@ class Count:
 
 
 def layer_positions(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """Output positions per sample of each convolution and linear layer, summed over calls.
+    """Output positions per sample of each layer whose MACs scale with them (convolutions,
+    linear layers: :meth:`LayerKind.position_channels`), summed over calls.
 
     A convolution's MACs are ``positions * out_channels * in_channels/groups * kernel``;
     positions is ``H_out * W_out`` (or tokens for a linear layer). Summing over calls
@@ -46,10 +44,9 @@ def layer_positions(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
         return hook
 
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            hooks.append(module.register_forward_hook(make_hook(name, module.out_channels)))
-        elif isinstance(module, nn.Linear):
-            hooks.append(module.register_forward_hook(make_hook(name, module.out_features)))
+        out_dim = kind_of(module).position_channels(module)
+        if out_dim is not None:
+            hooks.append(module.register_forward_hook(make_hook(name, out_dim)))
     was_training = model.training
     model.eval()
     try:
@@ -63,17 +60,18 @@ def layer_positions(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
 
 
 def count(model: nn.Module, example_input: torch.Tensor) -> Count:
-    """FLOPs (MACs per input) and parameter count of ``model`` at ``example_input``'s shape."""
+    """FLOPs (MACs per input) and parameter count of ``model`` at ``example_input``'s shape.
+
+    Each layer's MACs come from its kind (:meth:`LayerKind.macs`); a layer with
+    parameters whose kind does not count its arithmetic is reported in ``unsupported``."""
     positions = layer_positions(model, example_input)
     flops = 0
     unsupported: list[str] = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
-            flops += positions.get(name, 0) * module.out_channels * per_out
-        elif isinstance(module, nn.Linear):
-            flops += positions.get(name, 0) * module.out_features * module.in_features
-        elif not isinstance(module, NOT_COUNTED) and any(True for _ in module.parameters(recurse=False)):
+        macs = kind_of(module).macs(module, positions.get(name, 0))
+        if macs is not None:
+            flops += macs
+        elif any(True for _ in module.parameters(recurse=False)):
             unsupported.append(f"{name} ({type(module).__name__})")
     params = sum(p.numel() for p in model.parameters())
     return Count(flops=int(flops), params=int(params), unsupported=unsupported)

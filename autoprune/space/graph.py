@@ -5,7 +5,8 @@ Torch-Pruning traces the model and couples every channel that must go together
 convolution, a linear layer after a flatten follows the channels it reads). We name each
 group after its root layer, whose output channels it prunes; the same model always gives
 the same groups in the same order, which is what lets a level vector travel without the
-model.
+model. Which layers may be roots, and how Torch-Pruning prunes kinds it does not know
+itself, come from the layer kinds (:mod:`autoprune.space.layer_kinds`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-PRUNABLE_ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
+from autoprune.space.layer_kinds import root_types, tp_pruners
 
 
 @dataclass
@@ -30,13 +31,14 @@ class TracedGroups:
 
 
 def output_layer_name(model: nn.Module, example_input: torch.Tensor) -> str:
-    """Name of the last convolution or linear layer run in a forward pass: the classifier,
-    whose outputs (the classes) are never pruned."""
+    """Name of the last layer run in a forward pass that could root a group (a convolution
+    or linear layer): the classifier, whose outputs (the classes) are never pruned."""
     order: list[str] = []
+    roots = root_types()
     hooks = [
         module.register_forward_hook(lambda *_a, _n=name: order.append(_n))
         for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_ROOTS)
+        if isinstance(module, roots)
     ]
     try:
         with torch.no_grad():
@@ -72,9 +74,10 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     patterns = list(never_prune) + [output_layer_name(model, example_input)]
     ignored = [m for m, n in module_names.items() if n and any(matches(n, p) for p in patterns)]
     model.eval()
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False,
+                                                  customized_pruners=tp_pruners(model))
     groups: dict[str, tp.Group] = {}
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=PRUNABLE_ROOTS):
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=root_types()):
         root = group[0].dep.target.module
         name = module_names.get(root)
         if name is None or len(group[0].idxs) < 2:

@@ -20,10 +20,10 @@ that dimension depends on that group's level only. So the database stores, once,
 
 Assembly needs no dependency graph and no importance scoring: a deep copy of the module
 structure without its tensors, the sliced tensors put in, and the shape attributes of
-convolutions, linear layers and normalisations set. :meth:`LevelDatabase.build`
-checks the result against :func:`materialize` on a few candidates and refuses a model it
-cannot assemble exactly (a layer type it does not know): the evaluator then materialises
-from scratch as before.
+every layer set by its kind (:meth:`autoprune.space.layer_kinds.LayerKind.fix_shape`).
+:meth:`LevelDatabase.build` checks the result against :func:`materialize` on a few
+candidates and refuses a model it cannot assemble exactly (a layer kind that cannot be
+reshaped): the evaluator then materialises from scratch as before.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from autoprune.space.graph import trace_groups
+from autoprune.space.layer_kinds import UnsupportedModel, kind_of
 from autoprune.space.materialize import Importance, channel_order, default_importance, materialize, prune_groups
 from autoprune.space.search_space import SearchSpace
 
@@ -44,10 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: candidates checked against materialize when a database is built
 VERIFY_CANDIDATES = 3
-
-
-class UnsupportedModel(ValueError):
-    """The model holds a layer whose pruned shape the database cannot set."""
 
 
 @dataclass(frozen=True)
@@ -159,35 +156,9 @@ def _assign(model: nn.Module, name: str, value: torch.Tensor) -> None:
 
 
 def _fix_shape_attributes(model: nn.Module) -> None:
-    """Set the attributes that describe a layer's shape from its (pruned) tensors."""
+    """Set the attributes that describe each layer's shape from its (pruned) tensors."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            if module.transposed:
-                raise UnsupportedModel(f"transposed convolution {name!r}")
-            out_channels, in_per_group = module.weight.shape[:2]
-            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-            if depthwise:
-                module.groups = module.in_channels = out_channels
-            elif module.groups > 1 and out_channels != module.out_channels:
-                raise UnsupportedModel(f"grouped convolution {name!r}")
-            else:
-                module.in_channels = in_per_group * module.groups
-            module.out_channels = out_channels
-        elif isinstance(module, nn.Linear):
-            module.out_features, module.in_features = module.weight.shape
-        elif isinstance(module, nn.modules.batchnorm._NormBase):
-            reference = module.weight if module.weight is not None else module.running_mean
-            if reference is not None:
-                module.num_features = reference.shape[0]
-        elif isinstance(module, nn.LayerNorm):
-            if module.weight is not None:
-                module.normalized_shape = tuple(module.weight.shape)
-        elif any(True for _ in module.parameters(recurse=False)) and not isinstance(module, _SHAPELESS):
-            raise UnsupportedModel(f"layer {name!r} of type {type(module).__name__}")
-
-
-#: layers with tensors but no shape attributes to keep in step
-_SHAPELESS = (nn.PReLU, nn.Embedding)
+        kind_of(module).fix_shape(name, module)
 
 
 def _keep_indices_per_level(dense: nn.Module, space: SearchSpace, example_input: torch.Tensor,
