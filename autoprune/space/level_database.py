@@ -189,7 +189,8 @@ def _index_coded(dense: nn.Module) -> nn.Module:
 def _prune_coded(dense: nn.Module, keep: dict[str, list[int]], example_input: torch.Tensor,
                  never_prune: list[str]) -> dict[str, torch.Tensor]:
     coded = _index_coded(dense)
-    traced = trace_groups(coded, example_input[:1].double(), never_prune=never_prune)
+    x = example_input[:1]
+    traced = trace_groups(coded, x.double() if x.is_floating_point() else x, never_prune=never_prune)  # token ids stay ids
     prune_groups(traced.groups, keep)
     return dict(_named_tensors(coded))
 
