@@ -190,7 +190,8 @@ def _prune_coded(dense: nn.Module, keep: dict[str, list[int]], example_input: to
                  never_prune: list[str]) -> dict[str, torch.Tensor]:
     coded = _index_coded(dense)
     x = example_input[:1]
-    traced = trace_groups(coded, x.double() if x.is_floating_point() else x, never_prune=never_prune)  # token ids stay ids
+    x = x.double() if x.is_floating_point() else x  # token ids stay ids
+    traced = trace_groups(coded, x, never_prune=never_prune)
     prune_groups(traced.groups, keep)
     return dict(_named_tensors(coded))
 

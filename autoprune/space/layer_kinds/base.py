@@ -1,6 +1,6 @@
 """The rule every layer kind follows, and the registry that finds a layer's kind.
 
-Four parts of autoprune need to know what a layer is: the cost model prices it
+Five parts of autoprune need to know what a layer is: the cost model prices it
 (:mod:`autoprune.space.analysis`), the reference counter counts it
 (:mod:`autoprune.space.counting`), the latency tables time it standalone
 (:mod:`autoprune.evaluation.latency_table`), the level database sets its shape

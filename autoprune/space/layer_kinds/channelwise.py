@@ -2,9 +2,9 @@
 
 Pruned with the channels they follow, their parameters are a count of those channels
 times the number of vectors (weight, bias); their arithmetic is not counted as MACs,
-the convention of the pruning literature (and of Torch-Pruning's counter for
-LayerNorm-like layers it does not know). GroupNorm is priced but the level database
-refuses to reshape it, as Torch-Pruning prunes it without keeping its groups whole.
+the convention of the pruning literature that :mod:`autoprune.space.counting` follows.
+GroupNorm is priced, but the level database has no rule for its shape and refuses a
+model holding one (the evaluator then materialises every candidate), as it always has.
 """
 
 from __future__ import annotations
