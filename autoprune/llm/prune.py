@@ -43,9 +43,10 @@ class RemovedAttention(nn.Module):
     """An attention sub-block pruned away: its output is zero, so the residual passes through.
 
     It still appends one placeholder entry per token to the key/value cache (shape
-    ``(batch, 1, tokens, 1)``): Hugging Face reads the cached sequence length from layer 0
-    of the cache (``get_seq_length``) to place the next token, so a layer whose cache
-    stayed empty would make ``generate`` restart positions at 0."""
+    ``(batch, 1, tokens, 1)``): a forward pass given a cache and no positions reads the
+    cached length from the cache's layer 0 (``get_seq_length``) to place the new tokens,
+    so with layer 0's cache left empty, decoding token by token would restart positions
+    at 0 (``generate`` tracks positions itself and is not affected)."""
 
     def __init__(self, layer_idx: int) -> None:
         super().__init__()
