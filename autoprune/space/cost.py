@@ -10,6 +10,20 @@ counts per group::
 with integer coefficients. Evaluating it is two matrix products, so millions of
 candidates are priced per second and no model is built. ``tests/space`` checks it
 against counting the materialised model, exactly, for every model of the zoo.
+
+A group that can be removed entirely (a transformer's attention or MLP sub-block at
+kept count 0) takes its fixed parts with it: the normalisation in front of it, an
+output bias, key/value projections that do not shrink with the query heads. A
+quadratic form cannot express such a step at zero, so a *presence* term is added::
+
+    cost(k) = constant + linear · k + k · quadratic · k + presence · [k > 0]
+
+Where a cost is integer only at the kept counts a group can take (a key/value head
+shared by three query heads costs a third of it per query head), every coefficient is
+stored multiplied by ``denominator`` and the sum divided by it, exactly.
+
+Spaces without removable groups have no presence term and a denominator of 1, and their
+serialised form is unchanged (a run.json written before either existed loads as before).
 """
 
 from __future__ import annotations
@@ -22,20 +36,30 @@ import numpy as np
 
 @dataclass
 class QuadraticCost:
-    """``constant + linear·k + k·quadratic·k`` over ``n_groups`` kept counts (int64)."""
+    """``(constant + linear·k + k·quadratic·k + presence·[k>0]) / denominator`` over ``n_groups``
+    kept counts (int64)."""
 
     n_groups: int
     constant: int = 0
     linear: np.ndarray = field(default=None)  # type: ignore[assignment]
     quadratic: np.ndarray = field(default=None)  # type: ignore[assignment]
+    presence: np.ndarray = field(default=None)  # type: ignore[assignment]
+    denominator: int = 1
 
     def __post_init__(self) -> None:
         if self.linear is None:
             self.linear = np.zeros(self.n_groups, dtype=np.int64)
         if self.quadratic is None:
             self.quadratic = np.zeros((self.n_groups, self.n_groups), dtype=np.int64)
+        if self.presence is None:
+            self.presence = np.zeros(self.n_groups, dtype=np.int64)
         self.linear = np.asarray(self.linear, dtype=np.int64)
         self.quadratic = np.asarray(self.quadratic, dtype=np.int64)
+        self.presence = np.asarray(self.presence, dtype=np.int64)
+        if self.presence.shape != (self.n_groups,):
+            raise ValueError(f"presence must have one entry per group ({self.n_groups}), got shape {self.presence.shape}")
+        if self.denominator < 1:
+            raise ValueError(f"denominator must be a positive integer, got {self.denominator}")
 
     def add_product(self, a: "LinearCount", b: "LinearCount", factor: int) -> None:
         """Add ``factor * a * b`` where ``a`` and ``b`` are affine in the kept counts."""
@@ -52,23 +76,36 @@ class QuadraticCost:
         """Add ``factor * a``."""
         self.add_product(a, LinearCount(constant=1), factor)
 
+    def add_presence(self, group: int, amount: int) -> None:
+        """Add ``amount`` while ``group`` keeps at least one unit (its fixed parts)."""
+        self.presence[group] += amount
+
     def __call__(self, kept: np.ndarray) -> np.ndarray:
         """Cost of each row of ``kept`` (shape (n, n_groups) or (n_groups,))."""
         k = np.asarray(kept, dtype=np.int64)
         single = k.ndim == 1
         k2 = np.atleast_2d(k)
         out = self.constant + k2 @ self.linear + np.einsum("ni,ij,nj->n", k2, self.quadratic, k2)
+        if self.presence.any():
+            out = out + (k2 > 0).astype(np.int64) @ self.presence
+        if self.denominator != 1:
+            out = out // self.denominator
         return out[0] if single else out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; the quadratic part is stored sparsely."""
+        """JSON-ready form; the quadratic part is stored sparsely, presence only when used."""
         nz = np.argwhere(self.quadratic != 0)
-        return {
+        data: dict[str, Any] = {
             "n_groups": self.n_groups,
             "constant": int(self.constant),
             "linear": [int(v) for v in self.linear],
             "quadratic": [[int(i), int(j), int(self.quadratic[i, j])] for i, j in nz],
         }
+        if self.presence.any():
+            data["presence"] = [int(v) for v in self.presence]
+        if self.denominator != 1:
+            data["denominator"] = int(self.denominator)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "QuadraticCost":
@@ -76,7 +113,9 @@ class QuadraticCost:
         quadratic = np.zeros((n, n), dtype=np.int64)
         for i, j, v in data["quadratic"]:
             quadratic[i, j] = v
-        return cls(n_groups=n, constant=int(data["constant"]), linear=np.array(data["linear"]), quadratic=quadratic)
+        presence = np.array(data["presence"]) if "presence" in data else None
+        return cls(n_groups=n, constant=int(data["constant"]), linear=np.array(data["linear"]),
+                   quadratic=quadratic, presence=presence, denominator=int(data.get("denominator", 1)))
 
 
 @dataclass
