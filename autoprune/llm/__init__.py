@@ -1,4 +1,5 @@
-"""Hugging Face causal language models: structure, search space, exact costs and pruning.
+"""Language models: Hugging Face causal LMs (loading, structure, search space, exact costs,
+pruning), text data, and their evaluator.
 
 Needs the ``llm`` extra (transformers); nothing here is imported by the image path.
 """
