@@ -159,6 +159,11 @@ def damage_sentence(path: Path, damaged: list[Damage]) -> str:
             f"deleted) and resume again.")
 
 
+def _write(fd: int, data: bytes) -> int:
+    """The one place the journal writes bytes (where the fault-injection tests cut in)."""
+    return os.write(fd, data)
+
+
 class Journal:
     """The finished trials of ``run_dir/trials.jsonl``.
 
@@ -214,7 +219,7 @@ class Journal:
             try:
                 written = 0
                 while written < len(line):  # one write in practice; a short write continues it
-                    written += os.write(fd, line[written:])
+                    written += _write(fd, line[written:])
                 os.fsync(fd)
             except OSError:
                 # a full disk (or another write error) mid-line: take the partial line back, so
