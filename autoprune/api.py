@@ -248,6 +248,11 @@ def _resume_locked(run: Run, lock: RunLock, *, progress: bool, changes: dict[str
     journal = Journal(run.path, writable=True)  # refuses a damaged journal, cuts a torn last line
     config = run.config
     done = len(journal)  # a count: no need to build the trials table
+    recorded = sum(int(session.get("evaluated", 0)) for session in run.info["sessions"] if isinstance(session, dict))
+    if done < recorded:  # sessions record what they journaled: fewer lines means the file lost some
+        logger.warning("%s holds %d trials, but the run's sessions journaled %d: %d were lost (the file was "
+                       "truncated or replaced); they are evaluated again", journal.path, done, recorded,
+                       recorded - done)
     trials = changes.get("trials")
     if isinstance(trials, int) and trials < done:
         raise UserError(f"--trials {trials} is the run's total, and it already has {done} trials; "
