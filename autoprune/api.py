@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,8 @@ from autoprune.data import data_fingerprint
 from autoprune.errors import UserError
 from autoprune.evaluation.checkpoints import CheckpointStore
 from autoprune.executors import Executor, LocalExecutor
+from autoprune.factory import is_factory_spec
+from autoprune.interrupts import Terminated
 from autoprune.pick import pick_row
 from autoprune.loop import LoopStats, run_loop
 from autoprune.searchers import check_searcher, make_searcher
@@ -28,24 +32,46 @@ from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, pareto_front, trials_table
 from autoprune.store.journal import Journal
 from autoprune.threads import evaluation_threads
-from autoprune.store.run_dir import check_new_run_dir, create_run, read_run, update_run, write_front
+from autoprune.store.lock import RunLock
+from autoprune.store.run_dir import (DISK_FULL, check_new_run_dir, create_run, read_run, section_error, update_run,
+                                     write_front)
 
 logger = logging.getLogger(__name__)
 
 
 class Run:
-    """A run directory, read: its configuration, trials and Pareto front."""
+    """A run directory, read: its configuration, trials and Pareto front.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    Reading takes no lock and writes nothing. ``trust_factory``: whether a model or data
+    factory that run.json names (``package.module:function``) may be imported to rebuild
+    the run's model or data, which :meth:`export` does (code named by a file runs only
+    with the user's consent; a run returned by :func:`search` trusts the factories its
+    caller named)."""
+
+    def __init__(self, path: str | Path, *, trust_factory: bool = False) -> None:
+        self.path = _run_path(path, "run_dir")
+        if not isinstance(trust_factory, bool):
+            raise UserError(f"trust_factory must be True or False, got {trust_factory!r}.")
+        self.trust_factory = trust_factory
         self.info = read_run(self.path)
         self.config = SearchConfig.from_dict(self.info["config"], source=f"{self.path}/run.json")
-        self.space = SearchSpace.from_dict(self.info["space"])
-        self.limits: dict[str, float] = self.info["limits"]
-        self.dense: dict[str, float] = self.info["dense"]
-        stored_latency = self.info.get("latency_model")
-        self.latency_model = LatencyModel.from_dict(stored_latency) if stored_latency else None
+        for section in ("space", "latency_model", "limits", "dense"):
+            try:
+                self._read_section(section)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise section_error(self.path, section, exc) from None
         self.last_stats: LoopStats | None = None
+
+    def _read_section(self, section: str) -> None:
+        if section == "space":
+            self.space = SearchSpace.from_dict(self.info["space"])
+        elif section == "latency_model":
+            stored_latency = self.info.get("latency_model")
+            self.latency_model = LatencyModel.from_dict(stored_latency) if stored_latency else None
+        elif section == "limits":
+            self.limits: dict[str, float] = {str(k): _number(v) for k, v in self.info["limits"].items()}
+        else:
+            self.dense: dict[str, float] = {str(k): _number(v) for k, v in self.info["dense"].items()}
 
     @property
     def trials(self) -> pd.DataFrame:
@@ -68,6 +94,8 @@ class Run:
         (``"flops<=0.3"`` picks the best accuracy among front members with at most 30% of
         the dense FLOPs), ``"searcher"``: the searcher's own choice, where it has one, or
         ``"auto"``: that choice where there is one, else ``"best"``."""
+        if isinstance(spec, str) and not spec.strip():
+            raise UserError("pick is empty; give a trial id, 'best', 'auto' or constraints such as 'flops<=0.3'.")
         return pick_row(self.trials, self.front, spec, self.dense, incumbent=self.info.get("incumbent"),
                         searcher=self.config.searcher)
 
@@ -81,6 +109,11 @@ class Run:
         executor was."""
         from autoprune.export import export_trial
 
+        if not isinstance(out, (str, os.PathLike)) or not str(out):
+            raise UserError(f"export needs the path of an output folder, got {out!r}.")
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
+            raise UserError(f"steps must be a whole number >= 0, got {steps!r}.")
+        check_factory_consent(self.config, self.path, trusted=self.trust_factory)
         row = self.pick(pick)
         with evaluation_threads(threads):
             return export_trial(self, row, Path(out), steps=steps)
@@ -94,8 +127,37 @@ class Run:
         return f"Run({str(self.path)!r}, trials={len(Journal(self.path))})"
 
 
-def open_run(path: str | Path) -> Run:
-    return Run(path)
+def _number(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    return value
+
+
+def _run_path(path: Any, what: str) -> Path:
+    """``path`` as a Path, or one sentence when it is not a path at all."""
+    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)):
+        raise UserError(f"{what} must be the path of a run directory (text or a Path), got {path!r}.")
+    return Path(path)
+
+
+def factory_specs(config: SearchConfig) -> list[str]:
+    """The ``package.module:function`` names in a run's configuration (its model and data)."""
+    return [spec for spec in (config.model, config.data) if spec and is_factory_spec(spec)]
+
+
+def check_factory_consent(config: SearchConfig, path: Path, *, trusted: bool) -> None:
+    """Refuse to import the factories a run.json names unless the user consented: a run
+    folder may come from elsewhere, and importing its factory runs whatever code it names."""
+    specs = factory_specs(config)
+    if specs and not trusted:
+        raise UserError(f"{str(path / 'run.json')!r} names the factory {specs[0]!r}, code that rebuilding the run "
+                        "would import and run; if you trust it (you started this run), pass --trust-factory "
+                        "(Python: trust_factory=True).")
+
+
+def open_run(path: str | Path, *, trust_factory: bool = False) -> Run:
+    """Read the run at ``path`` (no lock, nothing written); ``trust_factory`` as in :class:`Run`."""
+    return Run(path, trust_factory=trust_factory)
 
 
 def default_run_dir() -> Path:
@@ -105,7 +167,7 @@ def default_run_dir() -> Path:
 def search(*, run_dir: str | Path | None = None, progress: bool = True, **options: Any) -> Run:
     """Start a search (options as in :class:`SearchConfig`) and return the finished run."""
     config = SearchConfig.from_dict(options, source="search options")
-    path = Path(run_dir) if run_dir is not None else default_run_dir()
+    path = _run_path(run_dir, "run_dir") if run_dir is not None else default_run_dir()
     check_new_run_dir(path)
     check_searcher(config.searcher, config.searcher_options)
     with in_process_threads(config):
@@ -121,7 +183,7 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
     try:
         searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
                                  options=config.searcher_options)
-        create_run(path, {
+        lock = create_run(path, {
             "created_at": datetime.now(timezone.utc).isoformat(),
             "config": config.to_dict(),
             "searcher": searcher.options(),
@@ -142,7 +204,14 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
     except BaseException:
         executor.close()
         raise
-    return _drive(Run(path), prepared, searcher, executor, config=config, progress=progress)
+    try:
+        run = Run(path, trust_factory=True)  # the caller named its factories itself
+        journal = Journal(path, writable=True)
+    except BaseException:
+        executor.close()
+        lock.release()
+        raise
+    return _drive(run, prepared, searcher, executor, journal, lock, config=config, progress=progress)
 
 
 #: what a resume may change: the run's length, and where and how its trials are evaluated,
@@ -151,20 +220,39 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
 RESUME_SETTABLE = ("trials", "time_limit", "threads", "executor", "workers", "address", "gpus_per_worker")
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, **changes: Any) -> Run:
+def resume(run_dir: str | Path, *, progress: bool = True, trust_factory: bool = False, **changes: Any) -> Run:
     """Continue a stopped run: journaled trials are replayed, not evaluated again.
 
     ``changes`` may set any of :data:`RESUME_SETTABLE`: ``trials`` and ``time_limit`` extend
     the run; ``threads``, ``executor``, ``workers``, ``address`` and ``gpus_per_worker`` move it
-    to another machine or cluster."""
+    to another machine or cluster. The run's lock is taken first (a second writer is refused),
+    then its journal is checked (a damaged line refuses the resume; a torn last line is cut).
+    ``trust_factory``: consent to import the model or data factory run.json names."""
     refused = sorted(set(changes) - set(RESUME_SETTABLE))
     if refused:
         raise UserError(f"resume cannot change {', '.join(refused)}: a run keeps its own settings "
                         f"(only {', '.join(RESUME_SETTABLE)} may change).")
     changes = {key: value for key, value in changes.items() if value is not None}
-    run = Run(run_dir)
+    run = Run(run_dir, trust_factory=trust_factory)
+    check_factory_consent(run.config, run.path, trusted=trust_factory)
+    lock = RunLock.acquire(run.path)
+    try:
+        return _resume_locked(run, lock, progress=progress, changes=changes)
+    except BaseException:
+        lock.release()  # _drive releases it once it runs; before that, here
+        raise
+
+
+def _resume_locked(run: Run, lock: RunLock, *, progress: bool, changes: dict[str, Any]) -> Run:
+    run.info = read_run(run.path)  # as it is now that we hold the run: another writer may have ended since
+    journal = Journal(run.path, writable=True)  # refuses a damaged journal, cuts a torn last line
     config = run.config
-    done = len(Journal(run.path))  # a count: no need to build the trials table
+    done = len(journal)  # a count: no need to build the trials table
+    recorded = sum(int(session.get("evaluated", 0)) for session in run.info["sessions"] if isinstance(session, dict))
+    if done < recorded:  # sessions record what they journaled: fewer lines means the file lost some
+        logger.warning("%s holds %d trials, but the run's sessions journaled %d: %d were lost (the file was "
+                       "truncated or replaced); they are evaluated again", journal.path, done, recorded,
+                       recorded - done)
     trials = changes.get("trials")
     if isinstance(trials, int) and trials < done:
         raise UserError(f"--trials {trials} is the run's total, and it already has {done} trials; "
@@ -174,10 +262,10 @@ def resume(run_dir: str | Path, *, progress: bool = True, **changes: Any) -> Run
     if changes:
         config = SearchConfig.from_dict({**config.to_dict(), **changes}, source="resume")
     with in_process_threads(config):
-        return _continue(run, config, progress=progress)
+        return _continue(run, config, journal, lock, progress=progress)
 
 
-def _continue(run: Run, config: SearchConfig, *, progress: bool) -> Run:
+def _continue(run: Run, config: SearchConfig, journal: Journal, lock: RunLock, *, progress: bool) -> Run:
     from autoprune.setup_run import check_same_space, prepare
 
     prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator),
@@ -189,7 +277,7 @@ def _continue(run: Run, config: SearchConfig, *, progress: bool) -> Run:
     except BaseException:
         prepared.executor.close()
         raise
-    return _drive(run, prepared, searcher, prepared.executor, config=config, progress=progress)
+    return _drive(run, prepared, searcher, prepared.executor, journal, lock, config=config, progress=progress)
 
 
 @contextmanager
@@ -214,13 +302,14 @@ def make_executor(config: SearchConfig, evaluator: Any) -> Executor:
     return LocalExecutor(evaluator)
 
 
-def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, config: SearchConfig,
-           progress: bool) -> Run:
-    """Run the loop with ``config`` (a resume's may differ from the stored one) and record the session.
+def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, journal: Journal, lock: RunLock, *,
+           config: SearchConfig, progress: bool) -> Run:
+    """Run the loop with ``config`` (a resume's may differ from the stored one) and record the session;
+    ``journal`` is open for writing under ``lock``, which is released at the end.
 
     The config and the searcher's choice are stored only once the searcher has heard the whole
-    journal: a resume that fails or is stopped while replaying leaves them as they were."""
-    journal = Journal(run.path)
+    journal: a resume that fails or is stopped while replaying leaves them as they were. A full
+    disk ends the session with one sentence; every trial journaled before it is kept."""
     journaled = len(journal)
     note = searcher.plan(config.trials)
     if note:
@@ -238,9 +327,32 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, config
         usage = executor.utilisation()
     except BaseException as exc:
         # an interrupted session is recorded too: run.json then tells what it did before the stop
-        stats.stopped_by = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}"
+        if isinstance(exc, Terminated):
+            stats.stopped_by = f"stopped by {exc.signal_name}"
+        elif isinstance(exc, KeyboardInterrupt):
+            stats.stopped_by = "interrupted"
+        elif isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            stats.stopped_by = "disk full"
+        else:
+            stats.stopped_by = f"error: {type(exc).__name__}"
+        disk_full = isinstance(exc, OSError) and exc.errno in DISK_FULL
+        _close_session(run, executor, lock, stats, started, usage, searcher, config, journaled)
+        if disk_full:
+            raise UserError(f"no space left on the device of {str(run.path)!r} ({len(journal)} trials are journaled "
+                            f"and kept); free some space, then resume with: autoprune search --resume "
+                            f"{run.path}") from None
         raise
-    finally:
+    _close_session(run, executor, lock, stats, started, usage, searcher, config, journaled)
+    run.write_front()
+    run.last_stats = stats
+    return run
+
+
+def _close_session(run: Run, executor: Executor, lock: RunLock, stats: LoopStats, started: float,
+                   usage: Any, searcher: Any, config: SearchConfig, journaled: int) -> None:
+    """Close the workers, record the session in run.json (where the disk still lets us) and
+    release the run's lock, in that order, whatever happens in between."""
+    try:
         executor.close()
         session = {"started": started, "seconds": time.time() - started, "evaluated": stats.evaluated,
                    "replayed": stats.replayed, "stopped_by": stats.stopped_by}
@@ -250,18 +362,27 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, *, config
         if stats.replayed >= journaled:
             run.info["config"], run.config = config.to_dict(), config
             run.info["incumbent"] = searcher.incumbent()
-        update_run(run.path, run.info)
-    run.write_front()
-    run.last_stats = stats
-    return run
+        try:
+            update_run(run.path, run.info)
+        except OSError as exc:  # the journal is what counts; run.json keeps its last whole version
+            if exc.errno not in DISK_FULL:
+                raise
+            logger.warning("run.json of %s could not record this session: %s", run.path, exc.strerror)
+    finally:
+        lock.release()
 
 
-def load(path: str | Path):  # noqa: ANN201 (returns torch.nn.Module; torch imported lazily)
+def load(path: str | Path, *, factory: str | None = None):  # noqa: ANN201 (returns torch.nn.Module)
     """Rebuild an exported model (folder with ``recipe.json`` and ``model.safetensors``)
-    in any process, without unpickling anything."""
+    in any process, without unpickling anything and without running code the folder names.
+
+    Zoo architectures are rebuilt by autoprune itself. A model a user's factory built is
+    rebuilt only when the caller names that factory here (``factory="pkg.mod:fn"``): the
+    recipe's own factory name is never imported, as that would run whatever code a
+    downloaded export points at."""
     from autoprune.export import load_exported
 
-    return load_exported(path)
+    return load_exported(path, factory=factory)
 
 
 def levels_of(row: pd.Series, space: SearchSpace) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 from autoprune import __version__
 from autoprune.errors import UserError
+from autoprune.interrupts import Terminated, handle_sigterm
 from autoprune.searchers import SEARCHERS
 
 logger = logging.getLogger("autoprune")
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--resume", metavar="RUN_DIR",
                         help="continue a stopped run; --trials and --time-limit may extend it, and --threads, "
                              "--executor, --workers, --address and --gpus-per-worker move it to another machine")
+    search.add_argument("--trust-factory", action="store_true",
+                        help="with --resume: import the model or data factory the run's run.json names "
+                             "(code runs only with this consent)")
 
     front = commands.add_parser("front", parents=[quiet], help="print the Pareto front of a run")
     front.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
@@ -89,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
     export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
     export.add_argument("--threads", type=int, help="torch threads [all cores, fewer beside busy ones]")
+    export.add_argument("--trust-factory", action="store_true",
+                        help="import the model or data factory the run's run.json names, to rebuild the model "
+                             "(code runs only with this consent)")
     return parser
 
 
@@ -131,9 +139,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         if given:
             raise UserError(f"--resume continues a run with its own settings; drop {', '.join(given)} "
                             f"(only {', '.join(sorted(settable))} may change).")
-        run = api.resume(args.resume, progress=progress,
+        run = api.resume(args.resume, progress=progress, trust_factory=args.trust_factory,
                          **{field: getattr(args, field) for field in api.RESUME_SETTABLE})
     else:
+        if args.trust_factory:
+            raise UserError("--trust-factory goes with --resume (a new search imports the factories its own "
+                            "flags name); drop it.")
         options = _search_options(args)
         if "progress" in options:
             raise UserError("progress is not an option of a search; -q hides the progress bar.")
@@ -233,7 +244,7 @@ def cmd_front(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from autoprune.api import open_run
 
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, trust_factory=args.trust_factory)
     row = run.pick(args.pick)
     out = Path(args.out) if args.out else run.path / f"export-trial-{int(row['trial_id'])}"
     recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps, threads=args.threads)
@@ -250,16 +261,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     handlers = {"search": cmd_search, "front": cmd_front, "export": cmd_export}
+    with handle_sigterm():  # a scheduler's, `docker stop`'s or `ray job stop`'s SIGTERM stops us as Ctrl-C does
+        return _run_command(handlers[args.command], args)
+
+
+def _run_command(handler: Any, args: argparse.Namespace) -> int:
+    """Run one command, turning what a user can cause into one sentence and an exit status."""
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except UserError as exc:
         print(f"autoprune: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         resume = getattr(args, "run_dir", None) or getattr(args, "resume", None)
         started = args.command == "search" and resume and (Path(resume) / "run.json").is_file()
         # before the run directory exists (dense training, latency tables) there is nothing to resume
         hint = f"; resume with: autoprune search --resume {resume}" if started else ""
+        if isinstance(exc, Terminated):
+            print(f"autoprune: stopped by {exc.signal_name}{hint}", file=sys.stderr)
+            return 128 + exc.signum
         print(f"autoprune: interrupted{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -271,6 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             print("autoprune: stopped: the output pipe was closed", file=sys.stderr)
         return 141  # 128 + SIGPIPE, as a shell reports a program ended by a closed pipe
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # where no command turned it into a sentence of its own: nothing is half written (atomic writes)
+        where = f" writing {exc.filename!r}" if exc.filename else ""
+        print(f"autoprune: error: no space left on the device{where}; free some space and run the command again.",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,13 @@ class SearchConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise UserError(f"{name} must be a whole number >= 0, got {value!r}.")
-        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float)) and self.time_limit > 0):
+        for name in _FLOAT_OPTIONS:  # nan and inf compare false with everything: refused before any range check
+            value = getattr(self, name)
+            if value is not None and not _finite(value):
+                raise UserError(f"{name} must be a finite number, got {value!r}.")
+        if self.time_limit is not None and not self.time_limit > 0:
             raise UserError(f"time_limit must be a positive number of seconds, got {self.time_limit!r}.")
-        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+        if not self.lr > 0:
             raise UserError(f"lr must be a positive number, got {self.lr!r}.")
         if not 0 <= self.distill_weight <= 1:
             raise UserError(f"distill_weight must lie in [0, 1], got {self.distill_weight!r}.")
@@ -78,9 +83,7 @@ class SearchConfig:
             _positive_int("workers", self.workers)
         if self.threads is not None:
             _positive_int("threads", self.threads)
-        if self.gpus_per_worker is not None and not (
-            isinstance(self.gpus_per_worker, (int, float)) and 0 < self.gpus_per_worker <= 8
-        ):
+        if self.gpus_per_worker is not None and not 0 < self.gpus_per_worker <= 8:
             raise UserError(f"gpus_per_worker must be a number in (0, 8], e.g. 0.5 or 1, got {self.gpus_per_worker!r}.")
         if self.executor == "local" and (self.workers not in (None, 1) or self.address or self.gpus_per_worker):
             raise UserError("--workers, --address and --gpus-per-worker need --executor ray.")
@@ -104,6 +107,15 @@ class SearchConfig:
             return cls(**data)
         except TypeError as exc:
             raise UserError(f"{source} has a value of the wrong type ({exc}).") from None
+
+
+#: options that are real numbers (int accepted); each must be finite
+_FLOAT_OPTIONS = ("time_limit", "lr", "distill_weight", "gpus_per_worker")
+
+
+def _finite(value: Any) -> bool:
+    """A real number (not a bool) that is neither nan nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: options that name things, and so must be text

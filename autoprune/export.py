@@ -4,22 +4,35 @@ The recipe names the architecture (zoo name or factory, with its input and class
 counts) and, per pruned group, the channel indices kept. Loading builds the dense
 architecture, prunes it to those indices with Torch-Pruning, and loads the weights:
 nothing is unpickled, and the model is physically small.
+
+Loading never runs code the export folder names: zoo architectures are built by
+autoprune itself; a factory's model only through a factory the caller names
+(:func:`build_architecture`, one function per kind of model). An export is written into
+a temporary folder beside ``--out`` and moved into place whole, so a full disk leaves no
+half export and no empty folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from autoprune import __version__
 from autoprune.errors import UserError
 from autoprune.evaluation.training import measure
+from autoprune.factory import is_factory_spec
+from autoprune.models import MODEL_NAMES
 from autoprune.space.counting import count
 from autoprune.space.materialize import prune_to_indices
 from autoprune.store.files import check_writable_folder, write_json_atomic
@@ -76,13 +89,57 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
         "metrics": metrics,
         "dense": run.dense,
     }
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        save_weights(evaluated.model.state_dict(), out / WEIGHTS_FILE)
-        write_json_atomic(out / RECIPE_FILE, recipe)
-    except OSError as exc:  # what check_writable_folder cannot foresee (a full disk, a read-only mount)
-        raise UserError(f"{str(out)!r} could not be written ({exc.strerror}); choose another --out.") from None
+    write_export(out, evaluated.model.state_dict(), recipe)
     return recipe
+
+
+def write_export(out: Path, state: dict[str, torch.Tensor], recipe: dict[str, Any]) -> None:
+    """Write weights and recipe into a temporary folder beside ``out``, then move it into
+    place (an earlier export there is replaced only once the new one is whole). On a
+    write error nothing is left: no temporary folder, no new empty ``out`` or parents."""
+    made = _missing_parents(out.parent)
+    staging: Path | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+        save_weights(state, staging / WEIGHTS_FILE)
+        write_json_atomic(staging / RECIPE_FILE, recipe)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; an export is shared like any folder
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, old / "export")
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+        staging = None
+    except OSError as exc:  # what check_writable_folder cannot foresee (a full disk, a read-only mount)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise UserError(f"{str(out)!r} could not be written ({exc.strerror}); "
+                        f"{'free some space and export again' if full else 'choose another --out'}.") from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            for folder in made:  # innermost first; only the empty ones we made
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """The folders of ``folder``'s path that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _umask() -> int:
+    from autoprune.store.files import file_mode
+
+    return 0o666 & ~file_mode()
 
 
 def read_recipe(path: str | Path) -> tuple[dict[str, Any], Path]:
@@ -104,10 +161,59 @@ def read_recipe(path: str | Path) -> tuple[dict[str, Any], Path]:
         raise UserError(f"{str(recipe_file)!r} is damaged (not valid JSON).") from None
     if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
         raise UserError(f"{str(recipe_file)!r} is not an export this version of autoprune can read.")
+    for key, kind, what in RECIPE_KEYS:
+        if key not in recipe:
+            raise UserError(f"{str(recipe_file)!r} has no {key!r}; the export is incomplete, export it again.")
+        if not isinstance(recipe[key], kind):
+            raise UserError(f"{str(recipe_file)!r} is damaged: its {key!r} is not {what}; export it again.")
     return recipe, folder
 
 
-def load_exported(path: str | Path) -> torch.nn.Module:
+#: what loading reads from a recipe: key, JSON type, and that type in words
+RECIPE_KEYS: tuple[tuple[str, type, str], ...] = (
+    ("model_spec", dict, "a mapping"), ("never_prune", list, "a list"), ("keep_indices", dict, "a mapping"),
+    ("input_shape", list, "a list"), ("normalization", dict, "a mapping"),
+)
+
+
+def build_architecture(recipe: dict[str, Any], *, factory: str | None, source: str) -> torch.nn.Module:
+    """The dense (unpruned) architecture a recipe names, built without importing anything
+    the recipe names: a zoo model by autoprune, a factory's model only by the factory the
+    caller gave. One branch per kind of model; ``source`` names the recipe in errors."""
+    try:
+        spec = ModelSpec.from_dict(recipe["model_spec"])
+    except (KeyError, TypeError):
+        raise UserError(f"{source} has no valid model_spec (name, in_channels, image_size, num_classes).") from None
+    if not isinstance(spec.name, str):
+        raise UserError(f"{source} names no model (its model_spec name is {spec.name!r}).")
+    if factory is not None:
+        return _build_factory_model(spec, factory)
+    if is_factory_spec(spec.name):
+        raise UserError(f"{source} names the model factory {spec.name!r}, code autoprune does not import on its own; "
+                        f"if you trust it, load with autoprune.load(path, factory={spec.name!r}).")
+    if spec.name in MODEL_NAMES:
+        return _build_zoo_model(spec)
+    raise UserError(f"{source} names the model {spec.name!r}, which autoprune does not know; zoo models: "
+                    f"{', '.join(MODEL_NAMES)}.")
+
+
+def _build_zoo_model(spec: ModelSpec) -> torch.nn.Module:
+    for key in ("in_channels", "image_size", "num_classes"):
+        value = getattr(spec, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"the recipe's model_spec has an invalid {key} {value!r}.")
+    return spec.build()
+
+
+def _build_factory_model(spec: ModelSpec, factory: str) -> torch.nn.Module:
+    """The caller's own factory, called as a search calls it (the recipe's input and class counts)."""
+    if not isinstance(factory, str) or not is_factory_spec(factory):
+        raise UserError(f"factory must be text such as 'package.module:function', got {factory!r}.")
+    return ModelSpec(name=factory, in_channels=spec.in_channels, image_size=spec.image_size,
+                     num_classes=spec.num_classes).build()
+
+
+def load_exported(path: str | Path, *, factory: str | None = None) -> torch.nn.Module:
     """The exported pruned model, in eval mode, carrying the input normalisation it was trained with.
 
     The model expects its inputs as the search fed them, not raw images, and recipe.json
@@ -133,11 +239,19 @@ def load_exported(path: str | Path) -> torch.nn.Module:
     except (TypeError, KeyError, ValueError):
         raise UserError(f"the recipe in {str(folder)!r} has no valid input normalization "
                         "(mean and std per channel, and scale).") from None
-    model = ModelSpec.from_dict(recipe["model_spec"]).build()
-    example = torch.zeros(1, *recipe["input_shape"])
-    prune_to_indices(model, recipe["keep_indices"], example, never_prune=recipe["never_prune"])
+    model = build_architecture(recipe, factory=factory, source=f"the recipe in {str(folder)!r}")
     try:
-        model.load_state_dict(load_file(str(weights)), strict=True)
+        example = torch.zeros(1, *recipe["input_shape"])
+        prune_to_indices(model, recipe["keep_indices"], example, never_prune=recipe["never_prune"])
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise UserError(f"the recipe in {str(folder)!r} does not fit its architecture ({exc}); export it again.") from None
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{str(weights)!r} is not a readable safetensors file, perhaps truncated ({exc}); "
+                        "export it again.") from None
+    try:
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise UserError(f"{str(weights)!r} does not match the architecture in the recipe ({exc}).") from None
     model.autoprune_normalization = normalization

@@ -18,16 +18,19 @@ def is_factory_spec(spec: str) -> bool:
 def import_object(spec: str, *, what: str) -> Any:
     """Return the object named by ``package.module:attribute``.
 
-    The current directory is put on ``sys.path`` so that a user's own module next to
-    their data works the way ``python -m`` would find it. ``what`` names the option in
-    error messages (for example ``"--model"``).
+    Only ever called for a name the user gave (a flag, an option, ``--trust-factory``,
+    ``autoprune.load(factory=...)``), never for one a file names on its own. The current
+    directory is put on ``sys.path`` so that a user's own module next to their data is
+    found, but *last*: an installed package of the same name wins over a file that
+    happens to lie in the current folder. ``what`` names the option in error messages
+    (for example ``"--model"``).
     """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise UserError(f"{what} {spec!r} is not of the form package.module:factory.")
     cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import error inside the user's module is still their input

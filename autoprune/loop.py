@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from autoprune.errors import UserError
 from autoprune.evaluation.checkpoints import CheckpointStore
 from autoprune.executors.base import Executor, Job
+from autoprune.interrupts import deferred
 from autoprune.searchers.base import Proposal, Result, Searcher
 from autoprune.store.journal import Journal, result_to_record
 
@@ -128,13 +129,14 @@ def run_loop(
                     result.metrics["total_steps"] = parent_steps + result.metrics["steps"]
                 elif result.ok:
                     result.metrics["total_steps"] = result.metrics["steps"]
-                if result.state is not None and checkpoints is not None:
-                    checkpoints.save(result.trial_id, result.state)  # before the journal: a journaled
-                result.state = None                                  # trial's weights always exist
-                journal.append(result_to_record(result, {"finished_at": time.time()}))
-                told[result.trial_id] = result
-                stats.evaluated += 1
-                stats.failed += not result.ok
+                with deferred():  # a stop (Ctrl-C, SIGTERM) waits until the trial is journaled whole
+                    if result.state is not None and checkpoints is not None:
+                        checkpoints.save(result.trial_id, result.state)  # before the journal: a journaled
+                    result.state = None                                  # trial's weights always exist
+                    journal.append(result_to_record(result, {"finished_at": time.time()}))
+                    told[result.trial_id] = result
+                    stats.evaluated += 1
+                    stats.failed += not result.ok
                 bar.update(1)
                 if result.ok:
                     bar.set_postfix(acc=f"{result.metrics['accuracy']:.4f}",

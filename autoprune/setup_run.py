@@ -142,8 +142,16 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
             examples = [name for name, _ in untrained.dense.named_modules() if name][:4]
             raise UserError(f"never_prune patterns {unmatched} match no layer of {untrained.model_spec.name}; "
                             f"layer names look like {examples} (model.named_modules()), and * matches any text.")
-        analysed["space"], analysed["couplings"] = analyse(untrained.dense, untrained.example_input(),
-                                                           grid=untrained.space_config.grid, never_prune=never_prune)
+        try:
+            analysed["space"], analysed["couplings"] = analyse(untrained.dense, untrained.example_input(),
+                                                               grid=untrained.space_config.grid,
+                                                               never_prune=never_prune)
+        except UserError:
+            raise
+        except Exception as exc:  # an architecture the analysis does not cover is input, not a crash
+            raise UserError(f"the pruning analysis cannot handle model {untrained.model_spec.name!r} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); list its "
+                            "unsupported layers under never_prune in a --space file, or use another model.") from None
         resolve([b for b in budgets if b.resource != "latency"], analysed["space"], None)
 
     task = prepare_task(model=config.model, data=config.data, data_root=config.data_root,

@@ -119,7 +119,7 @@ def measure_sleep(workers: Sequence[int], *, sleep: float, rounds: int, repeats:
                 stall, cpu = Stall(), time.process_time()
                 with stall.measure():
                     t0 = time.perf_counter()
-                    stats = run_loop(searcher=searcher, executor=executor, journal=Journal(Path(folder)),
+                    stats = run_loop(searcher=searcher, executor=executor, journal=Journal(Path(folder), writable=True),
                                      trials=loop_trials, default_fidelity=1, seed=0, progress=False)
                     wall = time.perf_counter() - t0
                 rows.append(_sleep_row("search loop", n, running, stats.evaluated, wall,

@@ -15,6 +15,7 @@ import torch
 import autoprune
 from autoprune.config import SearchConfig
 from autoprune.data import load_data
+from autoprune.errors import UserError
 from autoprune.evaluation.training import measure
 from autoprune.setup_run import prepare
 from autoprune.tasks import prepare_task
@@ -130,8 +131,10 @@ def test_an_exported_user_model_says_its_input_is_used_as_given(user, tmp_path: 
     run = autoprune.search(run_dir=tmp_path / "run", model=f"{MODULE}:net", data=f"{MODULE}:data",
                            checkpoint=checkpoint, budget=["flops=0.9"], trials=2, fidelity=2, bn_batches=1,
                            progress=False)
-    recipe = run.export(tmp_path / "out", pick="best", steps=0)
-    model = autoprune.load(tmp_path / "out")
+    recipe = run.export(tmp_path / "out", pick="best", steps=0)  # a run from search() trusts its own factories
+    with pytest.raises(UserError, match="names the model factory"):  # never imported unless the caller says so
+        autoprune.load(tmp_path / "out")
+    model = autoprune.load(tmp_path / "out", factory=f"{MODULE}:net")
     assert model.autoprune_normalization == {"mean": [0.0], "std": [1.0], "scale": 1.0}
     assert model.autoprune_normalization == recipe["normalization"]
     _, (x_test, y_test) = module.data()

@@ -17,8 +17,12 @@ by default); every worker reserves ``threads`` CPUs and runs torch with that man
 from __future__ import annotations
 
 import logging
+import signal
 import socket
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from autoprune.errors import UserError
@@ -48,6 +52,8 @@ class RaySession:
     cpus_per_worker: float
     gpus_per_worker: float  # 0.0: CPU workers
     resources: dict[str, float]  # the cluster's total resources when we connected
+    #: the watcher that ends this instance's processes if the driver dies (started mode only)
+    reaper: Any = field(default=None, compare=False, repr=False)
 
     @property
     def owns_connection(self) -> bool:
@@ -85,21 +91,46 @@ def connect(*, workers: int | None, address: str | None, gpus_per_worker: float 
         mode = "joined"
         check_address(address)
         try:
-            ray.init(address=address, logging_level=logging.WARNING)
+            with keep_sigterm_handler():
+                ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(
                 f"could not join the Ray cluster at --address {address!r} ({type(exc).__name__}: {exc}); start one "
                 "with `ray start --head`, or leave out --address to start a local Ray instance."
             ) from None
-    else:
+    reaper = None
+    if not ray.is_initialized() and not address:
+        from autoprune.executors.ray_reaper import Reaper
+
         mode = "started"
-        _start_local(ray, workers=workers, gpus_per_worker=gpus_per_worker, threads=threads)
+        reaper = Reaper()  # before Ray starts: it notes every process of the instance
+        try:
+            _start_local(ray, workers=workers, gpus_per_worker=gpus_per_worker, threads=threads)
+        except BaseException:
+            reaper.close()
+            raise
     try:
-        return _shape(ray, mode=mode, workers=workers, gpus_per_worker=gpus_per_worker, threads=threads)
+        session = _shape(ray, mode=mode, workers=workers, gpus_per_worker=gpus_per_worker, threads=threads)
     except UserError:
         if mode != "borrowed":
             ray.shutdown()
+        if reaper is not None:
+            reaper.close()
         raise
+    return RaySession(**{**session.__dict__, "reaper": reaper})
+
+
+@contextmanager
+def keep_sigterm_handler() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across ``ray.init``, which replaces it with one
+    that exits at once: a SIGTERM is then handled like Ctrl-C (:mod:`autoprune.interrupts`)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -149,6 +180,12 @@ def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None
             logger.warning("%d workers of %d thread%s share this machine's %d cores: each evaluation runs slower "
                            "than it would alone; --workers %d fills the cores", workers, threads,
                            "" if threads == 1 else "s", cpus, max(1, cpus // threads))
+    with keep_sigterm_handler():
+        _init_local(ray, num_cpus=num_cpus, gpus=gpus)
+    logger.info("started a local Ray instance with %d CPUs and %d GPUs", num_cpus, gpus)
+
+
+def _init_local(ray: Any, *, num_cpus: int, gpus: int) -> None:
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -160,7 +197,6 @@ def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None
         _node_ip_address="127.0.0.1",
         logging_level=logging.WARNING,
     )
-    logger.info("started a local Ray instance with %d CPUs and %d GPUs", num_cpus, gpus)
 
 
 def _free_cpus(cpus: int, threads: int) -> int:

@@ -369,6 +369,8 @@ class RayExecutor(Executor):
         session = getattr(self, "session", None)
         if session is not None and session.owns_connection and ray.is_initialized():
             ray.shutdown()
+        if session is not None and session.reaper is not None:
+            session.reaper.close()  # ends what shutdown left of our instance
 
     def __enter__(self) -> "RayExecutor":
         return self

@@ -109,12 +109,16 @@ def test_a_run_does_not_continue_or_export_on_data_that_changed(tmp_path: Path, 
     run_dir = tmp_path / "run"
     common = ["--data", "shifting_data:data", "--model", "digitnet", "--fidelity", "2", "--bn-batches", "1"]
     assert main(["-q", "search", *common, "--trials", "2", "--run-dir", str(run_dir)]) == 0
-    assert main(["-q", "search", "--resume", str(run_dir), "--trials", "3"]) == 0, "the same data continues"
+    capsys.readouterr()
+    assert main(["-q", "search", "--resume", str(run_dir), "--trials", "3"]) == 2, "a factory runs only with consent"
+    assert "names the factory 'shifting_data:data'" in capsys.readouterr().err
+    resume = ["-q", "search", "--resume", str(run_dir), "--trust-factory"]
+    assert main([*resume, "--trials", "3"]) == 0, "the same data continues"
     monkeypatch.setenv("DATA_SHIFT", "1")
     dense_models = sorted(dense_cache.glob("dense-*"))
     capsys.readouterr()
-    assert main(["-q", "search", "--resume", str(run_dir), "--trials", "4"]) == 2
+    assert main([*resume, "--trials", "4"]) == 2
     assert "the run was searched on other data than 'shifting_data:data' gives now" in capsys.readouterr().err
-    assert main(["-q", "export", str(run_dir), "--pick", "best", "--out", str(tmp_path / "x")]) == 2
+    assert main(["-q", "export", str(run_dir), "--pick", "best", "--out", str(tmp_path / "x"), "--trust-factory"]) == 2
     assert len(_journal(run_dir)) == 3 and not (tmp_path / "x").exists()
     assert sorted(dense_cache.glob("dense-*")) == dense_models, "refused before a dense model trained on the new data"

@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_evaluation_is_replaced_and_every_trial_is_journaled
                 killed.append(busy[0])
                 os.kill(busy[0]["pid"], signal.SIGKILL)
 
-        stats = run_loop(searcher=searcher, executor=executor, journal=Journal(tmp_path), trials=config.trials,
+        stats = run_loop(searcher=searcher, executor=executor, journal=Journal(tmp_path, writable=True), trials=config.trials,
                          default_fidelity=config.fidelity, seed=config.seed,
                          checkpoints=CheckpointStore(tmp_path / "checkpoints"), on_result=kill_a_busy_worker,
                          progress=False)

@@ -257,7 +257,7 @@ def _loop(run_dir: Path, trials: int, checkpoints: _Checkpoints, executor: _Exec
 
     case = hard_case(0.4)
     run_dir.mkdir(exist_ok=True)
-    journal = Journal(run_dir)
+    journal = Journal(run_dir, writable=True)
     options = {"fresh_draws": True} if options is None else options
     searcher = make_searcher("darwin", problem=case.problem, seed=5, options=options)
     run_loop(searcher=searcher, executor=executor or _Executor(case), journal=journal,
