@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from autoprune.config import SearchConfig
-from autoprune.data import data_fingerprint
 from autoprune.errors import UserError
 from autoprune.evaluation.checkpoints import CheckpointStore
 from autoprune.executors import Executor, LocalExecutor
@@ -29,7 +28,8 @@ from autoprune.loop import LoopStats, run_loop
 from autoprune.searchers import check_searcher, make_searcher
 from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
-from autoprune.store.front import hypervolume, pareto_front, trials_table
+from autoprune.store.front import hypervolume, objectives_for, pareto_front, trials_table
+from autoprune.store.quality import quality_of
 from autoprune.store.journal import Journal
 from autoprune.threads import evaluation_threads
 from autoprune.store.lock import RunLock
@@ -55,7 +55,7 @@ class Run:
         self.trust_factory = trust_factory
         self.info = read_run(self.path)
         self.config = SearchConfig.from_dict(self.info["config"], source=f"{self.path}/run.json")
-        for section in ("space", "latency_model", "limits", "dense"):
+        for section in ("space", "latency_model", "limits", "dense", "quality"):
             try:
                 self._read_section(section)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -68,6 +68,8 @@ class Run:
         elif section == "latency_model":
             stored_latency = self.info.get("latency_model")
             self.latency_model = LatencyModel.from_dict(stored_latency) if stored_latency else None
+        elif section == "quality":
+            self.quality = quality_of(self.info)
         elif section == "limits":
             self.limits: dict[str, float] = {str(k): _number(v) for k, v in self.info["limits"].items()}
         else:
@@ -82,12 +84,13 @@ class Run:
 
     @property
     def front(self) -> pd.DataFrame:
-        """The Pareto front over accuracy, FLOPs, params and latency (within budget only)."""
-        return pareto_front(self.trials)
+        """The Pareto front over quality (accuracy, or a language model's perplexity), FLOPs,
+        params and latency (within budget only)."""
+        return pareto_front(self.trials, objectives_for(self.quality))
 
     @property
     def hypervolume(self) -> float:
-        return hypervolume(self.front, self.dense)
+        return hypervolume(self.front, self.dense, self.quality)
 
     def pick(self, spec: str | int) -> pd.Series:
         """One trial by id (``12``, ``"trial=12"``) or by constraints and objective
@@ -96,7 +99,8 @@ class Run:
         ``"auto"``: that choice where there is one, else ``"best"``."""
         if isinstance(spec, str) and not spec.strip():
             raise UserError("pick is empty; give a trial id, 'best', 'auto' or constraints such as 'flops<=0.3'.")
-        return pick_row(self.trials, self.front, spec, self.dense, incumbent=self.info.get("incumbent"),
+        return pick_row(self.trials, self.front, spec, self.dense, quality=self.quality,
+                        incumbent=self.info.get("incumbent"),
                         searcher=self.config.searcher)
 
     def export(self, out: str | Path, *, pick: str | int = "auto", steps: int | None = None,
@@ -187,9 +191,10 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
             "created_at": datetime.now(timezone.utc).isoformat(),
             "config": config.to_dict(),
             "searcher": searcher.options(),
-            "evaluator": {**prepared.evaluator.config.to_dict(), "placement": asdict(prepared.evaluator.placement)},
+            "evaluator": prepared.evaluator_record(),
+            "quality": prepared.quality.to_dict(),
             "weights": prepared.task.weights_source,
-            "data_fingerprint": data_fingerprint(prepared.task.data),
+            "data_fingerprint": prepared.data_fingerprint,
             "model_spec": prepared.task.model_spec.to_dict(),
             "never_prune": list(prepared.task.space_config.never_prune),
             "dense": prepared.dense_metrics,

@@ -3,13 +3,15 @@
 Spec grammar (clauses joined by commas or spaces; keys and units as in budgets)::
 
     12 | trial=12                  that trial
-    best                           best accuracy on the front
+    best                           best quality on the front (accuracy; a language model's
+                                   perplexity)
     flops<=0.3                     FLOPs at most 30% of dense (flops<=20M, or a bare value > 1:
                                    absolute MACs)
     params<=2e5 | params<=30K      params, likewise relative or absolute
     latency<=2ms | latency<=0.5    measured latency, absolute (us, ms, s) or relative to dense
     accuracy>=0.95                 held-out accuracy
-    best=flops                     optimise another objective (accuracy by default)
+    perplexity<=20 | kl<=0.5       a language model's held-out perplexity, KL to the dense model
+    best=flops                     optimise another objective (the quality by default)
     searcher                       the searcher's own choice (darwin: its last parent),
                                    which weighs the searcher's evidence rather than one score
     auto                           ``searcher`` where the run's searcher keeps a choice, else
@@ -30,16 +32,19 @@ import pandas as pd
 
 from autoprune.errors import UserError
 from autoprune.space.budget import COUNT_SUFFIX, TIME_SUFFIX, parse_quantity
+from autoprune.store.quality import ACCURACY, Quality
 
-_CLAUSE = re.compile(r"^(flops|params|latency|accuracy)(<=|>=|<|>)(.+)$")
-_COLUMN = {"flops": "flops", "params": "params", "latency": "latency_ms", "accuracy": "accuracy"}
-_BEST = {"accuracy": ("accuracy", False), "flops": ("flops", True), "params": ("params", True),
-         "latency": ("latency_ms", True)}
+_CLAUSE = re.compile(r"^(flops|params|latency|accuracy|perplexity|kl)(<=|>=|<|>)(.+)$")
+_COLUMN = {"flops": "flops", "params": "params", "latency": "latency_ms", "accuracy": "accuracy",
+           "perplexity": "perplexity", "kl": "kl_to_dense"}
+_BEST = {"accuracy": ("accuracy", False), "perplexity": ("perplexity", True), "kl": ("kl_to_dense", True),
+         "flops": ("flops", True), "params": ("params", True), "latency": ("latency_ms", True)}
 
 
 def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: dict[str, float],
-             incumbent: int | None = None, searcher: str | None = None) -> pd.Series:
+             incumbent: int | None = None, searcher: str | None = None, quality: Quality = ACCURACY) -> pd.Series:
     """The trial-table row ``spec`` names; a clear error when nothing matches.
+    ``quality``: what ``best`` maximises (accuracy) or minimises (perplexity).
     ``incumbent``: the trial the run's searcher chose (run.json), for ``searcher``;
     ``searcher``: its name, to say why there is no choice yet."""
     if not isinstance(spec, (str, numbers.Integral)) or isinstance(spec, bool):  # numpy ids from a table too
@@ -66,7 +71,7 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
     if front.empty:
         raise UserError("the run has no successful trial within budget yet, so there is nothing to pick.")
     candidates = front
-    objective, ascending = "accuracy", False
+    objective, ascending = quality.metric, not quality.higher_is_better
     used: list[str] = []
     # spaces around an operator or before a unit belong to the clause; other spaces separate
     # clauses, as commas do
@@ -118,7 +123,7 @@ def _front_range(front: pd.DataFrame, keys: list[str], dense: dict[str, float]) 
         elif key == "latency":
             spans.append(f"latency {low:.3g}-{high:.3g} ms")
         else:
-            spans.append(f"accuracy {low:.4f}-{high:.4f}")
+            spans.append(f"{key} {low:.4g}-{high:.4g}")
     span = f"its {len(front)} front members have {', '.join(spans)}" if spans else "see the front"
     return f"{span} (`autoprune front RUN_DIR` lists them)"
 
@@ -126,7 +131,7 @@ def _front_range(front: pd.DataFrame, keys: list[str], dense: dict[str, float]) 
 def _condition(table: pd.DataFrame, match: re.Match, dense: dict[str, float], text: str) -> pd.Series:
     key, op, quantity = match.groups()
     value, unit = parse_quantity(quantity, what=f"--pick {text!r}")
-    # no unit: a ratio of dense for latency (and for flops and params up to 1), a plain number for accuracy
+    # no unit: a ratio of dense for latency (and for flops and params up to 1), a plain number for quality
     units = {"latency": {"": 1.0, **TIME_SUFFIX}, "flops": COUNT_SUFFIX, "params": COUNT_SUFFIX}.get(key, {"": 1.0})
     if unit not in units:
         allowed = [u for u in units if u]

@@ -1,7 +1,9 @@
 """The trial table and its Pareto front (pandas), with hypervolume from pymoo.
 
-Objectives: held-out accuracy (higher is better), FLOPs, params and measured latency
-(lower is better). Only successful trials within every budget are on the front.
+Objectives: the task's quality (held-out accuracy, higher is better; a language model's
+held-out perplexity, lower is better: :mod:`autoprune.store.quality`), FLOPs, params and
+measured latency (lower is better). Only successful trials within every budget are on
+the front.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from autoprune.space.latency_model import LatencyModel
+from autoprune.store.quality import ACCURACY, Quality
 
 #: (column, direction) of each objective
 OBJECTIVES: tuple[tuple[str, str], ...] = (
     ("accuracy", "max"), ("flops", "min"), ("params", "min"), ("latency_ms", "min"),
 )
-METRIC_COLUMNS = ("accuracy", "loss", "kl_to_dense", "flops", "params", "flops_ratio", "params_ratio",
-                  "latency_ms", "latency_iqr_ms", "steps", "samples", "seconds")
+METRIC_COLUMNS = ("accuracy", "perplexity", "loss", "kl_to_dense", "flops", "params", "flops_ratio", "params_ratio",
+                  "latency_ms", "latency_iqr_ms", "decode_ms_per_token", "steps", "samples", "seconds")
 
 
 def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: dict[str, float],
@@ -75,7 +78,8 @@ def last_stage(table: pd.DataFrame) -> pd.DataFrame:
 
 
 #: what a draw of training randomness changes: averaged over a candidate's draws on the front
-DRAW_DEPENDENT = ("accuracy", "loss", "kl_to_dense", "latency_ms", "latency_iqr_ms")
+DRAW_DEPENDENT = ("accuracy", "perplexity", "loss", "kl_to_dense", "latency_ms", "latency_iqr_ms",
+                  "decode_ms_per_token")
 
 
 def mean_over_draws(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
@@ -91,9 +95,15 @@ def mean_over_draws(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
     return first
 
 
+def objectives_for(quality: Quality) -> tuple[tuple[str, str], ...]:
+    """The front's objectives with ``quality`` in accuracy's place."""
+    return ((quality.metric, quality.goal),) + OBJECTIVES[1:]
+
+
 def pareto_front(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...] = OBJECTIVES) -> pd.DataFrame:
-    """Non-dominated trials among those ok, within budget and at the last stage, best accuracy first;
-    a candidate scored several times (on several draws) competes with its mean (:func:`mean_over_draws`)."""
+    """Non-dominated trials among those ok, within budget and at the last stage, best quality
+    (the first objective) first; a candidate scored several times (on several draws) competes
+    with its mean (:func:`mean_over_draws`)."""
     if table.empty:
         return table
     usable = [(c, d) for c, d in objectives if c in table and table[c].notna().any()]
@@ -104,15 +114,17 @@ def pareto_front(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...] = 
     eligible = mean_over_draws(eligible, level_columns + ["fidelity"])
     front_idx = NonDominatedSorting().do(_minimised(eligible, tuple(usable)), only_non_dominated_front=True)
     front = eligible.iloc[np.sort(front_idx)]
-    return front.sort_values(["accuracy", "flops"], ascending=[False, True]).reset_index(drop=True)
+    first, goal = objectives[0]
+    return front.sort_values([first, "flops"], ascending=[goal == "min", True]).reset_index(drop=True)
 
 
-def hypervolume(front: pd.DataFrame, dense: dict[str, float]) -> float:
-    """Hypervolume of the front in normalised objectives (error rate and cost ratios to dense),
-    with reference point 1 in every objective: 0 for an empty front, larger is better."""
+def hypervolume(front: pd.DataFrame, dense: dict[str, float], quality: Quality = ACCURACY) -> float:
+    """Hypervolume of the front in normalised objectives (the quality's error, :meth:`Quality.error`,
+    and cost ratios to dense), with reference point 1 in every objective: 0 for an empty
+    front, larger is better."""
     if front.empty:
         return 0.0
-    columns = [1.0 - front["accuracy"].to_numpy(dtype=float)]
+    columns = [quality.error(front[quality.metric].to_numpy(dtype=float), dense.get(quality.metric, np.nan))]
     for column, key in (("flops", "flops"), ("params", "params"), ("latency_ms", "latency_ms")):
         if key in dense and dense[key] and front[column].notna().all():
             columns.append(front[column].to_numpy(dtype=float) / dense[key])

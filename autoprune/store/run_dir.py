@@ -42,7 +42,7 @@ SECTIONS: dict[str, tuple[type, ...]] = {
 }
 #: sections that may be missing or null
 OPTIONAL_SECTIONS: dict[str, tuple[type, ...]] = {
-    "latency_model": (dict,), "data_fingerprint": (str,), "incumbent": (int,), "model_spec": (dict,),
+    "latency_model": (dict,), "data_fingerprint": (str,), "incumbent": (int,), "model_spec": (dict,), "quality": (dict,),
 }
 
 
