@@ -7,7 +7,9 @@ executor drives it unchanged. What differs is what quality means:
 
 - ``kl_to_dense``: the mean, over held-out next-token positions, of the KL divergence from
   the dense model's next-token distribution to the candidate's (Týr-the-Pruner's and
-  DarwinLM's fitness). The dense side is computed once. With ``kl_top_k`` it keeps only
+  DarwinLM's fitness). The dense side is computed once per held-out batch, when a
+  candidate is first scored on it, so a search on a few held-out sequences never pays
+  for the dense model on all of them. With ``kl_top_k`` it keeps only
   the dense model's k most likely tokens per position and lumps the rest of the
   vocabulary into one "other" outcome, so the KL is exact for that coarser (k + 1)-way
   distribution and never more than the full one; this is what keeps the cache small
@@ -185,7 +187,9 @@ class LMEvaluator:
             logger.info("held-out KL keeps the dense model's top %d tokens per position (%d positions x %d tokens "
                         "would not fit)", self.top_k, positions, vocab)
         self.params_dense = _count_params(self.dense)
-        self._val_targets, self.dense_metrics = self._dense_targets()
+        #: the dense model's targets per held-out batch, computed the first time a batch is scored
+        self._val_targets: dict[int, torch.Tensor | TopK] = {}
+        self._dense_metrics: dict[str, float] | None = None
 
     # --- the dense side, once -------------------------------------------------------------
 
@@ -196,21 +200,27 @@ class LMEvaluator:
         values, indices = logprobs.topk(self.top_k, dim=-1)
         return TopK(logprobs=values, indices=indices)
 
-    def _dense_targets(self) -> tuple[list[torch.Tensor | TopK], dict[str, float]]:
-        targets: list[torch.Tensor | TopK] = []
-        loss_sum, count = 0.0, 0
-        with torch.no_grad():
-            for batch in self._val_batches(None):
-                logits = next_token_logits(self._teacher, batch)
-                loss_sum += float(F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(),
-                                                  reduction="sum"))
-                count += batch[:, 1:].numel()
-                target = self._target(logits)
-                targets.append(target.cpu() if isinstance(target, torch.Tensor)
-                               else TopK(target.logprobs.cpu(), target.indices.cpu()))
-        loss = loss_sum / count
-        return targets, {"loss": loss, "perplexity": math.exp(loss), "kl_to_dense": 0.0,
-                         "params": float(self.params_dense), "eval_tokens": float(count)}
+    def _val_target(self, index: int, batch: torch.Tensor) -> torch.Tensor | TopK:
+        """The dense targets of held-out batch ``index`` (a full batch, cached on the CPU)."""
+        if index not in self._val_targets:
+            size = self.config.eval_batch_size
+            full = self.data.val[index * size: (index + 1) * size].to(self.device)
+            with torch.no_grad():
+                target = self._target(next_token_logits(self._teacher, full))
+            self._val_targets[index] = (target.cpu() if isinstance(target, torch.Tensor)
+                                        else TopK(target.logprobs.cpu(), target.indices.cpu()))
+        target = self._val_targets[index]
+        if isinstance(target, TopK):
+            return TopK(target.logprobs[: len(batch)].to(self.device), target.indices[: len(batch)].to(self.device))
+        return target[: len(batch)].to(self.device)
+
+    @property
+    def dense_metrics(self) -> dict[str, float]:
+        """The dense model's scores on the whole held-out split (computed on first use)."""
+        if self._dense_metrics is None:
+            scores = self.score(self._teacher, eval_samples=None)
+            self._dense_metrics = {**scores, "params": float(self.params_dense)}
+        return self._dense_metrics
 
     def _val_batches(self, limit: int | None):
         n = len(self.data.val) if limit is None else max(1, min(limit, len(self.data.val)))
@@ -334,14 +344,10 @@ class LMEvaluator:
         model.eval()
         kl_sum, loss_sum, tokens, sequences = 0.0, 0.0, 0, 0
         with torch.no_grad():
-            for batch, target in zip(self._val_batches(eval_samples), self._val_targets):
+            for index, batch in enumerate(self._val_batches(eval_samples)):
                 logits = next_token_logits(model, batch)
                 labels = batch[:, 1:]
-                if isinstance(target, TopK):
-                    target = TopK(target.logprobs[: len(batch)].to(self.device),
-                                  target.indices[: len(batch)].to(self.device))
-                else:
-                    target = target[: len(batch)].to(self.device)
+                target = self._val_target(index, batch)
                 kl_sum += float(token_kl(logits, target).sum())
                 loss_sum += float(F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum"))
                 tokens += labels.numel()
