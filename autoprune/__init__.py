@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Run", "UserError", "__version__", "load", "open_run", "resume", "search"]
+__all__ = ["Run", "UserError", "__version__", "load", "load_tokenizer", "open_run", "resume", "search"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
         from autoprune.errors import UserError
 
         return UserError
-    if name in ("Run", "load", "open_run", "resume", "search"):
+    if name in ("Run", "load", "load_tokenizer", "open_run", "resume", "search"):
         from autoprune import api
 
         return getattr(api, name)

@@ -384,10 +384,24 @@ def load(path: str | Path, *, factory: str | None = None):  # noqa: ANN201 (retu
     Zoo architectures are rebuilt by autoprune itself. A model a user's factory built is
     rebuilt only when the caller names that factory here (``factory="pkg.mod:fn"``): the
     recipe's own factory name is never imported, as that would run whatever code a
-    downloaded export points at."""
+    downloaded export points at. A language model is rebuilt from the Hugging Face config
+    its recipe stores (supported families only, no remote code) and carries its tokenizer
+    as ``model.autoprune_tokenizer``."""
     from autoprune.export import load_exported
 
     return load_exported(path, factory=factory)
+
+
+def load_tokenizer(path: str | Path):  # noqa: ANN201 (a transformers tokenizer)
+    """The tokenizer of a language-model export (read from its JSON files; no code runs)."""
+    from autoprune.export import read_recipe
+
+    recipe, folder = read_recipe(path)
+    if recipe.get("kind") != "language-model":
+        raise UserError(f"{str(path)!r} exports an image model, which has no tokenizer.")
+    from autoprune.llm.export import load_tokenizer as read_tokenizer
+
+    return read_tokenizer(folder)
 
 
 def levels_of(row: pd.Series, space: SearchSpace) -> np.ndarray:
@@ -395,4 +409,4 @@ def levels_of(row: pd.Series, space: SearchSpace) -> np.ndarray:
     return np.array([int(row[f"level:{name}"]) for name in space.group_names], dtype=np.int64)
 
 
-__all__ = ["Run", "UserError", "load", "open_run", "resume", "search"]
+__all__ = ["Run", "UserError", "load", "load_tokenizer", "open_run", "resume", "search"]

@@ -24,8 +24,11 @@ logger = logging.getLogger("autoprune")
 
 # flag name -> (SearchConfig field, type, help)
 SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--data": ("data", str, "built-in data (digits, fashion-mnist, cifar10, cifar100, folder) or package.module:factory [digits]"),
-    "--model": ("model", str, "zoo model (digitnet, resnet20, resnet56, vgg16_bn, mobilenetv2) or package.module:factory [digitnet for digits]"),
+    "--data": ("data", str, "built-in data (digits, fashion-mnist, cifar10, cifar100, folder), package.module:factory, "
+                            "or text:PATH (a text file or folder, for a language model) [digits]"),
+    "--model": ("model", str, "zoo model (digitnet, resnet20, resnet56, vgg16_bn, mobilenetv2), package.module:factory, "
+                              "or hf:PATH (a local Hugging Face causal LM directory or .gguf file) [digitnet for digits]"),
+    "--seq-len": ("seq_len", int, "tokens per sequence of a language model's text [256]"),
     "--data-root": ("data_root", str, "folder of the data (CIFAR binary files, image tree, Fashion-MNIST IDX files)"),
     "--image-size": ("image_size", int, "resize images of --data folder to this square size [32]"),
     "--checkpoint": ("checkpoint", str, "dense weights: .safetensors, or a torch state dict read with weights_only"),
@@ -36,9 +39,10 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
                                           "evaluation (--resume continues)"),
     "--fidelity": ("fidelity", int, "retraining steps per candidate [100]; darwin and tyr set their own per stage"),
     "--bn-batches": ("bn_batches", int, "training batches for BatchNorm recalibration [8]"),
-    "--lr": ("lr", float, "peak learning rate of retraining [0.05]"),
-    "--batch-size": ("batch_size", int, "retraining batch size [64]"),
-    "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 [0.5]"),
+    "--lr": ("lr", float, "peak learning rate of retraining [0.05 SGD for images; 1e-4 AdamW for language models]"),
+    "--batch-size": ("batch_size", int, "retraining batch size [64 images; 4 sequences]"),
+    "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 "
+                                                  "[0.5 for images; 1 for language models]"),
     "--latency-batch-size": ("latency_batch_size", int, "batch size of latency measurements [1]"),
     "--device": ("device", str, "auto (CUDA when present), cpu or cuda[:N] [auto]"),
     "--executor": ("executor", str, "where candidates are evaluated: local or ray [local]"),
@@ -169,15 +173,17 @@ def _print_summary(run: Any) -> None:
         print(f"workers: {usage['workers']} ({usage['executor']}), busy {usage['utilisation']:.0%} of the time; "
               f"{usage['retried']} evaluations retried, {usage['replaced']} workers replaced")
     budgets = ", ".join(run.config.budget)
-    print(f"dense model: accuracy {run.dense['accuracy']:.4f} (held-out), {run.dense['flops']:,} FLOPs (MACs), "
-          f"{run.dense['params']:,} params; budget: {budgets}")
+    quality = run.quality
+    print(f"dense model: {quality.label} {quality.format(run.dense[quality.metric])}, "
+          f"{int(run.dense['flops']):,} FLOPs (MACs), {int(run.dense['params']):,} params; budget: {budgets}")
     _print_failures(trials)
     if front.empty:
         print("no trial within budget succeeded; the front is empty")
         return
     best = front.iloc[0]
-    print(f"Pareto front: {_count(len(front), 'model')} (hypervolume {run.hypervolume:.4f}); best held-out accuracy "
-          f"{best['accuracy']:.4f} at {best['flops_ratio']:.3f} of the dense FLOPs (trial {int(best['trial_id'])})")
+    print(f"Pareto front: {_count(len(front), 'model')} (hypervolume {run.hypervolume:.4f}); best {quality.label} "
+          f"{quality.format(best[quality.metric])} at {best['flops_ratio']:.3f} of the dense FLOPs "
+          f"(trial {int(best['trial_id'])})")
     _print_latency(run, front)
     chosen = run.info.get("incumbent")
     if chosen is not None:
@@ -186,7 +192,12 @@ def _print_summary(run: Any) -> None:
               "(what export picks by default)")
     print(f"see the front:   autoprune front {run.path}")
     print(f"export a model:  autoprune export {run.path}   "
-          "(or --pick best, --pick TRIAL_ID, or constraints such as --pick 'accuracy>=0.9,best=flops')")
+          f"(or --pick best, --pick TRIAL_ID, or constraints such as --pick '{_example_constraint(quality)}')")
+
+
+def _example_constraint(quality: Any) -> str:
+    """A --pick example in the run's own quality metric."""
+    return "accuracy>=0.9,best=flops" if quality.metric == "accuracy" else "perplexity<=20,best=params"
 
 
 def _print_latency(run: Any, front: Any) -> None:
@@ -227,15 +238,18 @@ def cmd_front(args: argparse.Namespace) -> int:
     if table.empty:
         print("no trials yet" if args.all else "the front is empty: no successful trial within budget yet")
         return 0
-    columns = ["trial_id", "status", "accuracy", "loss", "flops_ratio", "flops", "params_ratio", "params",
-               "latency_ms", "predicted_latency_ms", "fidelity"]
+    quality = run.quality
+    scores = [quality.metric, "loss"] + (["kl_to_dense"] if quality.metric != "accuracy" else [])
+    columns = ["trial_id", "status", *scores, "flops_ratio", "flops", "params_ratio", "params", "latency_ms", "predicted_latency_ms",
+               "decode_ms_per_token", "fidelity"]
     if args.all and "error" in table and table["error"].notna().any():
         columns.append("error")  # why a trial failed, last: it is the widest column
     shown = table[[c for c in columns if c in table]].copy()
     with pd.option_context("display.max_rows", None, "display.width", 160, "display.float_format", "{:.4f}".format):
         print(shown.to_string(index=False))
     what = (_count(len(shown), "trial") if args.all else
-            f"{_count(len(shown), 'model')} on the Pareto front (held-out accuracy up, FLOPs, params, latency down)")
+            f"{_count(len(shown), 'model')} on the Pareto front ({quality.label} "
+            f"{'up' if quality.higher_is_better else 'down'}, FLOPs, params, latency down)")
     print(f"\n{what}; FLOPs are multiply-accumulates (MACs) per input; "
           f"latency: batch {run.config.latency_batch_size}, median ms where the trials ran")
     return 0
@@ -250,7 +264,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps, threads=args.threads)
     m = recipe["metrics"]
     print(f"exported trial {recipe['trial_id']} to {out}")
-    print(f"  test accuracy {m['test_accuracy']:.4f} (dense {run.dense['test_accuracy']:.4f}); held-out {m['val_accuracy']:.4f}")
+    if run.quality.metric == "accuracy":
+        print(f"  test accuracy {m['test_accuracy']:.4f} (dense {run.dense['test_accuracy']:.4f}); "
+              f"held-out {m['val_accuracy']:.4f}")
+    else:
+        print(f"  test perplexity {m['test_perplexity']:.3f} (dense {recipe['dense_test']['perplexity']:.3f}); "
+              f"held-out {m['perplexity']:.3f}, KL to dense {m['kl_to_dense']:.4f}")
     print(f"  FLOPs {m['flops']:,} MACs ({m['flops_ratio']:.3f} of dense), params {m['params']:,} ({m['params_ratio']:.3f})")
     print(f"  load it with: python -c \"import autoprune; print(autoprune.load('{out}'))\"")
     return 0

@@ -20,13 +20,13 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from autoprune import __version__
 from autoprune.errors import UserError
@@ -37,7 +37,7 @@ from autoprune.space.counting import count
 from autoprune.space.materialize import prune_to_indices
 from autoprune.store.files import check_writable_folder, write_json_atomic
 from autoprune.tasks import ModelSpec
-from autoprune.weights import save_weights
+from autoprune.weights import load_weights, save_weights
 
 if TYPE_CHECKING:
     from autoprune.api import Run
@@ -54,13 +54,11 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
     from autoprune.api import levels_of
     from autoprune.setup_run import check_same_space, prepare
 
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / RECIPE_FILE).exists())):
-        raise UserError(f"{str(out)!r} exists and is not an export folder; choose another --out.")
-    check_writable_folder(out, "--out")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
-        raise UserError(f"--steps must be a whole number >= 0, got {steps!r}.")
-    if (out / RECIPE_FILE).exists():
-        logger.warning("%s holds an earlier export; it will be replaced", out)
+    check_export_folder(out, steps)
+    if run.quality.metric == "perplexity":
+        from autoprune.llm.export import export_language_trial
+
+        return export_language_trial(run, row, out, steps=steps)
     # the run's latency tables, not new ones; and the data it was searched on
     prepared = prepare(run.config, latency_model=run.latency_model, searched_data=run.info.get("data_fingerprint"))
     check_same_space(run.info["space"], prepared.space, str(run.path))
@@ -93,10 +91,23 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
     return recipe
 
 
-def write_export(out: Path, state: dict[str, torch.Tensor], recipe: dict[str, Any]) -> None:
-    """Write weights and recipe into a temporary folder beside ``out``, then move it into
-    place (an earlier export there is replaced only once the new one is whole). On a
-    write error nothing is left: no temporary folder, no new empty ``out`` or parents."""
+def check_export_folder(out: Path, steps: int | None) -> None:
+    """Refuse an ``--out`` that is not (or cannot become) an export folder, and bad ``--steps``."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / RECIPE_FILE).exists())):
+        raise UserError(f"{str(out)!r} exists and is not an export folder; choose another --out.")
+    check_writable_folder(out, "--out")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
+        raise UserError(f"--steps must be a whole number >= 0, got {steps!r}.")
+    if (out / RECIPE_FILE).exists():
+        logger.warning("%s holds an earlier export; it will be replaced", out)
+
+
+def write_export(out: Path, state: dict[str, torch.Tensor], recipe: dict[str, Any],
+                 extra: Callable[[Path], None] | None = None) -> None:
+    """Write weights and recipe (and what ``extra`` writes into the folder it is given, e.g.
+    a tokenizer) into a temporary folder beside ``out``, then move it into place (an
+    earlier export there is replaced only once the new one is whole). On a write error
+    nothing is left: no temporary folder, no new empty ``out`` or parents."""
     made = _missing_parents(out.parent)
     staging: Path | None = None
     try:
@@ -104,6 +115,8 @@ def write_export(out: Path, state: dict[str, torch.Tensor], recipe: dict[str, An
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
         save_weights(state, staging / WEIGHTS_FILE)
         write_json_atomic(staging / RECIPE_FILE, recipe)
+        if extra is not None:
+            extra(staging)
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; an export is shared like any folder
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
@@ -161,12 +174,17 @@ def read_recipe(path: str | Path) -> tuple[dict[str, Any], Path]:
         raise UserError(f"{str(recipe_file)!r} is damaged (not valid JSON).") from None
     if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
         raise UserError(f"{str(recipe_file)!r} is not an export this version of autoprune can read.")
-    for key, kind, what in RECIPE_KEYS:
+    return recipe, folder
+
+
+def check_recipe_keys(recipe: dict[str, Any], keys: tuple[tuple[str, type, str], ...], folder: Path) -> None:
+    """Refuse a recipe that misses a key loading reads, or holds it with the wrong type."""
+    recipe_file = folder / RECIPE_FILE
+    for key, kind, what in keys:
         if key not in recipe:
             raise UserError(f"{str(recipe_file)!r} has no {key!r}; the export is incomplete, export it again.")
         if not isinstance(recipe[key], kind):
             raise UserError(f"{str(recipe_file)!r} is damaged: its {key!r} is not {what}; export it again.")
-    return recipe, folder
 
 
 #: what loading reads from a recipe: key, JSON type, and that type in words
@@ -229,6 +247,14 @@ def load_exported(path: str | Path, *, factory: str | None = None) -> torch.nn.M
     range: 255, or 16 for digits); data from a user's factory is used as given (mean 0,
     std 1; scale 255 for uint8 images, 1 for floats)."""
     recipe, folder = read_recipe(path)
+    if recipe.get("kind") == "language-model":
+        if factory is not None:
+            raise UserError("factory applies to image models built by a factory; a language-model export is rebuilt "
+                            "from its own Hugging Face config, so leave it out.")
+        from autoprune.llm.export import load_language_export
+
+        return load_language_export(folder, recipe)
+    check_recipe_keys(recipe, RECIPE_KEYS, folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{str(folder)!r} has no {WEIGHTS_FILE}.")
@@ -246,7 +272,7 @@ def load_exported(path: str | Path, *, factory: str | None = None) -> torch.nn.M
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
         raise UserError(f"the recipe in {str(folder)!r} does not fit its architecture ({exc}); export it again.") from None
     try:
-        state = load_file(str(weights))
+        state = load_weights(weights)
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{str(weights)!r} is not a readable safetensors file, perhaps truncated ({exc}); "
                         "export it again.") from None

@@ -12,6 +12,8 @@ from autoprune.errors import UserError
 
 def is_factory_spec(spec: str) -> bool:
     """True when ``spec`` looks like ``package.module:attribute`` rather than a built-in name."""
+    if spec.startswith(("hf:", "text:")):  # a language model and its text: paths, not code
+        return False
     return ":" in spec and not spec.startswith(("/", "."))
 
 

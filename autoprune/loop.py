@@ -139,8 +139,9 @@ def run_loop(
                     stats.failed += not result.ok
                 bar.update(1)
                 if result.ok:
-                    bar.set_postfix(acc=f"{result.metrics['accuracy']:.4f}",
-                                    flops=f"{result.metrics['flops_ratio']:.3f}")
+                    quality = ({"acc": f"{result.metrics['accuracy']:.4f}"} if "accuracy" in result.metrics
+                               else {"ppl": f"{result.metrics.get('perplexity', float('nan')):.3f}"})
+                    bar.set_postfix(**quality, flops=f"{result.metrics['flops_ratio']:.3f}")
                 if on_result is not None:
                     on_result(result)
                 if done < len(jobs) and time_limit is not None and time.monotonic() - started >= time_limit:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from autoprune.errors import UserError
 from autoprune.store.files import set_file_mode
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file written by :func:`save_weights`, tied keys restored (sharing one tensor)."""
+    state = load_file(str(path))
+    with safe_open(str(path), framework="pt") as handle:
+        tied = json.loads((handle.metadata() or {}).get(TIED_KEY, "{}"))
+    for key, source in tied.items():
+        state[key] = state[source]
+    return state
 
 
 def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
@@ -25,7 +37,7 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
         raise UserError(f"checkpoint {path!r} does not exist.")
     if file.suffix == ".safetensors":
         try:
-            return load_file(str(file))
+            return load_weights(file)
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"checkpoint {path!r} is not a readable safetensors file ({exc}).") from None
     try:
@@ -43,10 +55,29 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+#: safetensors metadata key naming the tensors stored once for several keys (tied weights)
+TIED_KEY = "autoprune_tied"
+
+
 def save_weights(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, str] | None = None) -> None:
-    """Write ``state`` as safetensors atomically (temp file in the same folder, then rename)."""
+    """Write ``state`` as safetensors atomically (temp file in the same folder, then rename).
+
+    A tensor shared by several keys (a language model's embedding tied to its output
+    layer) is stored once, under its first key; :func:`load_weights` gives it back under
+    every key. safetensors refuses shared tensors, and duplicates would double the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    tensors: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    first_key: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    for key, value in state.items():
+        identity = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        if identity in first_key and value.numel() > 0:
+            tied[key] = first_key[identity]
+            continue
+        first_key[identity] = key
+        tensors[key] = value.detach().contiguous().cpu()
+    if tied:
+        metadata = {**(metadata or {}), TIED_KEY: json.dumps(tied)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

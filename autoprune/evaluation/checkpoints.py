@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-
-from autoprune.weights import save_weights
+from autoprune.weights import load_weights, save_weights
 
 
 class CheckpointStore:
@@ -30,4 +28,4 @@ class CheckpointStore:
     def load(self, trial_id: int) -> dict[str, torch.Tensor] | None:
         """The weights of ``trial_id``, or None when they were never kept."""
         path = self.path(trial_id)
-        return load_file(str(path)) if path.is_file() else None
+        return load_weights(path) if path.is_file() else None

@@ -121,10 +121,15 @@ class RayExecutor(Executor):
                        gpus_per_worker: float | None = None, threads: int | None = None,
                        max_retries: int = 2) -> "RayExecutor":
         """Workers that each build an evaluator like ``evaluator`` (same model, data, space, settings)."""
-        payload = EvaluatorPayload(dense=evaluator.dense, data=evaluator.data, space=evaluator.space.to_dict(),
-                                   never_prune=tuple(evaluator.never_prune), config=evaluator.config,
-                                   importance=evaluator.importance)
-        return cls(factory=evaluator_runner, payload=payload, workers=workers, address=address,
+        setup = getattr(evaluator, "worker_setup", None)  # evaluators that are not the image one say how
+        if setup is not None:
+            factory, payload = setup()
+        else:
+            factory = evaluator_runner
+            payload = EvaluatorPayload(dense=evaluator.dense, data=evaluator.data, space=evaluator.space.to_dict(),
+                                       never_prune=tuple(evaluator.never_prune), config=evaluator.config,
+                                       importance=evaluator.importance)
+        return cls(factory=factory, payload=payload, workers=workers, address=address,
                    gpus_per_worker=gpus_per_worker, threads=threads, max_retries=max_retries)
 
     # -- running jobs -----------------------------------------------------------------

@@ -61,7 +61,7 @@ class SpaceLMEvaluator(LMEvaluator):
     def _price(self, levels: np.ndarray, _model: nn.Module) -> dict[str, float]:
         flops = int(self.space.cost("flops", levels))
         params = int(self.space.cost("params", levels))
-        return {"flops": float(flops), "params": float(params),
+        return {"flops": flops, "params": params,
                 "flops_ratio": flops / self.space.dense["flops"], "params_ratio": params / self.space.dense["params"]}
 
     def worker_setup(self) -> tuple[Any, LMEvaluatorPayload]:

@@ -158,9 +158,9 @@ class LMEvaluator:
         data: TokenData,
         build: Builder,
         config: LMEvaluatorConfig,
-        cost: Callable[[nn.Module], Mapping[str, float]] | None = None,
+        cost: Callable[[np.ndarray, nn.Module], Mapping[str, float]] | None = None,
     ) -> None:
-        """``cost`` adds metrics of each built model (e.g. counted FLOPs and params) to its row."""
+        """``cost(levels, model)`` adds metrics of each built model (e.g. its FLOPs and params) to its row."""
         self.dense = dense.eval()
         self.data = data
         self.build = build
@@ -257,7 +257,7 @@ class LMEvaluator:
                 model.load_state_dict(init_state)
         except (RuntimeError, ValueError, IndexError, KeyError) as exc:
             raise EvaluationFailed(f"could not build the candidate: {type(exc).__name__}: {exc}") from exc
-        extra = dict(self.cost(model)) if self.cost is not None else {}
+        extra = dict(self.cost(levels, model)) if self.cost is not None else {}
         params = _count_params(model)
         model = model.to(self.device)
         built = time.perf_counter()
@@ -359,40 +359,66 @@ class LMEvaluator:
 
     def measure_latency(self, model: nn.Module, *, seed: int = 0) -> dict[str, float]:
         """Median milliseconds of one prefill, and per decoded token with the key/value cache."""
-        cfg = self.config
-        context = max_context(model.config) or 10**9
-        prefill_len = min(cfg.latency_seq_len or self.data.seq_len, context)
-        prompt_len = max(1, min(prefill_len, context - cfg.decode_tokens))
-        vocab = int(model.get_output_embeddings().weight.shape[0])
-        generator = torch.Generator().manual_seed(seed)
-        tokens = torch.randint(0, vocab, (cfg.latency_batch_size, prefill_len), generator=generator).to(self.device)
-        sync = torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)
-        # transformers 5.2x renamed ``past_key_values`` to ``cache``; older releases know only the first
-        cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        model.eval()
-        prefill: list[float] = []
-        decode: list[float] = []
-        with torch.inference_mode():
-            model(input_ids=tokens, use_cache=False)  # warm-up
-            for _ in range(cfg.latency_repeats):
-                sync()
-                start = time.perf_counter()
-                model(input_ids=tokens, use_cache=False)
-                sync()
-                prefill.append((time.perf_counter() - start) * 1e3)
-            for _ in range(cfg.latency_repeats):
-                out = model(input_ids=tokens[:, :prompt_len], use_cache=True)
+        return measure_lm_latency(model, self.config, self.data.seq_len, seed=seed)
+
+
+def split_perplexity(model: nn.Module, tokens: torch.Tensor, *, batch_size: int = 8, device: str = "cpu") -> dict[str, float]:
+    """Cross-entropy (nats per token) and perplexity of ``model`` on every sequence of
+    ``tokens`` (a split such as the test split, scored only when a model is reported)."""
+    device = _resolve_device(device)
+    model = model.to(device).eval()
+    loss_sum, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            batch = tokens[start: start + batch_size].to(device)
+            logits = next_token_logits(model, batch)
+            loss_sum += float(F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum"))
+            count += batch[:, 1:].numel()
+    loss = loss_sum / count
+    return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
+
+
+def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int, *, seed: int = 0) -> dict[str, float]:
+    """Median milliseconds of one prefill of ``(config.latency_batch_size, seq_len)`` tokens (or
+    ``config.latency_seq_len``), and per decoded token with the key/value cache, on
+    ``config.device``. A function, so a Ray worker can measure the dense model where its
+    trials are measured."""
+    cfg = config
+    device = _resolve_device(cfg.device)
+    model = model.to(device)
+    context = max_context(model.config) or 10**9
+    prefill_len = min(cfg.latency_seq_len or seq_len, context)
+    prompt_len = max(1, min(prefill_len, context - cfg.decode_tokens))
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (cfg.latency_batch_size, prefill_len), generator=generator).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    # transformers 5.2x renamed ``past_key_values`` to ``cache``; older releases know only the first
+    cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    model.eval()
+    prefill: list[float] = []
+    decode: list[float] = []
+    with torch.inference_mode():
+        model(input_ids=tokens, use_cache=False)  # warm-up
+        for _ in range(cfg.latency_repeats):
+            sync()
+            start = time.perf_counter()
+            model(input_ids=tokens, use_cache=False)
+            sync()
+            prefill.append((time.perf_counter() - start) * 1e3)
+        for _ in range(cfg.latency_repeats):
+            out = model(input_ids=tokens[:, :prompt_len], use_cache=True)
+            past, nxt = _kv_cache(out), out.logits[:, -1:].argmax(dim=-1)
+            sync()
+            start = time.perf_counter()
+            for _ in range(cfg.decode_tokens):
+                out = model(input_ids=nxt, use_cache=True, **{cache_argument: past})
                 past, nxt = _kv_cache(out), out.logits[:, -1:].argmax(dim=-1)
-                sync()
-                start = time.perf_counter()
-                for _ in range(cfg.decode_tokens):
-                    out = model(input_ids=nxt, use_cache=True, **{cache_argument: past})
-                    past, nxt = _kv_cache(out), out.logits[:, -1:].argmax(dim=-1)
-                sync()
-                decode.append((time.perf_counter() - start) * 1e3 / cfg.decode_tokens)
-        q1, median, q3 = np.percentile(prefill, [25, 50, 75])
-        return {"latency_ms": float(median), "latency_iqr_ms": float(q3 - q1),
-                "decode_ms_per_token": float(np.median(decode))}
+            sync()
+            decode.append((time.perf_counter() - start) * 1e3 / cfg.decode_tokens)
+    q1, median, q3 = np.percentile(prefill, [25, 50, 75])
+    return {"latency_ms": float(median), "latency_iqr_ms": float(q3 - q1),
+            "decode_ms_per_token": float(np.median(decode))}
 
 
 def _kv_cache(output: object) -> object:

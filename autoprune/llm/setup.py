@@ -16,7 +16,7 @@ from autoprune.config import SearchConfig
 from autoprune.errors import UserError
 from autoprune.executors.base import Executor
 from autoprune.executors.local import LocalExecutor
-from autoprune.llm.evaluation import SpaceLMEvaluator, split_scores
+from autoprune.llm.evaluation import SpaceLMEvaluator
 from autoprune.llm.lm_evaluator import LMEvaluatorConfig, measure_lm_latency
 from autoprune.llm.space import build_lm_space, check_keeps_a_block
 from autoprune.llm.task import prepare_language_task
@@ -80,10 +80,8 @@ def prepare_language(config: SearchConfig, *, start_executor: Callable[[Any], Ex
     executor = start_executor(evaluator) if start_executor is not None else LocalExecutor(evaluator)
     try:
         latency = executor.call(measure_lm_latency, task.dense, lm_config, task.data.seq_len)
-        test = split_scores(evaluator, task.dense, task.data.test)
-        dense_metrics: dict[str, float] = {
+        dense_metrics: dict[str, float] = {  # the test split is scored only when a model is exported
             **evaluator.dense_metrics,
-            "test_loss": test["loss"], "test_perplexity": test["perplexity"],
             "flops": space.dense["flops"], "params": space.dense["params"],
             "latency_ms": latency["latency_ms"], "decode_ms_per_token": latency["decode_ms_per_token"],
         }

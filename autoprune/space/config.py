@@ -45,9 +45,9 @@ def load_space_config(family: str, path: str | Path | None = None) -> SpaceConfi
     """The YAML defaults of ``family``, overridden key by key by the file at ``path`` when
     given (a file that sets only ``never_prune`` keeps the family's grid and rounding)."""
     family_file = SPACES_DIR / f"{family}.yaml"
-    data = _read(family_file if family_file.is_file() else SPACES_DIR / "default.yaml")
-    file = family_file
     language = family == LANGUAGE_FAMILY
+    data = _read(family_file if family_file.is_file() else SPACES_DIR / "default.yaml", language=language)
+    file = family_file
     if path:
         file = Path(path)
         if not file.is_file():

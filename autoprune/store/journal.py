@@ -67,6 +67,14 @@ def record_to_result(record: dict[str, Any]) -> Result:
     )
 
 
+#: the metrics a front may rank by (autoprune.store.quality); an ok trial has one of them
+QUALITY_METRICS = ("accuracy", "perplexity")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
 def _whole(value: Any, *, minimum: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -90,10 +98,8 @@ def record_problem(record: Any) -> str | None:
     metrics = record.get("metrics")
     if metrics is not None and not isinstance(metrics, dict):
         return "its metrics are not a mapping"
-    accuracy = (metrics or {}).get("accuracy")
-    if record["status"] == "ok" and not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
-                                         and not math.isnan(accuracy)):
-        return "it is an ok trial without a numeric accuracy"
+    if record["status"] == "ok" and not any(_number((metrics or {}).get(key)) for key in QUALITY_METRICS):
+        return "it is an ok trial without a numeric accuracy or perplexity"
     for key in ("eval_samples", "parent"):
         if record.get(key) is not None and not _whole(record[key]):
             return f"its {key} {record[key]!r} is not a whole number"
