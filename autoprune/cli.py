@@ -44,6 +44,8 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 "
                                                   "[0.5 for images; 1 for language models]"),
     "--latency-batch-size": ("latency_batch_size", int, "batch size of latency measurements [1]"),
+    "--latency-repeats": ("latency_repeats", int, "timed repeats of each trial's latency, 0 to skip it "
+                                                  "[20 images; 5 language models]"),
     "--device": ("device", str, "auto (CUDA when present), cpu or cuda[:N] [auto]"),
     "--executor": ("executor", str, "where candidates are evaluated: local or ray [local]"),
     "--workers": ("workers", int, "Ray workers to start (default: one per GPU, or per CPU without GPUs)"),

@@ -44,6 +44,8 @@ class SearchConfig:
     #: tokens per sequence of a language model's text (None: 256); images have their own shape
     seq_len: int | None = None
     latency_batch_size: int = 1
+    #: timed repeats of each trial's latency (0: latency not measured); None: the model kind's default
+    latency_repeats: int | None = None
     device: str = "auto"
     executor: str = "local"
     workers: int | None = None
@@ -65,6 +67,9 @@ class SearchConfig:
             _positive_int("batch_size", self.batch_size)
         if self.seq_len is not None:
             _positive_int("seq_len", self.seq_len)
+        if self.latency_repeats is not None and (not isinstance(self.latency_repeats, int)
+                                                 or isinstance(self.latency_repeats, bool) or self.latency_repeats < 0):
+            raise UserError(f"latency_repeats must be a whole number >= 0, got {self.latency_repeats!r}.")
         for name in ("fidelity", "bn_batches", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

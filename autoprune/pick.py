@@ -140,6 +140,9 @@ def _condition(table: pd.DataFrame, match: re.Match, dense: dict[str, float], te
     if key in ("flops", "params") and not unit and value <= 1:
         value *= dense[key]  # a ratio of dense
     elif key == "latency" and not unit:
+        if not dense.get("latency_ms"):
+            raise UserError(f"--pick {text!r}: this run did not measure the dense model's latency; give latency "
+                            "in ms (e.g. latency<=5ms).")
         value *= dense["latency_ms"]  # a ratio of dense
     else:
         value *= units[unit]

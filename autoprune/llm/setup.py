@@ -35,6 +35,8 @@ DEFAULT_DISTILL_WEIGHT = 1.0
 
 def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
     """How the run's candidates are retrained and scored (``None`` options take the defaults above)."""
+    from autoprune.setup_run import latency_settings
+
     distill = DEFAULT_DISTILL_WEIGHT if config.distill_weight is None else config.distill_weight
     return LMEvaluatorConfig(
         fidelity=config.fidelity,
@@ -43,6 +45,7 @@ def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
         lm_weight=1.0 - distill,
         latency_batch_size=config.latency_batch_size,
         device=config.device,
+        **latency_settings(config),
     )
 
 
@@ -79,11 +82,12 @@ def prepare_language(config: SearchConfig, *, start_executor: Callable[[Any], Ex
         raise UserError(f"{exc}; use --device auto or cpu.") from None
     executor = start_executor(evaluator) if start_executor is not None else LocalExecutor(evaluator)
     try:
-        latency = executor.call(measure_lm_latency, task.dense, lm_config, task.data.seq_len)
+        latency = (executor.call(measure_lm_latency, task.dense, lm_config, task.data.seq_len)
+                   if lm_config.measure_latency else {})
         dense_metrics: dict[str, float] = {  # the test split is scored only when a model is exported
             **evaluator.dense_metrics,
             "flops": space.dense["flops"], "params": space.dense["params"],
-            "latency_ms": latency["latency_ms"], "decode_ms_per_token": latency["decode_ms_per_token"],
+            **{key: latency[key] for key in ("latency_ms", "decode_ms_per_token") if key in latency},
         }
     except BaseException:
         executor.close()
