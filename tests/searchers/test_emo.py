@@ -118,7 +118,9 @@ def test_replaying_results_mid_generation_gives_the_same_next_proposals(ask_size
     transcript = drive(_emo(case.problem, 9, **options), case.quality, max_proposals=60, batch_size=ask_size,
                        fail_every=6)
     sizes = [len(b) for b in transcript.batches]
-    assert sizes[:2] == ([7, 5] if ask_size == 7 else [12, 12]), "asks of 7 cut each population of 12 in two"
+    assert max(sizes) <= min(ask_size, 12), "an ask never crosses into the next population"
+    if ask_size == 7:
+        assert sizes[0] == 7 and sizes[1] < 7, "asks of 7 cut a population of 12 (or fewer, after duplicates) in two"
     make = lambda problem, seed: _emo(problem, seed, **options)  # noqa: E731
     for cut in range(1, len(transcript.batches)):
         expected = [key(p) for p in transcript.batches[cut]]
