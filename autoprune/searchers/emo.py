@@ -41,6 +41,7 @@ higher one, as ``darwin``); every trial is scored at the run's ``--fidelity``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -53,7 +54,6 @@ from pymoo.core.population import Population
 from pymoo.core.termination import NoTermination
 from pymoo.problems.static import StaticProblem
 from pymoo.util.ref_dirs import get_reference_directions
-from scipy.special import comb
 
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
 from autoprune.searchers.emo_parts import (
@@ -83,7 +83,7 @@ def _positive(name: str, value: object) -> float:
 def das_dennis_partitions(n_obj: int, pop_size: int) -> int:
     """The most Das-Dennis partitions whose reference directions fit in ``pop_size``."""
     partitions = 1
-    while comb(partitions + n_obj, n_obj - 1, exact=True) <= pop_size:
+    while math.comb(partitions + n_obj, n_obj - 1) <= pop_size:
         partitions += 1
     return partitions
 
