@@ -8,12 +8,13 @@ from typing import Any
 from autoprune.errors import UserError
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
 from autoprune.searchers.darwin import DarwinSearcher
+from autoprune.searchers.emo import EmoSearcher
 from autoprune.searchers.random_search import RandomSearcher
 from autoprune.searchers.tyr import TyrSearcher
 from autoprune.searchers.uniform import UniformSearcher
 
 SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher)
+    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher)
 }
 
 
@@ -35,11 +36,16 @@ def make_searcher(name: str, *, problem: Problem, seed: int, options: dict[str, 
 def check_searcher(name: str, options: dict[str, Any] | None) -> None:
     """Refuse an unknown searcher or a bad option before anything slow runs (loading data,
     training a dense model on first use can take many minutes): the searcher is built once
-    on a small stand-in problem, which runs the checks its constructor runs on the real one."""
+    on a small stand-in problem, which runs the checks its constructor runs on the real one.
+    The stand-in has a latency model, so an option that needs one (``emo``'s latency
+    objective) is checked against the real problem only, when the searcher is built."""
+    from autoprune.space.budget import Constraints
     from autoprune.space.levels import LevelGrid
-    from autoprune.testing.synthetic import chain_space, make_problem
+    from autoprune.testing.synthetic import chain_latency_model, chain_space, make_problem
 
-    stand_in = make_problem(chain_space([16, 16, 16], LevelGrid.from_step(step=1 / 16, min_ratio=1 / 16)), 0.5)
+    space = chain_space([16, 16, 16], LevelGrid.from_step(step=1 / 16, min_ratio=1 / 16))
+    limits = make_problem(space, 0.5).constraints.limits
+    stand_in = Problem(space=space, constraints=Constraints(limits=limits, latency_model=chain_latency_model(space)))
     make_searcher(name, problem=stand_in, seed=0, options=options)
 
 

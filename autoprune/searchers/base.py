@@ -90,6 +90,15 @@ class Searcher(ABC):
     #: each trial's trained weights in ``RUN_DIR/checkpoints`` (a searcher whose options
     #: decide it sets it per instance)
     keeps_checkpoints: bool = False
+    #: True when the searcher keeps a choice of its own (:meth:`incumbent`, e.g. darwin's
+    #: last parent), so ``--pick searcher`` and ``auto`` mean something for its runs
+    keeps_choice: ClassVar[bool] = False
+    #: when that choice is first made, in words ("the end of its first generation"), for
+    #: the message that explains an empty ``--pick searcher``
+    choice_after: ClassVar[str] = ""
+    #: True when the searcher sets every proposal's fidelity itself (its stages), so the
+    #: run's ``--fidelity`` does not apply to it
+    sets_fidelity: ClassVar[bool] = False
 
     def __init__(self, *, problem: Problem, seed: int = 0) -> None:
         if not isinstance(problem, Problem):

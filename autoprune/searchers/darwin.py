@@ -87,6 +87,9 @@ class DarwinSearcher(Searcher):
     #: the parent is carried through the stages); larger stages span several asks
     batch_size: ClassVar[int] = 32
     keeps_checkpoints = True
+    keeps_choice: ClassVar[bool] = True
+    choice_after: ClassVar[str] = "the end of its first generation"
+    sets_fidelity: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -107,6 +107,9 @@ class WindowSteps:
 class TyrSearcher(Searcher):
     name = "tyr"
     batch_size: ClassVar[int] = 32
+    keeps_choice: ClassVar[bool] = True
+    choice_after: ClassVar[str] = "the end of its first selection"
+    sets_fidelity: ClassVar[bool] = True
 
     def __init__(
         self,

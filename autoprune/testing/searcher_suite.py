@@ -213,6 +213,18 @@ class SearcherTestCase:
         recorded = [r.levels.tolist() for r in transcript.results]  # the driver copied them at evaluation
         assert transcript.levels() == recorded, "a searcher changed a candidate it had already proposed"
 
+    def test_declarations_match_behaviour(self, case: SyntheticCase) -> None:
+        """``keeps_choice`` and ``sets_fidelity`` are what the CLI and ``pick`` go by."""
+        searcher = self.make_searcher(case.problem, 0)
+        transcript = drive(searcher, case.quality, max_proposals=self.max_proposals, fail_every=5)
+        if not searcher.keeps_choice:
+            assert searcher.incumbent() is None, "a searcher without keeps_choice must not choose"
+        elif searcher.incumbent() is not None:
+            assert searcher.incumbent() in {r.trial_id for r in transcript.results}
+        assert isinstance(searcher.choice_after, str) and bool(searcher.choice_after) == searcher.keeps_choice
+        if searcher.sets_fidelity:
+            assert all(p.fidelity is not None for p in transcript.proposals), "sets_fidelity: every proposal's"
+
     def test_options_are_json(self) -> None:
         searcher = self.make_searcher(build_case("separable-flops0.4").problem, 5)
         options = searcher.options()

@@ -24,6 +24,7 @@ import numpy as np
 from autoprune.searchers.base import Problem
 from autoprune.space.budget import parse_budget, resolve
 from autoprune.space.cost import LinearCount, QuadraticCost
+from autoprune.space.latency_model import LatencyModel, LayerTable
 from autoprune.space.levels import LevelGrid
 from autoprune.space.search_space import Group, SearchSpace
 
@@ -116,6 +117,18 @@ def separable_space(
     flops = QuadraticCost(n_groups=n, constant=int(constant_flops), linear=np.array(flops_price))
     params = QuadraticCost(n_groups=n, constant=int(constant_params), linear=np.array(params_price))
     return SearchSpace(groups=groups, grid=grid, flops=flops, params=params)
+
+
+def chain_latency_model(space: SearchSpace, *, in_channels: int = 3, ms_per_mac: float = 1e-6) -> LatencyModel:
+    """A latency model for a :func:`chain_space`: each layer's milliseconds proportional to
+    its kept input times output channels, so searchers can be tested on a latency budget or
+    objective without measuring anything (its shape need not be a real device's)."""
+    kept = [np.asarray(g.kept, dtype=np.float64) for g in space.groups]
+    layers = [LayerTable(name="conv0", in_group=-1, out_group=0, table=in_channels * kept[0][None, :] * ms_per_mac)]
+    for i in range(1, space.n_groups):
+        layers.append(LayerTable(name=f"conv{i}", in_group=i - 1, out_group=i,
+                                 table=np.outer(kept[i - 1], kept[i]) * ms_per_mac))
+    return LatencyModel(layers=layers)
 
 
 class SeparableQuality:

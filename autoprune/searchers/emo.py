@@ -1,0 +1,234 @@
+"""``emo``: the Pareto front itself, by NSGA-II (two objectives) or NSGA-III (three or more).
+
+Every other searcher optimises one score under the budget and the front is whatever its
+trials covered; ``emo`` searches the front of held-out error against cost directly, with
+pymoo's NSGA-II (Deb et al., 2002) or NSGA-III (Deb and Jain, 2014) driven through its
+ask-and-tell interface (``setup``, ``ask``, ``tell``): pymoo sorts, crowds and niches;
+this module hands its populations to the run loop and its results back.
+
+- Genome: one integer level per group (:class:`~emo_parts.LevelProblem`).
+- Objectives (``objectives``): ``error`` (1 - held-out accuracy) and, by default,
+  ``flops``; ``params`` and ``latency`` (the latency model's prediction, which needs a
+  latency budget) may be added or swapped in, each relative to the dense model. Three
+  or more select NSGA-III with Das-Dennis reference directions, as many as fit in the
+  population.
+- Budget: a constraint every candidate meets, by construction: pymoo's repair step is
+  our :func:`~autoprune.searchers.repair.repair` (and :func:`fill` with
+  ``use_budget: true``), so the budget is the upper edge of the front. Filling is off by
+  default: it would push every member onto that edge and collapse a FLOPs objective.
+- Population: ``pop_size`` (20) members per generation, each generation's offspring from
+  pymoo's binary tournament, crossover (``crossover``: ``sbx`` with ``crossover_eta`` 3,
+  rounded, as pymoo's documentation shows for integers; or ``ux``, ``pntx``) and
+  mutation (``pm`` with ``mutation_eta`` 3, rounded). The first population is spread over
+  the cost axis (:class:`~emo_parts.SpreadSampling`). Duplicates, within a population and
+  against the survivors, are judged on kept channel counts.
+- Asking: a population is handed out over as many ``ask(n)`` calls as it takes and given
+  back to pymoo (``tell``) once every member's result is in, so the run loop's batch size
+  does not matter. A member with the same kept counts as a candidate evaluated in an
+  earlier generation is answered from that result rather than proposed again. pymoo's
+  randomness is its own generator, seeded from the searcher's seed at setup, and results
+  are filed by the proposal they answer, so the searcher is deterministic given its seed
+  and results, also mid-generation, and a killed run resumes by replay.
+- Failed trials count as infeasible (an extra constraint), so they rank behind every
+  scored candidate without a made-up error.
+- Length: ``generations`` bounds the search (None: the run's trial or time budget ends
+  it); a generation costs at most ``pop_size`` trials, fewer when members repeat.
+
+Not done: a training-aware mode (offspring at a low fidelity, survivors continued at a
+higher one, as ``darwin``); every trial is scored at the run's ``--fidelity``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.moo.nsga3 import NSGA3
+from pymoo.core.algorithm import Algorithm
+from pymoo.core.evaluator import Evaluator
+from pymoo.core.population import Population
+from pymoo.core.termination import NoTermination
+from pymoo.problems.static import StaticProblem
+from pymoo.util.ref_dirs import get_reference_directions
+
+from autoprune.searchers.base import Problem, Proposal, Result, Searcher
+from autoprune.searchers.emo_parts import (
+    BudgetRepair,
+    LevelProblem,
+    SpreadSampling,
+    kept_count_duplicates,
+    make_crossover,
+    make_mutation,
+    nsga3_selection,
+)
+from autoprune.searchers.objectives import FAILED_ERROR, budget_violation, check_objectives, cost_objectives, error_of
+from autoprune.searchers.staged import check_int
+
+logger = logging.getLogger(__name__)
+
+#: populations in a row made only of candidates evaluated before, before the space counts as exhausted
+MAX_REPEATED_POPULATIONS = 20
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def das_dennis_partitions(n_obj: int, pop_size: int) -> int:
+    """The most Das-Dennis partitions whose reference directions fit in ``pop_size``."""
+    partitions = 1
+    while math.comb(partitions + n_obj, n_obj - 1) <= pop_size:
+        partitions += 1
+    return partitions
+
+
+class EmoSearcher(Searcher):
+    name = "emo"
+    #: a whole default population per ask; larger populations span several asks
+    batch_size: ClassVar[int] = 32
+
+    def __init__(
+        self,
+        *,
+        problem: Problem,
+        seed: int = 0,
+        objectives: Sequence[str] | str = ("error", "flops"),
+        pop_size: int = 20,
+        generations: int | None = None,
+        crossover: str = "sbx",
+        crossover_eta: float = 3.0,
+        mutation: str = "pm",
+        mutation_eta: float = 3.0,
+        use_budget: bool = False,
+    ) -> None:
+        super().__init__(problem=problem, seed=seed)
+        self.objectives = check_objectives(objectives, problem)
+        self.pop_size = check_int("pop_size", pop_size, 4)
+        if self.pop_size < len(self.objectives) + 1:
+            raise ValueError(f"pop_size must exceed the number of objectives ({len(self.objectives)}), got {pop_size}")
+        self.generations = None if generations is None else check_int("generations", generations, 1)
+        self.crossover_eta = _positive("crossover_eta", crossover_eta)
+        self.mutation_eta = _positive("mutation_eta", mutation_eta)
+        self.crossover, self.mutation = crossover, mutation
+        if not isinstance(use_budget, bool):
+            raise ValueError(f"use_budget must be true or false, got {use_budget!r}")
+        self.use_budget = use_budget
+        self._error_column = self.objectives.index("error")
+        self.level_problem = LevelProblem(problem, len(self.objectives))
+        self.algorithm = self._algorithm()
+        #: generations pymoo has been told (0: the first population is out)
+        self.n_generations = 0
+        self._population: Population | None = None
+        self._levels = np.empty((0, self.space.n_groups), dtype=np.int64)
+        self._answers: list[tuple[np.ndarray, np.ndarray] | None] = []
+        self._queue: list[int] = []  # members not handed out yet
+        self._outstanding: list[int] = []  # handed out, not told yet
+        #: objectives and constraints of every candidate evaluated, by kept counts
+        self._known: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _algorithm(self) -> Algorithm:
+        common: dict[str, Any] = {
+            "pop_size": self.pop_size, "sampling": SpreadSampling(),
+            "crossover": make_crossover(self.crossover, self.crossover_eta),
+            "mutation": make_mutation(self.mutation, self.mutation_eta),
+            "repair": BudgetRepair(use_budget=self.use_budget),
+            "eliminate_duplicates": kept_count_duplicates(self.problem),
+        }
+        n_obj = len(self.objectives)
+        if n_obj == 2:
+            algorithm: Algorithm = NSGA2(**common)
+        else:
+            partitions = das_dennis_partitions(n_obj, self.pop_size)
+            ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=partitions)
+            algorithm = NSGA3(ref_dirs=ref_dirs, selection=nsga3_selection(), **common)
+        algorithm.setup(self.level_problem, seed=self.seed, termination=NoTermination(), verbose=False)
+        return algorithm
+
+    def _key(self, levels: np.ndarray) -> tuple[int, ...]:
+        return tuple(int(k) for k in self.space.kept_counts(levels))
+
+    def _next_population(self) -> bool:
+        """Ask pymoo for the next population, answering members seen before; False if none."""
+        for _ in range(MAX_REPEATED_POPULATIONS):
+            if self.generations is not None and self.n_generations >= self.generations:
+                return False
+            population = self.algorithm.ask()
+            if population is None or len(population) == 0:
+                return False
+            self._population = population
+            self._levels = np.asarray(population.get("X")).astype(np.int64)
+            self._answers = [self._known.get(self._key(row)) for row in self._levels]
+            self._queue = [i for i, answer in enumerate(self._answers) if answer is None]
+            self._outstanding = []
+            if self._queue:
+                return True
+            self._give_back()  # every member was evaluated before: pymoo learns, and asks again
+        logger.info("emo: %d populations in a row held only candidates evaluated before; finished",
+                    MAX_REPEATED_POPULATIONS)
+        return False
+
+    def _ask(self, n: int) -> list[Proposal]:
+        if self._population is None and not self._next_population():
+            self.finished = True
+            return []
+        handed, self._queue = self._queue[:n], self._queue[n:]
+        self._outstanding.extend(handed)
+        return [Proposal(levels=self._levels[i].copy()) for i in handed]
+
+    def _tell(self, results: list[Result]) -> None:
+        for result in results:
+            self._record(result)
+        if self._population is not None and not self._queue and not self._outstanding:
+            self._give_back()
+
+    def _record(self, result: Result) -> None:
+        """File ``result`` under the member it answers (matched by levels, unique in a population)."""
+        for position, i in enumerate(self._outstanding):
+            if np.array_equal(result.levels, self._levels[i]):
+                del self._outstanding[position]
+                answer = self._answer(result)
+                self._answers[i] = answer
+                self._known[self._key(self._levels[i])] = answer
+                return
+        logger.warning("emo: ignoring result of trial %s: it answers no outstanding proposal", result.trial_id)
+
+    def _answer(self, result: Result) -> tuple[np.ndarray, np.ndarray]:
+        """Objectives and constraints of one evaluated member (a failure is infeasible)."""
+        levels = np.asarray(result.levels, dtype=np.int64)
+        objectives = cost_objectives(self.problem, self.objectives, levels)[0]
+        error = error_of(result)
+        objectives[self._error_column] = FAILED_ERROR if error is None else error
+        constraints = np.append(budget_violation(self.problem, levels)[0], 0.0 if error is not None else 1.0)
+        return objectives, constraints
+
+    def _give_back(self) -> None:
+        """Tell pymoo the whole population's objectives and constraints."""
+        assert self._population is not None
+        F = np.stack([answer[0] for answer in self._answers if answer is not None])
+        G = np.stack([answer[1] for answer in self._answers if answer is not None])
+        assert len(F) == len(self._population), "every member is answered before the population goes back"
+        Evaluator().eval(StaticProblem(self.level_problem, F=F, G=G), self._population)
+        self.algorithm.tell(infills=self._population)
+        self.n_generations += 1
+        self._population = None
+
+    def plan(self, trials: int) -> str:
+        generations = trials // self.pop_size
+        method = "NSGA-II" if len(self.objectives) == 2 else "NSGA-III"
+        if generations == 0:
+            return (f"emo: {trials} trials do not finish its first population of {self.pop_size}; "
+                    f"ask for --trials {self.pop_size} or more")
+        bought = f"emo ({method} over {', '.join(self.objectives)}): {trials} trials buy about {generations} "
+        bought += "generation" if generations == 1 else "generations"
+        return f"{bought} of {self.pop_size} (more where members repeat earlier candidates)"
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "objectives": list(self.objectives), "pop_size": self.pop_size,
+                "generations": self.generations, "crossover": self.crossover, "crossover_eta": self.crossover_eta,
+                "mutation": self.mutation, "mutation_eta": self.mutation_eta, "use_budget": self.use_budget}
