@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import UserError
-from autoprune.llm.loading import SUPPORTED_MODEL_TYPES, require_llm_extra
+from autoprune.llm.loading import SUPPORTED_MODEL_TYPES, require_llm_extra, transformers_module
 from autoprune.llm.lm_evaluator import split_perplexity
 from autoprune.llm.prune import prune_to_indices
 from autoprune.llm.space import parse_group_name
@@ -156,7 +156,7 @@ def load_language_export(folder: Path, recipe: dict[str, Any]) -> nn.Module:
 
     check_recipe_keys(recipe, RECIPE_KEYS, folder)
     require_llm_extra()
-    import transformers
+    transformers = transformers_module()
 
     config_data = dict(recipe["hf_config"])
     model_type = config_data.get("model_type")
@@ -192,8 +192,7 @@ def load_language_export(folder: Path, recipe: dict[str, Any]) -> nn.Module:
 
 def load_tokenizer(folder: Path) -> Any:
     """The tokenizer saved in an export folder (its JSON files; no code runs), or None without one."""
-    import transformers
-
+    transformers = transformers_module()
     if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
         return None
     try:

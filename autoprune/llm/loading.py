@@ -194,11 +194,14 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def _transformers() -> Any:
-    """transformers, imported with the hub switched offline first (nothing may reach the network)."""
+def transformers_module() -> Any:
+    """transformers, imported with the hub switched offline first (nothing may reach the network),
+    and its per-file progress bars off (autoprune logs what it loads; the bars would break
+    the one-line errors and the search's own progress)."""
     _offline()
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
@@ -250,7 +253,7 @@ def _hash_files(files: list[Path], *, root: Path | None = None) -> str:
 
 def _load_dir(path: Path, *, what: str) -> tuple[nn.Module, Any]:
     """Model (float32, sdpa attention, eval mode) and tokenizer of a local model directory."""
-    transformers = _transformers()
+    transformers = transformers_module()
     options = dict(local_files_only=True, trust_remote_code=False)
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32,
@@ -292,7 +295,7 @@ def _dequantise(file: Path, folder: Path) -> None:
 
     Written into a temporary sibling and renamed, so an interrupted run leaves no
     half-written directory that a later run would trust."""
-    transformers = _transformers()
+    transformers = transformers_module()
     size_mb = file.stat().st_size / 1e6
     logger.info("dequantising %s (%.0f MB) to float32 once; it is cached in %s", file.name, size_mb, folder)
     started = time.perf_counter()
