@@ -31,3 +31,16 @@ def dense_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("AUTOPRUNE_CACHE", None)
     else:
         os.environ["AUTOPRUNE_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def ray_instance(dense_cache: Path):  # noqa: ANN201 (the ray module)
+    """Ray started once for the session with 2 CPUs on loopback; executors in this process borrow it."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # someone else's: use it, leave it
+        yield ray
+        return
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level="WARNING", runtime_env={"env_vars": {"AUTOPRUNE_CACHE": str(dense_cache)}})
+    yield ray
+    ray.shutdown()
