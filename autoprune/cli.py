@@ -37,7 +37,9 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--trials": ("trials", int, "number of distinct candidates to evaluate [40]"),
     "--time-limit": ("time_limit", float, "stop after this many seconds of searching, at the next finished "
                                           "evaluation (--resume continues)"),
-    "--fidelity": ("fidelity", int, "retraining steps per candidate [100]; darwin and tyr set their own per stage"),
+    "--fidelity": ("fidelity", int, "retraining steps per candidate [100]; "
+                                    f"{' and '.join(sorted(n for n, c in SEARCHERS.items() if c.sets_fidelity))} "
+                                    "set their own per stage"),
     "--bn-batches": ("bn_batches", int, "training batches for BatchNorm recalibration [8]"),
     "--lr": ("lr", float, "peak learning rate of retraining [0.05 SGD for images; 1e-4 AdamW for language models]"),
     "--batch-size": ("batch_size", int, "retraining batch size [64 images; 4 sequences]"),

@@ -100,13 +100,16 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
 
 
 def _no_choice(searcher: str | None) -> str:
-    """Why ``--pick searcher`` has nothing to pick."""
-    if searcher in ("darwin", "tyr"):
-        return (f"--pick searcher: {searcher} has not chosen yet (it chooses at the end of its first "
-                f"{'generation' if searcher == 'darwin' else 'selection'}); extend the run with "
-                "`autoprune search --resume RUN_DIR --trials N` (the search said at its start how many trials "
+    """Why ``--pick searcher`` has nothing to pick (each searcher declares whether it keeps a choice)."""
+    from autoprune.searchers import SEARCHERS
+
+    cls = SEARCHERS.get(searcher or "")
+    if cls is not None and cls.keeps_choice:
+        return (f"--pick searcher: {searcher} has not chosen yet (it chooses at {cls.choice_after}); extend the run "
+                "with `autoprune search --resume RUN_DIR --trials N` (the search said at its start how many trials "
                 "that takes), or pick from the front, e.g. --pick best.")
-    return ("--pick searcher: this run's searcher keeps no choice of its own (darwin and tyr do); "
+    keepers = " and ".join(sorted(name for name, c in SEARCHERS.items() if c.keeps_choice))
+    return (f"--pick searcher: this run's searcher keeps no choice of its own ({keepers} do); "
             "pick from the front instead, e.g. --pick best.")
 
 
@@ -122,6 +125,8 @@ def _front_range(front: pd.DataFrame, keys: list[str], dense: dict[str, float]) 
             spans.append(f"{key} {low / dense[key]:.3f}-{high / dense[key]:.3f} of dense")
         elif key == "latency":
             spans.append(f"latency {low:.3g}-{high:.3g} ms")
+        elif key == "accuracy":
+            spans.append(f"accuracy {low:.4f}-{high:.4f}")
         else:
             spans.append(f"{key} {low:.4g}-{high:.4g}")
     span = f"its {len(front)} front members have {', '.join(spans)}" if spans else "see the front"
