@@ -168,7 +168,7 @@ def test_latency_of_prefill_and_decode_is_measured(tokenizer, data) -> None:
     dense = dense_for("gpt2", tokenizer)  # 256 positions: the decoding prompt must leave room
     config = LMEvaluatorConfig(device="cpu", latency_seq_len=256, decode_tokens=4, latency_repeats=2)
     evaluator = LMEvaluator(dense=dense, data=data, build=builder(dense), config=config,
-                            cost=lambda model: {"flops": 123.0})
+                            cost=lambda levels, model: {"flops": 123.0})
     m = evaluator.run(np.array([0]), fidelity=0, seed=0).metrics
     assert m["latency_ms"] > 0 and m["decode_ms_per_token"] > 0 and m["latency_iqr_ms"] >= 0
     assert m["flops"] == 123.0 and m["seconds"] >= m["build_seconds"] + m["train_seconds"]
