@@ -43,3 +43,23 @@ def test_a_pick_bound_that_is_no_usable_number_is_refused(run_copy: Path, pick: 
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and said in done.stderr and repr(pick) in done.stderr, done.stderr
     assert sorted(p.name for p in run_copy.iterdir()) == before, "nothing written"
+
+
+@pytest.mark.parametrize("line, said", [
+    ("level_step: [0.1]", "level_step must be a number, got [0.1]"),
+    ("min_keep_ratio: half", "min_keep_ratio must be a number, got 'half'"),
+    ("level_step: 1e-1\nmin_keep_ratio: 0.5\nmin_channels: 2.0\nround_to: true", "round_to must be a whole number"),
+    ("min_channels: 1.5", "min_channels must be a whole number, got 1.5"),
+    ("round_to: true", "round_to must be a whole number, got True"),
+    ("min_channels: abc", "min_channels must be a whole number, got 'abc'"),
+    ("level_step: .nan", "level step must be in (0, 1), got nan"),
+    ("never_prune: stem", "never_prune must be a list of layer-name patterns"),
+])
+def test_a_space_file_value_of_the_wrong_type_is_named(capsys, tmp_path: Path, line: str, said: str) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(line + "\n")
+    code = main([*SEARCH, "--space", str(space), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert said in err and repr(str(space)) in err, err
+    assert not (tmp_path / "run").exists()
