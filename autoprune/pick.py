@@ -25,6 +25,7 @@ with the final recipe, the other three ended 2.1 and 0.8 points below it and 0.3
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 
@@ -142,6 +143,11 @@ def _condition(table: pd.DataFrame, match: re.Match, dense: dict[str, float], te
         allowed = [u for u in units if u]
         raise UserError(f"--pick {text!r}: {key} takes " + (f"no unit {unit!r}; use one of {', '.join(allowed)}, or "
                         "none for a ratio of dense." if allowed else f"a plain number, not {unit!r}."))
+    if key == "accuracy" and not 0 <= value <= 1:
+        raise UserError(f"--pick {text!r}: accuracy is a fraction in [0, 1], e.g. accuracy>=0.9.")
+    if key != "accuracy" and value <= 0:
+        raise UserError(f"--pick {text!r}: a {key} bound must be positive, a ratio of dense in (0, 1] or a value "
+                        "with a unit.")
     if key in ("flops", "params") and not unit and value <= 1:
         value *= dense[key]  # a ratio of dense
     elif key == "latency" and not unit:
@@ -151,5 +157,7 @@ def _condition(table: pd.DataFrame, match: re.Match, dense: dict[str, float], te
         value *= dense["latency_ms"]  # a ratio of dense
     else:
         value *= units[unit]
+    if not math.isfinite(value):
+        raise UserError(f"--pick {text!r}: the {key} bound is too large to be a finite number.")
     series = table[_COLUMN[key]]
     return {"<=": series <= value, "<": series < value, ">=": series >= value, ">": series > value}[op]

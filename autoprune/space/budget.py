@@ -53,28 +53,39 @@ def parse_budget(text: str) -> Budget:
     if key not in RESOURCES:
         raise UserError(f"budget {text!r} has unknown key {key!r}; known keys: {', '.join(RESOURCES)}.")
     value, unit = parse_quantity(match.group(2), what=f"budget {text!r}")
-    if not np.isfinite(value) or value <= 0:
+    if value <= 0:
         raise UserError(f"budget {text!r} must be positive: a ratio in (0, 1] or an absolute value with a unit.")
     if key == "latency":
         if unit:
             if unit not in TIME_SUFFIX:
                 raise UserError(f"budget {text!r} has unknown unit {unit!r}; latency takes us, ms or s, or a ratio in (0, 1].")
-            return Budget(key, value * TIME_SUFFIX[unit], relative=False, text=text.strip())
+            return Budget(key, _finite(value * TIME_SUFFIX[unit], text), relative=False, text=text.strip())
         return Budget(key, _ratio(value, text), relative=True, text=text.strip())
     if unit not in COUNT_SUFFIX:
         raise UserError(f"budget {text!r} has unknown unit {unit!r}; {key} takes K, M, G or T, or a ratio in (0, 1].")
     if unit or value > 1:
-        return Budget(key, value * COUNT_SUFFIX[unit], relative=False, text=text.strip())
+        return Budget(key, _finite(value * COUNT_SUFFIX[unit], text), relative=False, text=text.strip())
     return Budget(key, _ratio(value, text), relative=True, text=text.strip())
 
 
 def parse_quantity(text: str, *, what: str) -> tuple[float, str]:
-    """``0.4``, ``20M``, ``3 ms`` as (number, lower-case unit); a clear error otherwise."""
+    """``0.4``, ``20M``, ``3 ms`` as (number, lower-case unit); a clear error otherwise,
+    also for a number too large to be finite (``1e400``: nan and inf are not numbers here)."""
     match = _QUANTITY.match(text.strip())
     try:
-        return float(match.group(1)), match.group(2).lower()  # type: ignore[union-attr]
+        value, unit = float(match.group(1)), match.group(2).lower()  # type: ignore[union-attr]
     except (AttributeError, ValueError):
         raise UserError(f"{what}: {text.strip()!r} is not a number (optionally with a unit, as in 20M or 3ms).") from None
+    if not math.isfinite(value):
+        raise UserError(f"{what}: {text.strip()!r} is too large to be a finite number.")
+    return value, unit
+
+
+def _finite(value: float, text: str) -> float:
+    """An absolute bound after its unit was applied, refused if that overflowed."""
+    if not math.isfinite(value):
+        raise UserError(f"budget {text!r} is too large to be a finite number; give a smaller value.")
+    return value
 
 
 def _ratio(value: float, text: str) -> float:

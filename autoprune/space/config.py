@@ -55,15 +55,11 @@ def load_space_config(family: str, path: str | Path | None = None) -> SpaceConfi
         data = {**data, **_read(file, language=language)}
     try:
         grid = LevelGrid.from_step(
-            step=float(data.get("level_step", 0.0625)),
-            min_ratio=float(data.get("min_keep_ratio", 0.0625)),
-            min_channels=int(data.get("min_channels", 1)),
-            round_to=int(data.get("round_to", 1)),
+            step=_number(data, "level_step", 0.0625, file), min_ratio=_number(data, "min_keep_ratio", 0.0625, file),
+            min_channels=_whole(data, "min_channels", 1, file), round_to=_whole(data, "round_to", 1, file),
         )
     except UserError as exc:
         raise UserError(f"search-space file {str(file)!r}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"search-space file {str(file)!r} has a value of the wrong type ({exc}).") from None
     never = data.get("never_prune") or []
     if not isinstance(never, list) or not all(isinstance(p, str) for p in never):
         raise UserError(f"search-space file {str(file)!r}: never_prune must be a list of layer-name patterns.")
@@ -100,3 +96,29 @@ def _read(file: Path, *, language: bool = False) -> dict[str, Any]:
         elif not isinstance(value, allowed):
             raise UserError(f"search-space file {str(file)!r}: {key} must be true or false, got {value!r}.")
     return data
+
+
+def _number(data: dict[str, Any], key: str, default: float, file: Path) -> float:
+    """``data[key]`` as a float: a number, or text that is one (PyYAML reads ``1e-1`` as
+    text); a boolean, list or other text is refused."""
+    value = data.get(key, default)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"search-space file {str(file)!r}: {key} must be a number, got {value!r}.")
+    return float(value)
+
+
+def _whole(data: dict[str, Any], key: str, default: int, file: Path) -> int:
+    """``data[key]`` as an int; a whole YAML number only (1.5 is refused, not cut to 1)."""
+    value = data.get(key, default)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"search-space file {str(file)!r}: {key} must be a whole number, got {value!r}.")
+    return value

@@ -18,7 +18,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autoprune.errors import UserError
 from autoprune.space.layer_kinds import root_types, tp_pruners
+from autoprune.space.locate import LayerLocator, describe
 
 
 @dataclass
@@ -74,16 +76,76 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     patterns = list(never_prune) + [output_layer_name(model, example_input)]
     ignored = [m for m, n in module_names.items() if n and any(matches(n, p) for p in patterns)]
     model.eval()
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False,
-                                                  customized_pruners=tp_pruners(model))
+    try:
+        graph = _build_graph(model, example_input)
+    except Exception as exc:  # an architecture Torch-Pruning cannot trace: say where
+        raise _untraceable(model, example_input, exc) from None
     groups: dict[str, tp.Group] = {}
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=root_types()):
-        root = group[0].dep.target.module
-        name = module_names.get(root)
-        if name is None or len(group[0].idxs) < 2:
-            continue
-        groups[name] = group
+    try:
+        for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=root_types()):
+            root = group[0].dep.target.module
+            name = module_names.get(root)
+            if name is None or len(group[0].idxs) < 2:
+                continue
+            groups[name] = group
+    except Exception as exc:
+        raise _ungroupable(graph, module_names, ignored, exc) from None
     return TracedGroups(graph=graph, groups=groups, module_names=module_names)
+
+
+def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` traced at ``example_input``. The input
+    goes in a tuple: given a bare tensor, Torch-Pruning first calls the model on the
+    tensor unpacked along its batch dimension."""
+    return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), verbose=False,
+                                                 customized_pruners=tp_pruners(model))
+
+
+def _untraceable(model: nn.Module, example_input: torch.Tensor, exc: Exception) -> UserError:
+    """The refusal for a model whose dependency graph cannot be built: the trace is run
+    again under a :class:`LayerLocator` to find the layer it fails in."""
+    with LayerLocator(model=model) as locator:
+        try:
+            _build_graph(model, example_input)
+            again: Exception = exc
+        except Exception as failure:  # the same failure, now with the layers watched
+            again = failure
+    place = locator.layer_of(again)
+    reason = _reason(again)
+    if place is None:
+        return UserError(f"Torch-Pruning cannot trace this model's channels ({reason}) and autoprune could not tell "
+                         "in which layer; this architecture is not supported yet, so use another model.")
+    layer, operation = place
+    where = f"the operation {operation} in layer" if operation else "layer"
+    return UserError(f"Torch-Pruning cannot trace the channels through {where} {describe(model, layer)} ({reason}); "
+                     "that layer kind is not supported yet (never_prune does not help: the whole model is traced), "
+                     "so use another model or rewrite that layer.")
+
+
+def _ungroupable(graph: tp.DependencyGraph, module_names: dict[nn.Module, str], ignored: list[nn.Module],
+                 exc: Exception) -> UserError:
+    """The refusal for a graph whose groups cannot all be built: each root layer's group is
+    built on its own to find the first that fails, the layer never_prune can leave out."""
+    for module in graph.module2node:
+        name = module_names.get(module)
+        pruner = graph.get_pruner_of_module(module)
+        if not name or module in ignored or not isinstance(module, root_types()) or pruner is None:
+            continue
+        try:
+            channels = pruner.get_out_channels(module)
+            if channels is not None:
+                graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        except Exception as failure:
+            return UserError(f"the pruning group of layer {name!r} ({type(module).__name__}) cannot be built "
+                             f"({_reason(failure)}); add {name!r} to never_prune in a --space file.")
+    return UserError(f"Torch-Pruning cannot group this model's channels ({_reason(exc)}); this architecture is "
+                     "not supported yet, so use another model.")
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: first line of the message`` of a library's exception, for one sentence."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def group_members(traced: TracedGroups, name: str) -> list[tuple[nn.Module, bool, int]]:
