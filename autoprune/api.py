@@ -271,12 +271,13 @@ def _resume_locked(run: Run, lock: RunLock, *, progress: bool, changes: dict[str
 
 
 def _continue(run: Run, config: SearchConfig, journal: Journal, lock: RunLock, *, progress: bool) -> Run:
-    from autoprune.setup_run import check_same_space, prepare
+    from autoprune.setup_run import check_same_model, check_same_space, prepare
 
     prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator),
                        latency_model=run.latency_model, searched_data=run.info.get("data_fingerprint"))
     try:
         check_same_space(run.info["space"], prepared.space, str(run.path))
+        check_same_model(run.info.get("model_spec"), prepared, str(run.path))
         searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
                                  options=config.searcher_options)
     except BaseException:

@@ -268,3 +268,15 @@ def check_same_space(stored: dict[str, Any], space: SearchSpace, run_dir: str) -
             f"the model or search space of {run_dir!r} changed since the run started, so it cannot be "
             "resumed or exported; start a new run."
         )
+
+
+def check_same_model(stored: dict[str, Any] | None, prepared: Prepared, run_dir: str) -> None:
+    """Refuse a language model whose files changed since the run started (its content hash,
+    run.json ``model_spec.fingerprint``): the journal's scores belong to the old weights.
+    Image models are covered by the data fingerprint and their cached or given weights."""
+    before = (stored or {}).get("fingerprint")
+    now = getattr(prepared.task.model_spec, "fingerprint", None)
+    if before and now and before != now:
+        raise UserError(f"the model files of {run_dir!r} changed since the run started (content hash {now}, was "
+                        f"{before}), so it cannot be resumed or exported; restore them or start a new run.")
+

@@ -49,11 +49,12 @@ def export_language_trial(run: "Run", row: "pd.Series", out: Path, *, steps: int
     from autoprune import __version__
     from autoprune.api import levels_of
     from autoprune.export import RECIPE_FORMAT, WEIGHTS_FILE, write_export
-    from autoprune.setup_run import check_same_space, prepare
+    from autoprune.setup_run import check_same_model, check_same_space, prepare
 
     prepared = prepare(run.config, searched_data=run.info.get("data_fingerprint"))
     try:
         check_same_space(run.info["space"], prepared.space, str(run.path))
+        check_same_model(run.info.get("model_spec"), prepared, str(run.path))
         levels = levels_of(row, prepared.space)
         fidelity = run.config.fidelity if steps is None else steps
         logger.info("retraining trial %d for %d steps, then scoring it on the test split", int(row["trial_id"]),

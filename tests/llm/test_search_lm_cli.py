@@ -157,3 +157,35 @@ def test_bad_language_model_input_gets_one_sentence(model_dir: Path, tmp_path: P
     assert len(message) == 1 and "Traceback" not in done.stderr, done.stderr
     assert said in message[0]
     assert not run_dir.exists()  # nothing half written
+
+
+def test_a_uniform_export_is_also_a_plain_hugging_face_directory(model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    import transformers
+
+    import autoprune
+
+    run_dir = tmp_path / "uniform"
+    assert main(_search(model_dir, run_dir, "--searcher", "uniform", "--trials", "1")) == 0
+    out = tmp_path / "exported"
+    assert main(["-q", "export", str(run_dir), "--out", str(out), "--steps", "0"]) == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["hf_directory"] == "hf" and recipe["hf_directory_missing_because"] is None
+    plain = transformers.AutoModelForCausalLM.from_pretrained(out / "hf").eval()
+    ours = autoprune.load(out)
+    ids = torch.tensor([[5, 9, 14, 3, 7, 21]])
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, ours(ids).logits)
+    assert plain.config.num_key_value_heads < 2 or plain.config.intermediate_size < 96  # really pruned
+
+
+def test_a_run_whose_model_files_changed_is_not_resumed(tmp_path: Path) -> None:
+    model = save_tiny_model_dir(tmp_path / "llama", "llama", _paragraphs())
+    run_dir = tmp_path / "run"
+    assert main(_search(model, run_dir, "--searcher", "random", "--trials", "2", "--fidelity", "0")) == 0
+    save_tiny_model_dir(model, "llama", _paragraphs(), seed=7)  # other weights at the same path
+    done = subprocess.run([sys.executable, "-m", "autoprune.cli", "-q", "search", "--resume", str(run_dir),
+                           "--trials", "4"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 2 and "model files" in done.stderr and "changed" in done.stderr, done.stderr
+    assert len(_journal(run_dir)) == 2
