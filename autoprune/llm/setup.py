@@ -74,7 +74,7 @@ def prepare_language(config: SearchConfig, *, start_executor: Callable[[Any], Ex
     lm_config = lm_evaluator_config(config)
     try:
         evaluator = SpaceLMEvaluator(dense=task.dense, data=task.data, space=space, config=lm_config,
-                                     importance=options.get("importance", "magnitude"),
+                                     importance=options.get("importance", "activation"),
                                      calibration_samples=options.get("calibration_samples", 16))
     except ValueError as exc:  # e.g. --device cuda on a machine without CUDA
         if isinstance(exc, UserError):
