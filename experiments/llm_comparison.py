@@ -68,6 +68,14 @@ def bench_text(root: Path) -> Path:
     return folder
 
 
+def space_file(folder: Path, importance: str) -> Path:
+    """A --space file that sets only the importance (the rest is search_spaces/llm.yaml)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"space-{importance}.yaml"
+    path.write_text(f"importance: {importance}\n")
+    return path
+
+
 def one_run(args: argparse.Namespace, text: Path, budget: str, searcher: str, seed: int) -> dict[str, Any]:
     run_dir = args.runs / f"{budget.replace('=', '')}-{searcher}-s{seed}"
     trials = 1 if searcher == "uniform" else args.trials
@@ -76,6 +84,7 @@ def one_run(args: argparse.Namespace, text: Path, budget: str, searcher: str, se
         run = autoprune.resume(run_dir, trials=trials, progress=False)
     else:
         run = autoprune.search(run_dir=run_dir, progress=False, model=f"hf:{args.model}", data=f"text:{text}",
+                               space_file=str(space_file(args.runs, args.importance)),
                                seq_len=args.seq_len, budget=budget, searcher=searcher,
                                searcher_options=SEARCHER_OPTIONS[searcher], trials=trials, fidelity=0,
                                latency_repeats=0, seed=seed)
@@ -102,10 +111,11 @@ def one_run(args: argparse.Namespace, text: Path, budget: str, searcher: str, se
 
 def write_table(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> None:
     lines = [
-        "# Searchers on SmolLM2-135M (params budgets of non-embedding parameters)",
+        f"# Searchers on SmolLM2-135M ({args.importance} importance; params budgets of non-embedding parameters)",
         "",
         f"Command: `AUTOPRUNE_CACHE={os.environ.get('AUTOPRUNE_CACHE', '~/.cache/autoprune')} python "
-        f"experiments/llm_comparison.py --seeds {' '.join(map(str, args.seeds))} --trials {args.trials} "
+        f"experiments/llm_comparison.py --importance {args.importance} --budgets {' '.join(args.budgets)} "
+        f"--seeds {' '.join(map(str, args.seeds))} --trials {args.trials} "
         f"--seq-len {args.seq_len} --recovery-steps {args.recovery_steps}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, torch on CPU. "
         "Fitness: KL to the dense model on held-out text (training-free searches, fidelity 0); the pick is each "
@@ -141,10 +151,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--recovery-steps", type=int, default=20)
-    parser.add_argument("--runs", type=Path, default=ASSETS / "llm-runs")
+    parser.add_argument("--importance", choices=["activation", "magnitude"], default="activation",
+                        help="which units a group keeps (search_spaces/llm.yaml's importance)")
+    parser.add_argument("--runs", type=Path, default=None, help="run directories [ASSETS/llm-runs-IMPORTANCE]")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "llm_comparison.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.runs = args.runs or ASSETS / f"llm-runs-{args.importance}"
     text = bench_text(ASSETS)
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
