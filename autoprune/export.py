@@ -271,6 +271,16 @@ def load_exported(path: str | Path, *, factory: str | None = None) -> torch.nn.M
         prune_to_indices(model, recipe["keep_indices"], example, never_prune=recipe["never_prune"])
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
         raise UserError(f"the recipe in {str(folder)!r} does not fit its architecture ({exc}); export it again.") from None
+    load_export_weights(model, folder)
+    model.autoprune_normalization = normalization
+    return model.eval()
+
+
+def load_export_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Load an export folder's weights into the rebuilt ``model``, or say in one sentence why not."""
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise UserError(f"{str(folder)!r} has no {WEIGHTS_FILE}.")
     try:
         state = load_weights(weights)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -280,8 +290,6 @@ def load_exported(path: str | Path, *, factory: str | None = None) -> torch.nn.M
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise UserError(f"{str(weights)!r} does not match the architecture in the recipe ({exc}).") from None
-    model.autoprune_normalization = normalization
-    return model.eval()
 
 
 def describe_exported(model: torch.nn.Module, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from autoprune.llm.loading import SUPPORTED_MODEL_TYPES, require_llm_extra, tran
 from autoprune.llm.lm_evaluator import split_perplexity
 from autoprune.llm.prune import prune_to_indices
 from autoprune.llm.space import parse_group_name
-from autoprune.weights import load_weights
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -151,9 +150,7 @@ def _first_block(model: nn.Module) -> nn.Module:
 def load_language_export(folder: Path, recipe: dict[str, Any]) -> nn.Module:
     """The pruned language model of an export folder, in eval mode; its tokenizer is
     ``model.autoprune_tokenizer`` (also :func:`load_tokenizer`)."""
-    from safetensors import SafetensorError
-
-    from autoprune.export import WEIGHTS_FILE, check_recipe_keys
+    from autoprune.export import check_recipe_keys, load_export_weights
 
     check_recipe_keys(recipe, RECIPE_KEYS, folder)
     require_llm_extra()
@@ -175,18 +172,7 @@ def load_language_export(folder: Path, recipe: dict[str, Any]) -> nn.Module:
         raise
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
         raise UserError(f"the recipe in {str(folder)!r} does not fit its architecture ({exc}); export it again.") from None
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise UserError(f"{str(folder)!r} has no {WEIGHTS_FILE}.")
-    try:
-        state = load_weights(weights)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{str(weights)!r} is not a readable safetensors file, perhaps truncated ({exc}); "
-                        "export it again.") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise UserError(f"{str(weights)!r} does not match the architecture in the recipe ({exc}).") from None
+    load_export_weights(model, folder)
     model.autoprune_tokenizer = load_tokenizer(folder)
     return model.eval()
 
