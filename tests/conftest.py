@@ -40,7 +40,10 @@ def ray_instance(dense_cache: Path):  # noqa: ANN201 (the ray module)
     if ray.is_initialized():  # someone else's: use it, leave it
         yield ray
         return
+    # log_to_driver=False: the raylet's own warnings (a disk over 95% full, say) would otherwise be
+    # forwarded to this process's stderr at random moments, into the one-sentence errors other
+    # tests read from the CLI.
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level="WARNING", runtime_env={"env_vars": {"AUTOPRUNE_CACHE": str(dense_cache)}})
+             logging_level="WARNING", log_to_driver=False, runtime_env={"env_vars": {"AUTOPRUNE_CACHE": str(dense_cache)}})
     yield ray
     ray.shutdown()
