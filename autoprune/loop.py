@@ -82,6 +82,7 @@ def run_loop(
     seen: dict[TrialKey, Result | None] = {}
     next_id = 0
     idle = 0
+    told_ids: set[int] = set()  # trials the searcher has heard of, this session (replayed or evaluated)
     bar = tqdm(total=trials, desc="search", unit="trial", disable=not progress, dynamic_ncols=True)
     try:
         while next_id < trials:
@@ -158,6 +159,11 @@ def run_loop(
                     seen[key] = told[trial_id]
                 batch.append(seen[key])  # type: ignore[arg-type]
             searcher.tell(batch)
+            told_ids.update(trial_id for trial_id, _ in order if trial_id >= 0)
+            if checkpoints is not None and searcher.keeps_checkpoints:
+                live = searcher.live_checkpoints()
+                if live is not None:
+                    checkpoints.drop(told_ids, live)
             idle = 0 if any(trial_id >= 0 for trial_id, _ in order) else idle + 1
             if idle >= MAX_IDLE_ASKS:
                 stats.stopped_by = "searcher proposes only candidates already evaluated"

@@ -153,6 +153,14 @@ class Searcher(ABC):
         user who left ``--trials`` at its default; None when there is nothing to say."""
         return None
 
+    def live_checkpoints(self) -> set[int] | None:
+        """Trial ids whose kept weights a later proposal may still continue (``parent``);
+        the run deletes the others, so a staged search keeps a few checkpoints at a time
+        instead of one per trial (a language model's is hundreds of MB). None (the default)
+        keeps every checkpoint. Asked after each ``tell``; the answer must follow from what
+        the searcher has been told, so that a resumed run deletes the same ones."""
+        return None
+
     def incumbent(self) -> int | None:
         """The trial id of the candidate this searcher would hand over now, for searchers
         with their own notion of best (darwin: its parent, whose last-stage score may come
