@@ -45,6 +45,8 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--batch-size": ("batch_size", int, "retraining batch size [64 images; 4 sequences]"),
     "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 "
                                                   "[0.5 for images; 1 for language models]"),
+    "--train-params": ("train_params", str, "what retraining updates: all, or norms-and-biases (PERP: only the "
+                                            "normalisation weights and biases of a language model, faster) [all]"),
     "--latency-batch-size": ("latency_batch_size", int, "batch size of latency measurements [1]"),
     "--latency-repeats": ("latency_repeats", int, "timed repeats of each trial's latency, 0 to skip it "
                                                   "[20 images; 5 language models]"),

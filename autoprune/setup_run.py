@@ -161,6 +161,9 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
     if config.seq_len is not None:
         raise UserError("--seq-len applies only to language models (--model hf:PATH with --data text:PATH); "
                         "leave it out.")
+    if config.train_params != "all":
+        raise UserError(f"--train-params {config.train_params} applies only to language models; image models "
+                        "retrain all their parameters, so leave it out.")
     _check_placement(config, start_executor)
     analysed: dict[str, Any] = {}
 

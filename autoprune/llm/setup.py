@@ -43,6 +43,7 @@ def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
         lr=DEFAULT_LR if config.lr is None else config.lr,
         batch_size=DEFAULT_BATCH_SIZE if config.batch_size is None else config.batch_size,
         lm_weight=1.0 - distill,
+        train_norms_and_biases_only=config.train_params == "norms-and-biases",
         latency_batch_size=config.latency_batch_size,
         device=config.device,
         **latency_settings(config),

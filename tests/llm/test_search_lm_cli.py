@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -138,6 +139,8 @@ def test_a_killed_language_model_search_resumes_without_repeating_a_trial(model_
     (["--model", "hf:{model}", "--data", "text:{prose}", "--budget", "params=0.005"], "no attention or MLP block"),
     (["--model", "hf:{model}", "--data", "text:{prose}", "--budget", "latency=0.5"], "latency budgets"),
     (["--seq-len", "64"], "only to language models"),
+    (["--train-params", "norms-and-biases"], "only to language models"),
+    (["--model", "hf:{model}", "--data", "text:{prose}", "--train-params", "norms"], "must be one of all"),
 ])
 def test_bad_language_model_input_gets_one_sentence(model_dir: Path, tmp_path: Path, argv: list[str],
                                                     said: str) -> None:
@@ -177,6 +180,23 @@ def test_a_uniform_export_is_also_a_plain_hugging_face_directory(model_dir: Path
     with torch.no_grad():
         torch.testing.assert_close(plain(ids).logits, ours(ids).logits)
     assert plain.config.num_key_value_heads < 2 or plain.config.intermediate_size < 96  # really pruned
+
+
+def test_norms_and_biases_only_retraining_leaves_every_other_weight_as_pruned(model_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    run_dir = tmp_path / "perp"
+    assert main(_search(model_dir, run_dir, "--searcher", "uniform", "--trials", "1", "--fidelity", "2",
+                        "--train-params", "norms-and-biases", "--lr", "0.01")) == 0
+    assert json.loads((run_dir / "run.json").read_text())["config"]["train_params"] == "norms-and-biases"
+    weights = {}
+    for steps in ("0", "3"):
+        out = tmp_path / f"export-{steps}"
+        assert main(["-q", "export", str(run_dir), "--out", str(out), "--steps", steps]) == 0
+        weights[steps] = load_file(out / "model.safetensors")
+    changed = {k for k, v in weights["0"].items() if not torch.equal(v, weights["3"][k])}
+    assert changed and all("norm" in k or k.endswith(".bias") for k in changed), changed
 
 
 def test_a_run_whose_model_files_changed_is_not_resumed(tmp_path: Path) -> None:
