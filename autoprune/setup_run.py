@@ -157,7 +157,8 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
         from autoprune.llm.setup import prepare_language
 
         _check_placement(config, start_executor)
-        return prepare_language(config, start_executor=start_executor, searched_data=searched_data)
+        return prepare_language(config, start_executor=start_executor, searched_data=searched_data,
+                                latency_model=latency_model)
     if config.seq_len is not None:
         raise UserError("--seq-len applies only to language models (--model hf:PATH with --data text:PATH); "
                         "leave it out.")

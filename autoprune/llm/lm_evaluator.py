@@ -434,11 +434,12 @@ def split_perplexity(model: nn.Module, tokens: torch.Tensor, *, batch_size: int 
     return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
 
 
-def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int, *, seed: int = 0) -> dict[str, float]:
+def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int, *, seed: int = 0,
+                       decode_too: bool = True) -> dict[str, float]:
     """Median milliseconds of one prefill of ``(config.latency_batch_size, seq_len)`` tokens (or
-    ``config.latency_seq_len``), and per decoded token with the key/value cache, on
-    ``config.device``. A function, so a Ray worker can measure the dense model where its
-    trials are measured."""
+    ``config.latency_seq_len``), and per decoded token with the key/value cache (unless not
+    ``decode_too``), on ``config.device``. A function, so a Ray worker can measure the dense
+    model where its trials are measured."""
     cfg = config
     device = _resolve_device(cfg.device)
     model = model.to(device)
@@ -462,7 +463,7 @@ def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int
             model(input_ids=tokens, use_cache=False)
             sync()
             prefill.append((time.perf_counter() - start) * 1e3)
-        for _ in range(cfg.latency_repeats):
+        for _ in range(cfg.latency_repeats if decode_too else 0):
             out = model(input_ids=tokens[:, :prompt_len], use_cache=True)
             past, nxt = _kv_cache(out), out.logits[:, -1:].argmax(dim=-1)
             sync()
@@ -473,8 +474,8 @@ def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int
             sync()
             decode.append((time.perf_counter() - start) * 1e3 / cfg.decode_tokens)
     q1, median, q3 = np.percentile(prefill, [25, 50, 75])
-    return {"latency_ms": float(median), "latency_iqr_ms": float(q3 - q1),
-            "decode_ms_per_token": float(np.median(decode))}
+    timed = {"latency_ms": float(median), "latency_iqr_ms": float(q3 - q1)}
+    return {**timed, "decode_ms_per_token": float(np.median(decode))} if decode_too else timed
 
 
 def _kv_cache(output: object) -> object:
