@@ -19,8 +19,6 @@ with magnitude order here, whatever importance the search uses.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +28,7 @@ import numpy as np
 import torch
 
 from autoprune.errors import UserError
-from autoprune.evaluation.latency_table import calibrate
+from autoprune.evaluation.latency_table import cached_latency_model, calibrate
 from autoprune.llm.importance import unit_orders
 from autoprune.llm.lm_evaluator import LMEvaluatorConfig, measure_lm_latency
 from autoprune.llm.prune import prune
@@ -73,15 +71,10 @@ def build_lm_latency_model(request: LMLatencyRequest) -> LatencyModel:
     context = {**request.cache_key, "kind": "language-model prefill", "seq_len": request.seq_len,
                "batch_size": config.latency_batch_size, "device": config.device,
                "threads": torch.get_num_threads(), "torch": torch.__version__, "version": 1}
-    digest = hashlib.sha256(json.dumps({"context": context, "space": space.to_dict()}, sort_keys=True,
-                                       default=str).encode()).hexdigest()[:16]
     folder = Path(request.cache_folder) if request.cache_folder is not None else cache_dir()
-    path = folder / f"latency-lm-{digest}.json"
-    if path.is_file():
-        try:
-            return LatencyModel.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError):
-            logger.warning("cached latency model %s is unreadable; measuring again", path)
+    path, cached = cached_latency_model(folder, "latency-lm", context, space)
+    if cached is not None:
+        return cached
     logger.info("timing language-model candidates for the latency model (first use; cached in %s)", path)
     dense = request.dense.eval()
     orders = unit_orders(dense, find_structure(dense), space, importance="magnitude")
