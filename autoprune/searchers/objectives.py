@@ -65,13 +65,17 @@ def cost_objectives(problem: Problem, names: Sequence[str], levels: np.ndarray) 
 
 
 def error_of(result: Result) -> float | None:
-    """1 - held-out accuracy of an ok result; None when it failed or has no finite accuracy."""
+    """The ``error`` objective of an ok result: 1 - held-out accuracy for a classifier, and
+    for a language model (no accuracy) its held-out KL to the dense model, the fitness
+    DarwinLM and Týr rank by (0 for the dense model, larger when worse); None when the
+    trial failed or has neither as a finite number."""
     if not result.ok:
         return None
     accuracy = result.metrics.get("accuracy")
-    if accuracy is None or not math.isfinite(accuracy):
-        return None
-    return 1.0 - float(accuracy)
+    if accuracy is not None:
+        return 1.0 - float(accuracy) if math.isfinite(accuracy) else None
+    kl = result.metrics.get("kl_to_dense")
+    return float(kl) if kl is not None and math.isfinite(kl) else None
 
 
 def budget_violation(problem: Problem, levels: np.ndarray) -> np.ndarray:

@@ -82,6 +82,18 @@ def test_tyr_searches_a_language_model(model_dir: Path, tmp_path: Path) -> None:
     assert all(r["fidelity"] == 0 for r in records)  # training-free: KL after pruning
 
 
+def test_emo_searches_a_language_model_by_its_kl(model_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "emo"
+    assert main(_search(model_dir, run_dir, "--searcher", "emo", "--searcher-option", "pop_size=4",
+                        "--trials", "8", "--fidelity", "0")) == 0
+    records = _journal(run_dir)
+    assert len(records) == 8 and all(r["status"] == "ok" for r in records)
+    # the second generation was bred from ranked parents: not every trial a first-population uniform
+    assert len({tuple(r["levels"]) for r in records}) == 8
+    front = (run_dir / "front.csv").read_text().splitlines()
+    assert len(front) >= 2 and "perplexity" in front[0]
+
+
 def test_export_then_load_and_generate_in_a_fresh_process(darwin_run: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "exported"
