@@ -7,8 +7,8 @@ ask-and-tell interface (``setup``, ``ask``, ``tell``): pymoo sorts, crowds and n
 this module hands its populations to the run loop and its results back.
 
 - Genome: one integer level per group (:class:`~emo_parts.LevelProblem`).
-- Objectives (``objectives``): ``error`` (1 - held-out accuracy; a language model's KL to the dense model) and, by default,
-  ``flops``; ``params`` and ``latency`` (the latency model's prediction, which needs a
+- Objectives (``objectives``): ``error`` (1 - held-out accuracy; for a language model
+  its KL to the dense model) and, by default, ``flops``; ``params`` and ``latency`` (the latency model's prediction, which needs a
   latency budget) may be added or swapped in, each relative to the dense model. Three
   or more select NSGA-III with Das-Dennis reference directions, as many as fit in the
   population.
