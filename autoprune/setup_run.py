@@ -212,7 +212,7 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
         request = LatencyRequest(
             dense=task.dense, example_input=example, space=space, couplings=couplings,
             never_prune=tuple(never_prune), batch_size=config.latency_batch_size, device=config.device,
-            with_tables=latency_model is None and any(b.resource == "latency" for b in budgets),
+            with_tables=latency_model is None and needs_latency_model(config, budgets),
             cache_key={"model": task.model_spec.to_dict()},  # timings depend on shapes, not weight values
         )
         dense_latency, measured = executor.call(measure_reference_latency, request)
@@ -230,6 +230,16 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
     return Prepared(config=config, task=task, space=space, constraints=constraints, dense_metrics=dense_metrics,
                     evaluator=evaluator, dense_latency=dense_latency.to_dict(), executor=executor,
                     data_fingerprint=data_fingerprint(task.data))
+
+
+def needs_latency_model(config: SearchConfig, budgets: list[Any]) -> bool:
+    """Whether the run must measure a latency model: a latency budget, or a searcher whose
+    options predict latency (``Searcher.needs_latency_model``, e.g. emo's objectives)."""
+    from autoprune.searchers import SEARCHERS
+
+    searcher = SEARCHERS.get(config.searcher)
+    return (any(b.resource == "latency" for b in budgets)
+            or (searcher is not None and searcher.needs_latency_model(config.searcher_options)))
 
 
 def is_language_run(config: SearchConfig) -> bool:

@@ -58,7 +58,7 @@ def prepare_language(config: SearchConfig, *, start_executor: Callable[[Any], Ex
 
     ``latency_model``: the one a run was searched with (resume, export), else measured
     here when a budget needs it (:mod:`autoprune.llm.latency`)."""
-    from autoprune.setup_run import Prepared
+    from autoprune.setup_run import Prepared, needs_latency_model
 
     budgets = parse_budgets(list(config.budget))
     lm_config = lm_evaluator_config(config)
@@ -95,7 +95,7 @@ def prepare_language(config: SearchConfig, *, start_executor: Callable[[Any], Ex
             "flops": space.dense["flops"], "params": space.dense["params"],
             **{key: latency[key] for key in ("latency_ms", "decode_ms_per_token") if key in latency},
         }
-        if timed and latency_model is None:
+        if latency_model is None and needs_latency_model(config, budgets):
             latency_model = executor.call(build_lm_latency_model, LMLatencyRequest(
                 dense=task.dense, space=space, config=lm_config, seq_len=task.data.seq_len,
                 cache_key={"model": task.model_spec.to_dict()}, seed=config.seed))

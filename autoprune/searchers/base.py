@@ -153,6 +153,12 @@ class Searcher(ABC):
         user who left ``--trials`` at its default; None when there is nothing to say."""
         return None
 
+    @classmethod
+    def needs_latency_model(cls, options: dict[str, Any]) -> bool:
+        """Whether a run with these searcher ``options`` needs the latency model without a
+        latency budget (an objective that predicts latency): the run then measures it."""
+        return False
+
     def live_checkpoints(self) -> set[int] | None:
         """Trial ids whose kept weights a later proposal may still continue (``parent``);
         the run deletes the others, so a staged search keeps a few checkpoints at a time

@@ -198,7 +198,7 @@ def test_das_dennis_partitions_fill_the_population() -> None:
     ({"objectives": ["error"]}, "objectives"),
     ({"objectives": ["flops", "params"]}, "error"),
     ({"objectives": ["error", "accuracy"]}, "unknown"),
-    ({"objectives": ["error", "latency"]}, "latency budget"),
+    ({"objectives": ["error", "latency"]}, "latency model"),
     ({"pop_size": 2}, "pop_size"),
     ({"generations": 0}, "generations"),
     ({"crossover": "blend"}, "crossover"),
