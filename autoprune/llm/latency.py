@@ -85,6 +85,7 @@ def build_lm_latency_model(request: LMLatencyRequest) -> LatencyModel:
         model = dense if not levels.any() else prune(dense, space, levels, orders=orders)[0]
         return measure_lm_latency(model, timing, request.seq_len, seed=request.seed, decode_too=False)["latency_ms"]
 
+    prefill_ms(space.dense_candidate())  # the first model timed pays for warming up the allocator and caches
     dense_ms = prefill_ms(space.dense_candidate())
     tables = np.zeros((space.n_groups, space.n_levels))
     kinds = {group_kind(name) for name in space.group_names}
