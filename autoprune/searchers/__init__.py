@@ -8,13 +8,14 @@ from typing import Any
 from autoprune.errors import UserError
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
 from autoprune.searchers.darwin import DarwinSearcher
+from autoprune.searchers.dp import DPSearcher
 from autoprune.searchers.emo import EmoSearcher
 from autoprune.searchers.random_search import RandomSearcher
 from autoprune.searchers.tyr import TyrSearcher
 from autoprune.searchers.uniform import UniformSearcher
 
 SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher)
+    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher, DPSearcher)
 }
 
 

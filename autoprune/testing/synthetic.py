@@ -91,6 +91,63 @@ def chain_space(
     return SearchSpace(groups=groups, grid=grid, flops=flops, params=params)
 
 
+def residual_space(
+    stage_widths: Sequence[int],
+    grid: LevelGrid,
+    *,
+    blocks: int = 2,
+    in_channels: int = 3,
+    positions: int = 16,
+    n_classes: int = 10,
+) -> SearchSpace:
+    """A CIFAR-style ResNet's coupling: per stage one group shared by the stem or shortcut
+    and every block's output (the residual sum), and one inner group per block.
+
+    A block costs ``stage * inner`` twice (its two convolutions); the first block of a later
+    stage reads the previous stage (its first convolution and a 1x1 shortcut), so the
+    previous stage, that block's inner group and the new stage are coupled in a triangle.
+    Groups are numbered stage by stage: the stage group, then its blocks' inner groups.
+    """
+    if blocks < 1:
+        raise ValueError(f"blocks must be a positive integer, got {blocks!r}")
+    sizes: list[int] = []
+    stage_index: list[int] = []
+    inner_index: list[list[int]] = []
+    for width in stage_widths:
+        stage_index.append(len(sizes))
+        sizes.append(int(width))
+        inner_index.append([])
+        for _ in range(blocks):
+            inner_index[-1].append(len(sizes))
+            sizes.append(int(width))
+    groups = _groups(sizes, grid, "g")
+    n = len(groups)
+    flops, params = QuadraticCost(n_groups=n), QuadraticCost(n_groups=n)
+
+    def layer(a: LinearCount, b: LinearCount, spatial: int) -> None:
+        flops.add_product(a, b, spatial)
+        params.add_product(a, b, 1)
+        params.add_count(b, 2)  # a BatchNorm's weight and bias
+
+    layer(LinearCount(constant=in_channels), LinearCount(terms={stage_index[0]: 1}), positions)
+    previous: LinearCount | None = None
+    for s, stage in enumerate(stage_index):
+        here = LinearCount(terms={stage: 1})
+        for b, inner in enumerate(inner_index[s]):
+            reads = previous if (b == 0 and previous is not None) else here
+            layer(reads, LinearCount(terms={inner: 1}), positions)
+            layer(LinearCount(terms={inner: 1}), here, positions)
+            if b == 0 and previous is not None:
+                layer(previous, here, positions)  # the 1x1 shortcut
+        previous = here
+    head = LinearCount(constant=n_classes)
+    assert previous is not None
+    flops.add_product(previous, head, 1)
+    params.add_product(previous, head, 1)
+    params.add_count(head, 1)
+    return SearchSpace(groups=groups, grid=grid, flops=flops, params=params)
+
+
 def separable_space(
     sizes: Sequence[int],
     grid: LevelGrid,
