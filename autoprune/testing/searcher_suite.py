@@ -41,6 +41,7 @@ from autoprune.testing.synthetic import (
     make_problem,
     separable_quality,
     separable_space,
+    synthetic_channel_scores,
 )
 
 #: fine enough that 10% of the FLOPs is reachable in both synthetic spaces
@@ -67,7 +68,8 @@ def _weights(n_groups: int) -> np.ndarray:
 def at_sparsest_problem(space: SearchSpace) -> Problem:
     """FLOPs bounded at exactly the sparsest model's, the least budget a user may ask for."""
     limit = float(space.cost("flops", space.sparsest_candidate()))
-    return Problem(space=space, constraints=Constraints(limits={"flops": limit}))
+    return Problem(space=space, constraints=Constraints(limits={"flops": limit}),
+                   channel_scores=synthetic_channel_scores(space))
 
 
 _BUILDERS: dict[str, Callable[[], Problem]] = {

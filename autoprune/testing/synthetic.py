@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autoprune.searchers.base import Problem
+from autoprune.searchers.base import ChannelScores, Problem
 from autoprune.space.budget import parse_budget, resolve
 from autoprune.space.cost import LinearCount, QuadraticCost
 from autoprune.space.latency_model import LatencyModel, LayerTable
@@ -234,7 +234,30 @@ def make_problem(space: SearchSpace, budget_ratio: float, *, params_ratio: float
     budgets = [parse_budget(f"flops={float(budget_ratio)!r}")]
     if params_ratio is not None:
         budgets.append(parse_budget(f"params={float(params_ratio)!r}"))
-    return Problem(space=space, constraints=resolve(budgets, space))
+    return Problem(space=space, constraints=resolve(budgets, space), channel_scores=synthetic_channel_scores(space))
+
+
+#: the criteria :func:`synthetic_channel_scores` answers (those of ``autoprune.searchers.global_ranking``)
+SYNTHETIC_IMPORTANCES = ("magnitude", "taylor", "bn_scale")
+
+
+def synthetic_channel_scores(space: SearchSpace, *, seed: int = 0) -> ChannelScores:
+    """Per-channel importance for a space without a model, as the torch side provides it for a
+    real one: fixed random scores per channel, one scale per group (so a global ranking
+    prunes groups unevenly) and per criterion, each group's normalised to mean 1 as
+    Torch-Pruning's ``normalizer="mean"`` does; a criterion it does not know is refused."""
+
+    def scores(kind: str) -> list[np.ndarray]:
+        if kind not in SYNTHETIC_IMPORTANCES:
+            raise ValueError(f"unknown importance {kind!r}")
+        rng = np.random.default_rng([seed, SYNTHETIC_IMPORTANCES.index(kind)])
+        out = []
+        for group in space.groups:
+            raw = rng.gamma(2.0, 1.0, size=group.size) * rng.uniform(0.2, 2.0)
+            out.append(raw / raw.mean())
+        return out
+
+    return scores
 
 
 def all_candidates(space: SearchSpace) -> np.ndarray:

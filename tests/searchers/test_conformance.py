@@ -32,3 +32,12 @@ class TestDPMSE(SearcherTestCase):
     searcher_name = "dp"
     searcher_options = MappingProxyType({"distortion": "mse", "additivity_checks": 0, "budget_fractions": [1.0]})
     max_proposals = 80
+
+
+class TestGlobal(SearcherTestCase):
+    searcher_name = "global"
+
+
+class TestGlobalTaylor(SearcherTestCase):
+    searcher_name = "global"
+    searcher_options = MappingProxyType({"importance": "taylor"})
