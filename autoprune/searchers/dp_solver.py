@@ -43,8 +43,10 @@ logger = logging.getLogger(__name__)
 
 #: the most groups the greedy elimination order is tried for (it takes cubic time)
 GREEDY_MAX_GROUPS = 64
-#: the most DP cells (frontier states × cost cells) one step may hold before the space is refused
-MAX_STATE_CELLS = 50_000_000
+#: the most DP cells (frontier states × cost cells) one step may hold (160 MB of float64):
+#: beyond it the cost axis gets fewer cells, and below MIN_CELLS the space is refused
+MAX_STATE_CELLS = 20_000_000
+MIN_CELLS = 16
 
 
 class CouplingTooWide(ValueError):
@@ -248,9 +250,11 @@ class DPSolution:
 
     def _trace(self, cell: list[int]) -> np.ndarray:
         levels = np.full(self.n_groups, -1, dtype=np.int64)
+        sizes = self._best.shape
         for step in reversed(self._steps):
+            flat = int(np.ravel_multi_index(tuple(cell), sizes))
             for group, frontier, argmin in reversed(step.drops):
-                index = tuple(int(levels[h]) for h in frontier if h != group) + tuple(cell)
+                index = tuple(int(levels[h]) for h in frontier if h != group) + (flat,)
                 levels[group] = int(argmin[index])
             key = (int(levels[step.group]),) + tuple(int(levels[h]) for h in step.neighbours)
             cell = [c - int(i) for c, i in zip(cell, step.increments[key])]
@@ -276,7 +280,20 @@ def solve(distortion: np.ndarray, costs: list[PairwiseCost], real_limits: dict[s
     if not isinstance(buckets, int) or buckets < 1:
         raise ValueError(f"buckets must be a positive integer, got {buckets!r}")
     norm = [c.normalised() for c in costs]
+    edges = set()
+    for cost in norm:
+        edges.update(key for key, table in cost.pairs.items() if np.any(table != 0))
+    order, width = elimination_order(n_groups, edges)
     per_resource = max(1, int(round(buckets ** (1.0 / len(norm)))))
+    fits = int((MAX_STATE_CELLS / n_levels ** width) ** (1.0 / len(norm))) - 1
+    if fits < MIN_CELLS:
+        raise CouplingTooWide(
+            f"the groups' FLOPs/params coupling needs {width} groups' levels in the DP state, which leaves "
+            f"fewer than {MIN_CELLS} cost cells within {MAX_STATE_CELLS:,} cells; use fewer levels")
+    if fits < per_resource:
+        logger.warning("dp: %d cost cells per resource instead of %d, so that %d groups' levels fit in the DP state",
+                       fits, per_resource, width)
+        per_resource = fits
     base = np.array([c.constant for c in norm])
     cells, sizes = [], []
     for r, cost in enumerate(norm):
@@ -290,15 +307,6 @@ def solve(distortion: np.ndarray, costs: list[PairwiseCost], real_limits: dict[s
         cells.append(cell)
         sizes.append(size)
     cell_arr = np.array(cells)
-    edges = set()
-    for cost in norm:
-        edges.update(key for key, table in cost.pairs.items() if np.any(table != 0))
-    order, width = elimination_order(n_groups, edges)
-    state_cells = n_levels ** width * int(np.prod(sizes))
-    if state_cells > MAX_STATE_CELLS:
-        raise CouplingTooWide(
-            f"the groups' FLOPs/params coupling needs {width} groups' levels in the DP state "
-            f"({state_cells:,} cells, more than {MAX_STATE_CELLS:,}); use fewer levels or buckets")
     neighbours: dict[int, set[int]] = {g: set() for g in range(n_groups)}
     for g, h in edges:
         neighbours[g].add(h)
@@ -311,8 +319,12 @@ def solve(distortion: np.ndarray, costs: list[PairwiseCost], real_limits: dict[s
             return cost.pairs[(h, g)].T
         return None
 
-    table = np.full(sizes, np.inf)
-    table[(0,) * len(sizes)] = 0.0
+    # the cost cells are one flat axis; a cell's coordinates per resource, for shifting it
+    n_cells = int(np.prod(sizes))
+    coords = np.stack(np.unravel_index(np.arange(n_cells), sizes), axis=1)  # (cells, resources)
+    strides = np.array([int(np.prod(sizes[r + 1:])) for r in range(len(sizes))], dtype=np.int64)
+    table = np.full(n_cells, np.inf)
+    table[0] = 0.0
     frontier: list[int] = []
     assigned: set[int] = set()
     steps: list[_Step] = []
@@ -329,18 +341,17 @@ def solve(distortion: np.ndarray, costs: list[PairwiseCost], real_limits: dict[s
                     view[0], view[1 + j] = n_levels, n_levels
                     units = units + pair.reshape(view)
             increments[..., r] = np.ceil(units / cells[r] - 1e-9).astype(np.int64)
-        new = np.full(table.shape[: len(frontier)] + (n_levels,) + tuple(sizes), np.inf)
-        for combo in itertools.product(range(n_levels), repeat=1 + len(near)):
-            if not np.isfinite(d[g, combo[0]]):
-                continue
-            inc = increments[combo]
-            if any(int(i) >= s for i, s in zip(inc, sizes)):
-                continue
-            fixed = dict(zip(near, combo[1:]))
+        new = np.full(table.shape[: len(frontier)] + (n_levels, n_cells), np.inf)
+        for combo in itertools.product(range(n_levels), repeat=len(near)):
+            # every level of g at once: cell c comes from cell c - increment, where that exists
+            inc = increments[(slice(None),) + combo]  # (levels, resources)
+            before = coords[None, :, :] - inc[:, None, :]  # (levels, cells, resources)
+            valid = (before >= 0).all(axis=2)
+            source_cell = np.where(valid, before @ strides, 0)
+            fixed = dict(zip(near, combo))
             head = tuple(fixed.get(h, slice(None)) for h in frontier)
-            source = table[head + tuple(slice(0, s - int(i)) for i, s in zip(inc, sizes))]
-            target = head + (combo[0],) + tuple(slice(int(i), None) for i in inc)
-            new[target] = source + d[g, combo[0]]
+            gathered = table[head][..., source_cell]  # (free frontier..., levels, cells)
+            new[head] = np.where(valid, gathered, np.inf) + d[g][:, None]
         table = new
         frontier = frontier + [g]
         assigned.add(g)
@@ -353,6 +364,6 @@ def solve(distortion: np.ndarray, costs: list[PairwiseCost], real_limits: dict[s
                 drops.append((h, list(frontier), choice))
                 frontier.remove(h)
         steps.append(_Step(group=g, neighbours=near, increments=increments, drops=drops))
-    assert not frontier and table.shape == tuple(sizes), (frontier, table.shape)
-    return DPSolution(best=table, steps=steps, costs=norm, cell=cell_arr, base=base, n_groups=n_groups,
+    assert not frontier and table.shape == (n_cells,), (frontier, table.shape)
+    return DPSolution(best=table.reshape(sizes), steps=steps, costs=norm, cell=cell_arr, base=base, n_groups=n_groups,
                       frontier=width)

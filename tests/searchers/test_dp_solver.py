@@ -164,3 +164,17 @@ def test_a_coupling_too_wide_is_refused() -> None:
     problem = make_problem(space, 0.5)
     with pytest.raises(CouplingTooWide, match="coupling"):
         solve(np.zeros((n, space.n_levels)), problem_costs(problem), problem.constraints.limits)
+
+
+def test_a_wide_state_gets_fewer_cost_cells_and_stays_feasible(monkeypatch, caplog) -> None:
+    import autoprune.searchers.dp_solver as solver
+
+    problem = make_problem(residual_space([8, 8], LevelGrid.from_step(step=1 / 8, min_ratio=1 / 8), blocks=1), 0.3)
+    distortion = _distortion(problem.space, 4)
+    width = solver.elimination_order(problem.space.n_groups, set(problem_costs(problem)[0].pairs))[1]
+    monkeypatch.setattr(solver, "MAX_STATE_CELLS", problem.space.n_levels ** width * 41)
+    with caplog.at_level("WARNING"):
+        solution = solve(distortion, problem_costs(problem), problem.constraints.limits, buckets=2000)
+    assert "40 cost cells per resource instead of 2000" in caplog.text
+    levels, value = solution.allocate(problem.constraints.limits)
+    assert problem.feasible(levels)[0] and value >= _brute_force(problem, distortion) - 1e-9
