@@ -90,8 +90,8 @@ def scaling(args: argparse.Namespace) -> None:
         "previous stage, its inner group and the new stage). Budget flops=0.3; curves random and increasing. "
         "`frontier`: the most groups' levels the DP state holds while a group is added (the group included); "
         f"`cpu_seconds`, `wall_seconds`: median of {args.repeats} solves (tables and the way back to the levels "
-        "included; numpy on one thread); on this shared machine the CPU time is the one to read, the wall time "
-        "shows how busy it was. The cost axis has `buckets` cells, fewer where a wide state would not fit in "
+        "included; CPU time of the process, all its threads); on this shared machine the CPU time is the one to read, the wall time "
+        "shows how busy it was. The cost axis has `buckets` cells asked for, fewer where a wide state would not fit in "
         "20 million cells (the solver's limit, 160 MB).",
         "",
         markdown(table),
@@ -132,7 +132,8 @@ def additivity(args: argparse.Namespace) -> None:
                 "search_seconds": seconds,
             })
             print(rows[-1], flush=True)
-            (RESULTS / "dp_additivity.jsonl").open("a").write(json.dumps({**rows[-1], "report": report}) + "\n")
+            with open(RESULTS / "dp_additivity.jsonl", "a") as handle:
+                handle.write(json.dumps({**rows[-1], "report": report}) + "\n")
     table = pd.DataFrame(rows)
     table.to_csv(RESULTS / "dp_additivity.csv", index=False)
     text = "\n".join([
@@ -140,7 +141,7 @@ def additivity(args: argparse.Namespace) -> None:
         "",
         *command_and_machine("dp_global.py", [command_line("dp_global.py")]),
         f"Task: {args.data} / {args.model} (dense model trained by the zoo recipe), seed {args.seed}. `dp` probes "
-        "every group at every distinct kept count with no retraining (BatchNorm recalibrated) on 512 held-out "
+        "every group at every distinct kept count with no retraining (BatchNorm recalibrated) on up to 512 held-out "
         f"samples, then measures {args.checks} random multi-group candidates; `spearman` is the rank correlation of "
         "their measured distortion with the sum of their groups' single-group distortions. `held_out_acc`: "
         f"held-out accuracy of the first candidate (dp: its allocation at the full budget) after {args.fidelity} "
