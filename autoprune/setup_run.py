@@ -75,7 +75,13 @@ class Prepared:
 
     @property
     def problem(self) -> Problem:
-        return Problem(space=self.space, constraints=self.constraints)
+        scores = None
+        if isinstance(self.task, Task):  # image models: Torch-Pruning's importance classes apply
+            from autoprune.space.channel_scores import channel_scores_provider
+
+            scores = channel_scores_provider(self.task.dense, self.task.data, self.space,
+                                             never_prune=list(self.task.space_config.never_prune))
+        return Problem(space=self.space, constraints=self.constraints, channel_scores=scores)
 
 
 def latency_settings(config: SearchConfig) -> dict[str, Any]:
