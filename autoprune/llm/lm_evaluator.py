@@ -442,7 +442,16 @@ def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int
     model where its trials are measured."""
     cfg = config
     device = _resolve_device(cfg.device)
-    model = model.to(device)
+    home = next(model.parameters()).device
+    model.to(device)  # in place: moved back below, so a dense model timed on a GPU stays where it was
+    try:
+        return _time_prefill_and_decode(model, cfg, seq_len, device, seed=seed, decode_too=decode_too)
+    finally:
+        model.to(home)
+
+
+def _time_prefill_and_decode(model: nn.Module, cfg: LMEvaluatorConfig, seq_len: int, device: str, *, seed: int,
+                             decode_too: bool) -> dict[str, float]:
     context = max_context(model.config) or 10**9
     prefill_len = min(cfg.latency_seq_len or seq_len, context)
     prompt_len = max(1, min(prefill_len, context - cfg.decode_tokens))
