@@ -1,4 +1,5 @@
-"""``autoprune`` command line: ``search``, ``front``, ``export``.
+"""``autoprune`` command line: ``search``, ``front``, ``export``; ``compare``, ``report``, ``status``
+(:mod:`autoprune.views.commands`).
 
 Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 """
@@ -19,6 +20,8 @@ from autoprune import __version__
 from autoprune.errors import UserError
 from autoprune.interrupts import Terminated, handle_sigterm
 from autoprune.searchers import SEARCHERS
+from autoprune.views.commands import HANDLERS as VIEW_HANDLERS
+from autoprune.views.commands import add_commands as add_view_commands
 
 logger = logging.getLogger("autoprune")
 
@@ -92,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     front = commands.add_parser("front", parents=[quiet], help="print the Pareto front of a run")
     front.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
     front.add_argument("--all", action="store_true", help="print every trial, not only the front")
+    front.add_argument("--plot", metavar="FILE.png",
+                       help="also draw quality against FLOPs over every trial, with the front, into this PNG file")
 
     export = commands.add_parser("export", parents=[quiet], help="write a picked model as safetensors plus a JSON recipe")
     export.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
@@ -99,14 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trial id, 'best' (best held-out accuracy on the front), constraints such as "
                              "'flops<=0.3', 'params<=30K', 'latency<=2ms', 'accuracy>=0.95' (best accuracy among "
                              "them; 'best=flops' minimises FLOPs instead), 'searcher' (the searcher's own choice, "
-                             "where it has one), or 'auto': the searcher's choice where there is one, else best "
-                             "[auto]")
+                             "where it has one), 'knee' (where quality against FLOPs bends), or 'auto': the "
+                             "searcher's choice where there is one, else best [auto]")
     export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
     export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
     export.add_argument("--threads", type=int, help="torch threads [all cores, fewer beside busy ones]")
     export.add_argument("--trust-factory", action="store_true",
                         help="import the model or data factory the run's run.json names, to rebuild the model "
                              "(code runs only with this consent)")
+    add_view_commands(commands, quiet)
     return parser
 
 
@@ -239,6 +245,10 @@ def cmd_front(args: argparse.Namespace) -> int:
 
     from autoprune.api import open_run
 
+    if args.plot is not None:
+        from autoprune.views.commands import plot_front
+
+        plot_front(args.run_dir, args.plot)
     run = open_run(args.run_dir)
     table = run.trials if args.all else run.front
     if table.empty:
@@ -285,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    handlers = {"search": cmd_search, "front": cmd_front, "export": cmd_export}
+    handlers = {"search": cmd_search, "front": cmd_front, "export": cmd_export, **VIEW_HANDLERS}
     with handle_sigterm():  # a scheduler's, `docker stop`'s or `ray job stop`'s SIGTERM stops us as Ctrl-C does
         return _run_command(handlers[args.command], args)
 

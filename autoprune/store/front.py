@@ -38,7 +38,8 @@ def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: 
         metrics = record.get("metrics") or {}
         row: dict[str, Any] = {"trial_id": record["trial_id"], "status": record["status"],
                                "fidelity": record["fidelity"], "eval_samples": record.get("eval_samples"),
-                               "draw": record.get("draw", 0), "error": record.get("error")}
+                               "draw": record.get("draw", 0), "error": record.get("error"),
+                               "finished_at": record.get("finished_at", np.nan)}
         for column in METRIC_COLUMNS:
             row[column] = metrics.get(column, np.nan)
         for name, level in zip(group_names, record["levels"]):
