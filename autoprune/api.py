@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,23 +105,27 @@ class Run:
                         searcher=self.config.searcher)
 
     def export(self, out: str | Path, *, pick: str | int = "auto", steps: int | None = None,
-               threads: int | None = None) -> dict[str, Any]:
+               threads: int | None = None, export_format: str = "safetensors") -> dict[str, Any]:
         """Rebuild the picked trial, fine-tune it ``steps`` steps (default: the run's fidelity),
-        report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``.
+        report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``;
+        ``export_format="onnx"`` adds ``model.onnx``, checked against PyTorch in onnxruntime and
+        timed there (the recipe's ``onnx``; image models only).
 
         It runs in this process, with ``threads`` torch threads (default: as a local search
         chooses them, :func:`~autoprune.threads.evaluation_threads`), whatever the run's
         executor was."""
         from autoprune.export import export_trial
+        from autoprune.onnx_export import check_format
 
         if not isinstance(out, (str, os.PathLike)) or not str(out):
             raise UserError(f"export needs the path of an output folder, got {out!r}.")
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
             raise UserError(f"steps must be a whole number >= 0, got {steps!r}.")
+        check_format(export_format, language_model=self.quality.metric == "perplexity")
         check_factory_consent(self.config, self.path, trusted=self.trust_factory)
         row = self.pick(pick)
         with evaluation_threads(threads):
-            return export_trial(self, row, Path(out), steps=steps)
+            return export_trial(self, row, Path(out), steps=steps, export_format=export_format)
 
     def write_front(self) -> pd.DataFrame:
         front = self.front
@@ -321,6 +326,7 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, journal: 
     if note:
         logger.info(note)
     started = time.time()
+    _open_session(run, executor, config, started)
     stats = LoopStats()
     usage = None
     try:
@@ -354,6 +360,20 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, journal: 
     return run
 
 
+def _open_session(run: Run, executor: Executor, config: SearchConfig, started: float) -> None:
+    """Record in run.json that a session runs, where and on how many workers, so that
+    ``autoprune status`` can say so while it runs; :func:`_close_session` replaces the entry."""
+    run.info["sessions"].append({"started": started, "running": True, "host": socket.gethostname(),
+                                 "pid": os.getpid(), "executor": config.executor,
+                                 "worker_count": int(getattr(executor, "workers", 1))})
+    try:
+        update_run(run.path, run.info)
+    except OSError as exc:  # only status misses it; the session itself can go on
+        if exc.errno not in DISK_FULL:
+            raise
+        logger.warning("run.json of %s could not record the start of this session: %s", run.path, exc.strerror)
+
+
 def _close_session(run: Run, executor: Executor, lock: RunLock, stats: LoopStats, started: float,
                    usage: Any, searcher: Any, config: SearchConfig, journaled: int) -> None:
     """Close the workers, record the session in run.json (where the disk still lets us) and
@@ -364,7 +384,7 @@ def _close_session(run: Run, executor: Executor, lock: RunLock, stats: LoopStats
                    "replayed": stats.replayed, "stopped_by": stats.stopped_by}
         if usage is not None:
             session["workers"] = usage
-        run.info["sessions"].append(session)
+        run.info["sessions"][-1] = session  # in place of the open session's entry
         if stats.replayed >= journaled:
             run.info["config"], run.config = config.to_dict(), config
             run.info["incumbent"] = searcher.incumbent()

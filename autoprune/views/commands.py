@@ -1,4 +1,4 @@
-"""The CLI commands that look at runs: ``compare``, ``report``, and ``front --plot``.
+"""The CLI commands that look at runs: ``compare``, ``report``, ``status``, and ``front --plot``.
 
 Kept beside the views they drive so that :mod:`autoprune.cli` only registers them
 (:func:`add_commands`, :data:`HANDLERS`).
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
                  quiet: argparse.ArgumentParser) -> None:
-    """Register ``compare`` and ``report`` on the CLI's sub-command parser."""
+    """Register ``compare``, ``report`` and ``status`` on the CLI's sub-command parser."""
     compare = commands.add_parser("compare", parents=[quiet],
                                   help="compare runs of one model on one data set: fronts, hypervolume, best quality")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
@@ -26,6 +26,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
                                  help="write one self-contained HTML page about a run (plots, front, failures, setup)")
     report.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
     report.add_argument("--out", metavar="FILE.html", help="where to write the page [RUN_DIR/report.html]")
+
+    status = commands.add_parser("status", parents=[quiet],
+                                 help="how a run is doing (running or finished): trials, best, rate, time left")
+    status.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
 
 
 def plot_front(run_dir: str, plot: str) -> None:
@@ -77,4 +81,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"compare": cmd_compare, "report": cmd_report}
+def cmd_status(args: argparse.Namespace) -> int:
+    from autoprune.views.status import read_status
+
+    print(read_status(args.run_dir).describe())
+    return 0
+
+
+HANDLERS = {"compare": cmd_compare, "report": cmd_report, "status": cmd_status}
