@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "where it has one), 'knee' (where quality against FLOPs bends), or 'auto': the "
                              "searcher's choice where there is one, else best [auto]")
     export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
+    export.add_argument("--format", dest="export_format", default="safetensors", choices=("safetensors", "onnx"),
+                        help="onnx: also model.onnx, checked against PyTorch in onnxruntime and timed there "
+                             "(image models; needs the onnx extra) [safetensors]")
     export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
     export.add_argument("--threads", type=int, help="torch threads [all cores, fewer beside busy ones]")
     export.add_argument("--trust-factory", action="store_true",
@@ -277,7 +280,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = open_run(args.run_dir, trust_factory=args.trust_factory)
     row = run.pick(args.pick)
     out = Path(args.out) if args.out else run.path / f"export-trial-{int(row['trial_id'])}"
-    recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps, threads=args.threads)
+    recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps, threads=args.threads,
+                        export_format=args.export_format)
     m = recipe["metrics"]
     print(f"exported trial {recipe['trial_id']} to {out}")
     if run.quality.metric == "accuracy":
@@ -287,6 +291,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  test perplexity {m['test_perplexity']:.3f} (dense {recipe['dense_test']['perplexity']:.3f}); "
               f"held-out {m['perplexity']:.3f}, KL to dense {m['kl_to_dense']:.4f}")
     print(f"  FLOPs {m['flops']:,} MACs ({m['flops_ratio']:.3f} of dense), params {m['params']:,} ({m['params_ratio']:.3f})")
+    onnx = recipe.get("onnx")
+    if onnx:
+        print(f"  ONNX: {out / onnx['file']}, onnxruntime output within {onnx['max_abs_diff']:.2g} of PyTorch's "
+              f"(max abs difference on {onnx['checked_inputs']} test inputs); latency at batch "
+              f"{onnx['latency_batch_size']}: onnxruntime {onnx['onnxruntime_latency_ms']:.3g} ms, PyTorch "
+              f"{onnx['torch_latency_ms']:.3g} ms ({onnx['threads']} threads)")
     print(f"  load it with: python -c \"import autoprune; print(autoprune.load('{out}'))\"")
     return 0
 

@@ -45,12 +45,17 @@ if TYPE_CHECKING:
 RECIPE_FILE = "recipe.json"
 WEIGHTS_FILE = "model.safetensors"
 RECIPE_FORMAT = "autoprune-export/1"
+#: test samples the ONNX export is checked on against PyTorch
+ONNX_CHECK_SAMPLES = 256
 
 logger = logging.getLogger(__name__)
 
 
-def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) -> dict[str, Any]:
-    """Rebuild and fine-tune the trial in ``row``, measure it on the test split, write it to ``out``."""
+def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None,
+                 export_format: str = "safetensors") -> dict[str, Any]:
+    """Rebuild and fine-tune the trial in ``row``, measure it on the test split, write it to ``out``;
+    with ``export_format="onnx"`` also ``model.onnx``, checked and timed in onnxruntime
+    (:mod:`autoprune.onnx_export`; its summary in the recipe's ``onnx``)."""
     from autoprune.api import levels_of
     from autoprune.setup_run import check_same_space, prepare
 
@@ -87,7 +92,19 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
         "metrics": metrics,
         "dense": run.dense,
     }
-    write_export(out, evaluated.model.state_dict(), recipe)
+    if export_format != "onnx":
+        write_export(out, evaluated.model.state_dict(), recipe)
+        return recipe
+    from autoprune.onnx_export import ONNX_FILE, staged_onnx
+
+    logger.info("exporting to ONNX and checking it in onnxruntime")
+    inputs = data.normalize(data.test.x[:ONNX_CHECK_SAMPLES])
+    folder, recipe["onnx"] = staged_onnx(evaluated.model, inputs, latency_batch_size=run.config.latency_batch_size)
+    try:
+        write_export(out, evaluated.model.state_dict(), recipe,
+                     extra=lambda staging: shutil.copyfile(folder / ONNX_FILE, staging / ONNX_FILE))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return recipe
 
 
