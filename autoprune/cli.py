@@ -183,7 +183,7 @@ def _print_summary(run: Any) -> None:
     print(f"\nrun directory: {run.path}")
     print(f"trials: {len(trials)} ({ok} ok, {len(trials) - ok} failed); "
           f"this session evaluated {stats.evaluated}, replayed {stats.replayed}; stopped by {stats.stopped_by}")
-    usage = run.info["sessions"][-1].get("workers") if run.info["sessions"] else None
+    usage = run.record.sessions[-1].get("workers") if run.record.sessions else None
     if usage:
         print(f"workers: {usage['workers']} ({usage['executor']}), busy {usage['utilisation']:.0%} of the time; "
               f"{usage['retried']} evaluations retried, {usage['replaced']} workers replaced")
@@ -200,7 +200,7 @@ def _print_summary(run: Any) -> None:
           f"{quality.format(best[quality.metric])} at {best['flops_ratio']:.3f} of the dense FLOPs "
           f"(trial {int(best['trial_id'])})")
     _print_latency(run, front)
-    chosen = run.info.get("incumbent")
+    chosen = run.record.incumbent
     if chosen is not None:
         # a choice found long before the end says the search had stopped moving
         print(f"the searcher's choice: trial {chosen}, found {len(trials) - 1 - chosen} trials before the end "

@@ -36,6 +36,7 @@ from autoprune.models import MODEL_NAMES
 from autoprune.space.counting import count
 from autoprune.space.materialize import prune_to_indices
 from autoprune.store.files import check_writable_folder, write_json_atomic
+from autoprune.store.front import levels_of
 from autoprune.tasks import ModelSpec
 from autoprune.weights import load_weights, save_weights
 
@@ -56,7 +57,6 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None,
     """Rebuild and fine-tune the trial in ``row``, measure it on the test split, write it to ``out``;
     with ``export_format="onnx"`` also ``model.onnx``, checked and timed in onnxruntime
     (:mod:`autoprune.onnx_export`; its summary in the recipe's ``onnx``)."""
-    from autoprune.api import levels_of
     from autoprune.setup_run import check_same_space, prepare
 
     check_export_folder(out, steps)
@@ -65,9 +65,9 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None,
 
         return export_language_trial(run, row, out, steps=steps)
     # the run's latency tables, not new ones; and the data it was searched on
-    prepared = prepare(run.config, latency_model=run.latency_model, searched_data=run.info.get("data_fingerprint"))
-    check_same_space(run.info["space"], prepared.space, str(run.path))
-    levels = levels_of(row, prepared.space)
+    prepared = prepare(run.config, latency_model=run.latency_model, searched_data=run.record.data_fingerprint)
+    check_same_space(run.record.space, prepared.space, str(run.path))
+    levels = levels_of(row, prepared.space.group_names)
     fidelity = run.config.fidelity if steps is None else steps
     logger.info("fine-tuning trial %d for %d steps, then measuring it on the test split", int(row["trial_id"]), fidelity)
     evaluated = prepared.evaluator.run(levels, fidelity=fidelity, seed=run.config.seed)

@@ -143,7 +143,8 @@ def _onnx_latency_ms(session: Any, shape: tuple[int, ...], batch_size: int, repe
     return float(np.median(times))
 
 
-def staged_onnx(model: torch.nn.Module, inputs: torch.Tensor, *, latency_batch_size: int) -> tuple[Path, dict[str, Any]]:
+def staged_onnx(model: torch.nn.Module, inputs: torch.Tensor, *,
+                latency_batch_size: int) -> tuple[Path, dict[str, Any]]:
     """Export into a fresh temporary folder (the caller copies the file into the export and
     removes the folder); returns the folder and the summary. Nothing is left on failure."""
     folder = Path(tempfile.mkdtemp(prefix="autoprune-onnx-"))

@@ -65,7 +65,8 @@ def random_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from autoprune.store.lock import RunLock
 
     path = tmp_path_factory.mktemp("views") / "random"
-    assert main(["-q", "search", "--budget", "flops=0.4", "--trials", "8", *VIEW_RUN_FLAGS, "--run-dir", str(path)]) == 0
+    assert main(["-q", "search", "--budget", "flops=0.4", "--trials", "8", *VIEW_RUN_FLAGS,
+                 "--run-dir", str(path)]) == 0
     with RunLock.acquire(path):
         journal = Journal(path, writable=True)
         for trial_id, levels in ((8, 3), (9, 12)):

@@ -59,6 +59,11 @@ def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: 
     return table
 
 
+def levels_of(row: pd.Series, group_names: list[str]) -> np.ndarray:
+    """The level vector of a trial-table row (its ``level:<group>`` columns, in ``group_names`` order)."""
+    return np.array([int(row[f"level:{name}"]) for name in group_names], dtype=np.int64)
+
+
 def _minimised(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...]) -> np.ndarray:
     columns = [table[c].to_numpy(dtype=float) * (-1.0 if d == "max" else 1.0) for c, d in objectives]
     return np.column_stack(columns)

@@ -28,9 +28,8 @@ def check_comparable(snaps: list[Snapshot]) -> None:
         raise UserError("compare needs at least two run directories, e.g. `autoprune compare RUN1 RUN2`.")
     first = snaps[0]
     for snap in snaps[1:]:
-        for what, mine, theirs in (("model", first.run.info.get("model_spec"), snap.run.info.get("model_spec")),
-                                   ("data", first.run.info.get("data_fingerprint"),
-                                    snap.run.info.get("data_fingerprint")),
+        for what, mine, theirs in (("model", first.run.record.model_spec, snap.run.record.model_spec),
+                                   ("data", first.run.record.data_fingerprint, snap.run.record.data_fingerprint),
                                    ("quality metric", first.quality.metric, snap.quality.metric)):
             if mine != theirs:
                 raise UserError(f"{snap.path!r} was searched on a different {what} than {first.path!r}; "
@@ -41,7 +40,7 @@ def check_comparable(snaps: list[Snapshot]) -> None:
 
 def search_seconds(snap: Snapshot) -> float:
     """Wall time the run's sessions spent, or, while its first session runs, the span of its trials."""
-    sessions = [s for s in snap.run.info.get("sessions", []) if isinstance(s, dict)]
+    sessions = [s for s in snap.run.record.sessions if isinstance(s, dict)]
     recorded = sum(float(s.get("seconds") or 0.0) for s in sessions)
     if recorded > 0:
         return recorded

@@ -86,8 +86,8 @@ def _summary(snap: Snapshot) -> dict[str, Any]:
 
 
 def _choice(snap: Snapshot) -> str:
-    chosen = snap.run.info.get("incumbent")
-    options = snap.run.info.get("searcher") or {}
+    chosen = snap.run.record.incumbent
+    options = snap.run.record.searcher
     lines = [f"<p>Searcher <b>{html.escape(snap.searcher)}</b>; its options:</p>", _definitions(options)]
     if chosen is None:
         lines.append("<p class='muted'>It keeps no choice of its own (or has not chosen yet); "
@@ -127,11 +127,11 @@ def _progress_table(snap: Snapshot) -> str:
 
 def render_report(snap: Snapshot) -> str:
     """The report of ``snap`` as one HTML document (see the module docstring)."""
-    info = snap.run.info
+    record = snap.run.record
     title = f"autoprune run {snap.name}"
     sections = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class='muted'>{html.escape(snap.path)}; created {html.escape(str(info.get('created_at', '?')))}; "
+        f"<p class='muted'>{html.escape(snap.path)}; created {html.escape(str(record.created_at or '?'))}; "
         f"report written {datetime.now(timezone.utc).isoformat(timespec='seconds')} by autoprune {__version__}. "
         "FLOPs are multiply-accumulates (MACs) per input.</p>",
         "<h2>Summary</h2>", _definitions(_summary(snap)),
@@ -146,8 +146,8 @@ def render_report(snap: Snapshot) -> str:
         "<h2>The searcher's choice</h2>", _choice(snap),
         "<h2>Failed trials</h2>", _failures(snap),
         "<h2>Configuration</h2>", _definitions(snap.run.config.to_dict()),
-        "<h2>Environment</h2>", _definitions(info.get("environment") or {}),
-        "<h2>Sessions</h2>", _definitions({f"session {i + 1}": s for i, s in enumerate(info.get("sessions", []))}),
+        "<h2>Environment</h2>", _definitions(record.environment),
+        "<h2>Sessions</h2>", _definitions({f"session {i + 1}": s for i, s in enumerate(record.sessions)}),
     ]
     body = "\n".join(sections)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -52,7 +52,7 @@ class Snapshot:
 
     @property
     def model_name(self) -> str:
-        spec = self.run.info.get("model_spec") or {}
+        spec = self.run.record.model_spec or {}
         return str(spec.get("name") or self.run.config.model)
 
     @property
@@ -114,7 +114,8 @@ def progress(trials: pd.DataFrame, dense: dict[str, float], quality: Quality) ->
         return pd.DataFrame(columns=["trials", "seconds", "best", "hypervolume"])
     ordered = trials.sort_values(["finished_at", "trial_id"], na_position="last", kind="stable")
     times = ordered["finished_at"].to_numpy(dtype=float)
-    start = np.nanmin(times - ordered["seconds"].fillna(0).to_numpy(dtype=float)) if np.isfinite(times).any() else np.nan
+    began = times - ordered["seconds"].fillna(0).to_numpy(dtype=float)  # when each trial started
+    start = np.nanmin(began) if np.isfinite(times).any() else np.nan
     objectives = objectives_for(quality)
     rows = []
     for n in np.unique(np.linspace(1, len(ordered), min(PROGRESS_POINTS, len(ordered))).round().astype(int)):

@@ -91,13 +91,13 @@ class Status:
             lines.append(f"best so far: {quality.label} {quality.format(best[quality.metric])} (trial "
                          f"{int(best['trial_id'])}) at {best['flops_ratio']:.3f} of the dense FLOPs; front: "
                          f"{len(snap.front)} models, hypervolume {snap.hypervolume:.4f}")
-        chosen = snap.run.info.get("incumbent")
+        chosen = snap.run.record.incumbent
         if chosen is not None and not self.running:
             lines.append(f"the searcher's choice: trial {chosen}")
         return "\n".join(lines)
 
     def _state(self) -> str:
-        sessions = self.snap.run.info.get("sessions") or []
+        sessions = self.snap.run.record.sessions
         session = self.session
         if session is None:
             return "state: no session has started yet"
@@ -114,8 +114,10 @@ class Status:
             return (f"state: running: session {number} since {since} "
                     f"({_duration(self.now - float(session['started']))}), {where}{check}")
         workers = session.get("workers") or {}
-        used = (f", {workers.get('workers')} {workers.get('executor')} workers busy "
-                f"{float(workers.get('utilisation', 0)):.0%} of the time") if isinstance(workers, dict) and workers else ""
+        used = ""
+        if isinstance(workers, dict) and workers:
+            used = (f", {workers.get('workers')} {workers.get('executor')} workers busy "
+                    f"{float(workers.get('utilisation', 0)):.0%} of the time")
         return (f"state: not running; {number} session{'' if number == 1 else 's'}, the last started {since}, "
                 f"ran {_duration(float(session.get('seconds', 0)))}, ended by: {session.get('stopped_by') or '?'}"
                 f"{used}")
@@ -148,6 +150,6 @@ def _alive(session: dict[str, Any] | None) -> bool | None:
 def read_status(run_dir: Any) -> Status:
     """The status of the run at ``run_dir`` (a run without trials yet is fine)."""
     snap = take(run_dir, need_trials=False)
-    sessions = [s for s in snap.run.info.get("sessions") or [] if isinstance(s, dict)]
+    sessions = [s for s in snap.run.record.sessions if isinstance(s, dict)]
     session = sessions[-1] if sessions else None
     return Status(snap=snap, now=time.time(), session=session, alive=_alive(session))
