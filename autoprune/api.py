@@ -331,14 +331,14 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, journal: 
     if note:
         logger.info(note)
     started = time.time()
-    _open_session(run, executor, config, started)
-    # the front kept trial by trial: rewriting it from the whole journal each time made runs quadratic
-    keeper = FrontKeeper(path=run.path, group_names=run.space.group_names, limits=run.limits,
-                         latency_model=run.latency_model, objectives=objectives_for(run.quality),
-                         records=journal.records.values())
     stats = LoopStats()
     usage = None
     try:
+        _open_session(run, executor, config, started)
+        # the front kept trial by trial: rewriting it from the whole journal each time made runs quadratic
+        keeper = FrontKeeper(path=run.path, group_names=run.space.group_names, limits=run.limits,
+                             latency_model=run.latency_model, objectives=objectives_for(run.quality),
+                             records=journal.records.values())
         run_loop(
             searcher=searcher, executor=executor, journal=journal, trials=config.trials,
             default_fidelity=config.fidelity, seed=config.seed, time_limit=config.time_limit,
