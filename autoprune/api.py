@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from autoprune.config import SearchConfig
@@ -30,12 +30,13 @@ from autoprune.searchers.base import TRIAL
 from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, objectives_for, pareto_front, trials_table
-from autoprune.store.quality import quality_of
+from autoprune.store.front_keeper import FrontKeeper
+from autoprune.store.quality import Quality
+from autoprune.store.record import RunRecord
 from autoprune.store.journal import Journal
 from autoprune.threads import evaluation_threads
 from autoprune.store.lock import RunLock
-from autoprune.store.run_dir import (DISK_FULL, check_new_run_dir, create_run, read_run, section_error, update_run,
-                                     write_front)
+from autoprune.store.run_dir import DISK_FULL, check_new_run_dir, section_error, write_front
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,9 @@ class Run:
         if not isinstance(trust_factory, bool):
             raise UserError(f"trust_factory must be True or False, got {trust_factory!r}.")
         self.trust_factory = trust_factory
-        self.info = read_run(self.path)
-        self.config = SearchConfig.from_dict(self.info["config"], source=f"{self.path}/run.json")
-        for section in ("space", "latency_model", "limits", "dense", "quality"):
+        self.record = RunRecord.read(self.path)
+        self.config = SearchConfig.from_dict(self.record.config, source=f"{self.path}/run.json")
+        for section in ("space", "latency_model"):
             try:
                 self._read_section(section)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -65,16 +66,27 @@ class Run:
 
     def _read_section(self, section: str) -> None:
         if section == "space":
-            self.space = SearchSpace.from_dict(self.info["space"])
-        elif section == "latency_model":
-            stored_latency = self.info.get("latency_model")
-            self.latency_model = LatencyModel.from_dict(stored_latency) if stored_latency else None
-        elif section == "quality":
-            self.quality = quality_of(self.info)
-        elif section == "limits":
-            self.limits: dict[str, float] = {str(k): _number(v) for k, v in self.info["limits"].items()}
+            self.space = SearchSpace.from_dict(self.record.space)
         else:
-            self.dense: dict[str, float] = {str(k): _number(v) for k, v in self.info["dense"].items()}
+            stored_latency = self.record.latency_model
+            self.latency_model = LatencyModel.from_dict(stored_latency) if stored_latency else None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """run.json as a mapping (a copy: the run is changed through :attr:`record`)."""
+        return self.record.to_dict()
+
+    @property
+    def quality(self) -> Quality:
+        return self.record.quality
+
+    @property
+    def limits(self) -> dict[str, float]:
+        return self.record.limits
+
+    @property
+    def dense(self) -> dict[str, float]:
+        return self.record.dense
 
     @property
     def trials(self) -> pd.DataFrame:
@@ -101,27 +113,31 @@ class Run:
         if isinstance(spec, str) and not spec.strip():
             raise UserError("pick is empty; give a trial id, 'best', 'auto' or constraints such as 'flops<=0.3'.")
         return pick_row(self.trials, self.front, spec, self.dense, quality=self.quality,
-                        incumbent=self.info.get("incumbent"),
+                        incumbent=self.record.incumbent,
                         searcher=self.config.searcher)
 
     def export(self, out: str | Path, *, pick: str | int = "auto", steps: int | None = None,
-               threads: int | None = None) -> dict[str, Any]:
+               threads: int | None = None, export_format: str = "safetensors") -> dict[str, Any]:
         """Rebuild the picked trial, fine-tune it ``steps`` steps (default: the run's fidelity),
-        report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``.
+        report its test accuracy, and write ``model.safetensors`` and ``recipe.json`` to ``out``;
+        ``export_format="onnx"`` adds ``model.onnx``, checked against PyTorch in onnxruntime and
+        timed there (the recipe's ``onnx``; image models only).
 
         It runs in this process, with ``threads`` torch threads (default: as a local search
         chooses them, :func:`~autoprune.threads.evaluation_threads`), whatever the run's
         executor was."""
         from autoprune.export import export_trial
+        from autoprune.onnx_export import check_format
 
         if not isinstance(out, (str, os.PathLike)) or not str(out):
             raise UserError(f"export needs the path of an output folder, got {out!r}.")
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
             raise UserError(f"steps must be a whole number >= 0, got {steps!r}.")
+        check_format(export_format, language_model=self.quality.metric == "perplexity")
         check_factory_consent(self.config, self.path, trusted=self.trust_factory)
         row = self.pick(pick)
         with evaluation_threads(threads):
-            return export_trial(self, row, Path(out), steps=steps)
+            return export_trial(self, row, Path(out), steps=steps, export_format=export_format)
 
     def write_front(self) -> pd.DataFrame:
         front = self.front
@@ -130,12 +146,6 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, trials={len(Journal(self.path))})"
-
-
-def _number(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a number")
-    return value
 
 
 def _run_path(path: Any, what: str) -> Path:
@@ -188,25 +198,25 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
     try:
         searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
                                  options=config.searcher_options)
-        lock = create_run(path, {
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "config": config.to_dict(),
-            "searcher": searcher.options(),
-            "evaluator": prepared.evaluator_record(),
-            "quality": prepared.quality.to_dict(),
-            "weights": prepared.task.weights_source,
-            "data_fingerprint": prepared.data_fingerprint,
-            "model_spec": prepared.task.model_spec.to_dict(),
-            "never_prune": list(prepared.task.space_config.never_prune),
-            "dense": prepared.dense_metrics,
-            "dense_latency": prepared.dense_latency,
-            "limits": prepared.constraints.to_dict(),
-            "space": prepared.space.to_dict(),
-            "latency_model": (prepared.constraints.latency_model.to_dict()
-                              if prepared.constraints.latency_model is not None else None),
-            "environment": environment(),
-            "sessions": [],
-        })
+        lock = RunRecord(
+            created_at=datetime.now(timezone.utc).isoformat(),
+            config=config.to_dict(),
+            searcher=searcher.options(),
+            evaluator=prepared.evaluator_record(),
+            quality=prepared.quality,
+            weights=prepared.task.weights_source,
+            data_fingerprint=prepared.data_fingerprint,
+            model_spec=prepared.task.model_spec.to_dict(),
+            never_prune=list(prepared.task.space_config.never_prune),
+            dense=prepared.dense_metrics,
+            dense_latency=prepared.dense_latency,
+            limits=prepared.constraints.to_dict(),
+            space=prepared.space.to_dict(),
+            latency_model=(prepared.constraints.latency_model.to_dict()
+                           if prepared.constraints.latency_model is not None else None),
+            environment=environment(),
+            sessions=[],
+        ).create(path)
     except BaseException:
         executor.close()
         raise
@@ -250,11 +260,11 @@ def resume(run_dir: str | Path, *, progress: bool = True, trust_factory: bool = 
 
 
 def _resume_locked(run: Run, lock: RunLock, *, progress: bool, changes: dict[str, Any]) -> Run:
-    run.info = read_run(run.path)  # as it is now that we hold the run: another writer may have ended since
+    run.record = RunRecord.read(run.path)  # as it is now that we hold the run: another writer may have ended since
     journal = Journal(run.path, writable=True)  # refuses a damaged journal, cuts a torn last line
     config = run.config
     done = len(journal)  # a count: no need to build the trials table
-    recorded = sum(int(session.get("evaluated", 0)) for session in run.info["sessions"] if isinstance(session, dict))
+    recorded = sum(int(session.get("evaluated", 0)) for session in run.record.sessions if isinstance(session, dict))
     if done < recorded:  # sessions record what they journaled: fewer lines means the file lost some
         logger.warning("%s holds %d trials, but the run's sessions journaled %d: %d were lost (the file was "
                        "truncated or replaced); they are evaluated again", journal.path, done, recorded,
@@ -276,10 +286,10 @@ def _continue(run: Run, config: SearchConfig, journal: Journal, lock: RunLock, *
     from autoprune.setup_run import check_same_model, check_same_space, prepare
 
     prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator),
-                       latency_model=run.latency_model, searched_data=run.info.get("data_fingerprint"))
+                       latency_model=run.latency_model, searched_data=run.record.data_fingerprint)
     try:
-        check_same_space(run.info["space"], prepared.space, str(run.path))
-        check_same_model(run.info.get("model_spec"), prepared, str(run.path))
+        check_same_space(run.record.space, prepared.space, str(run.path))
+        check_same_model(run.record.model_spec, prepared, str(run.path))
         searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
                                  options=config.searcher_options)
     except BaseException:
@@ -326,11 +336,17 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, journal: 
     stats = LoopStats()
     usage = None
     try:
+        _open_session(run, executor, config, started)
+        # the front kept trial by trial: rewriting it from the whole journal each time made runs quadratic
+        keeper = FrontKeeper(path=run.path, group_names=run.space.group_names, limits=run.limits,
+                             latency_model=run.latency_model, objectives=objectives_for(run.quality),
+                             records=journal.records.values())
         run_loop(
             searcher=searcher, executor=executor, journal=journal, trials=config.trials,
             default_fidelity=config.fidelity, seed=config.seed, time_limit=config.time_limit,
             checkpoints=CheckpointStore(run.path / "checkpoints"),
-            on_result=lambda _r: run.write_front(), progress=progress, stats=stats,
+            on_result=lambda result: keeper.add(journal.records[result.trial_id]),
+            progress=progress, stats=stats,
         )
         usage = executor.utilisation()
     except BaseException as exc:
@@ -356,6 +372,20 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, journal: 
     return run
 
 
+def _open_session(run: Run, executor: Executor, config: SearchConfig, started: float) -> None:
+    """Record in run.json that a session runs, where and on how many workers, so that
+    ``autoprune status`` can say so while it runs; :func:`_close_session` replaces the entry."""
+    run.record.sessions.append({"started": started, "running": True, "host": socket.gethostname(),
+                                 "pid": os.getpid(), "executor": config.executor,
+                                 "worker_count": int(getattr(executor, "workers", 1))})
+    try:
+        run.record.write(run.path)
+    except OSError as exc:  # only status misses it; the session itself can go on
+        if exc.errno not in DISK_FULL:
+            raise
+        logger.warning("run.json of %s could not record the start of this session: %s", run.path, exc.strerror)
+
+
 def _close_session(run: Run, executor: Executor, lock: RunLock, stats: LoopStats, started: float,
                    usage: Any, searcher: Any, config: SearchConfig, journaled: int) -> None:
     """Close the workers, record the session in run.json (where the disk still lets us) and
@@ -366,15 +396,15 @@ def _close_session(run: Run, executor: Executor, lock: RunLock, stats: LoopStats
                    "replayed": stats.replayed, "stopped_by": stats.stopped_by}
         if usage is not None:
             session["workers"] = usage
-        run.info["sessions"].append(session)
+        run.record.sessions[-1] = session  # in place of the open session's entry
         if stats.replayed >= journaled:
-            run.info["config"], run.config = config.to_dict(), config
-            run.info["incumbent"] = searcher.incumbent()
+            run.record.config, run.config = config.to_dict(), config
+            run.record.incumbent = searcher.incumbent()
             report = searcher.report()
             if report:
-                run.info["searcher_report"] = report
+                run.record.searcher_report = report
         try:
-            update_run(run.path, run.info)
+            run.record.write(run.path)
         except OSError as exc:  # the journal is what counts; run.json keeps its last whole version
             if exc.errno not in DISK_FULL:
                 raise
@@ -408,11 +438,6 @@ def load_tokenizer(path: str | Path):  # noqa: ANN201 (a transformers tokenizer)
     from autoprune.llm.export import load_tokenizer as read_tokenizer
 
     return read_tokenizer(folder)
-
-
-def levels_of(row: pd.Series, space: SearchSpace) -> np.ndarray:
-    """The level vector of a trial-table row."""
-    return np.array([int(row[f"level:{name}"]) for name in space.group_names], dtype=np.int64)
 
 
 __all__ = ["Run", "UserError", "load", "load_tokenizer", "open_run", "resume", "search"]

@@ -1,4 +1,5 @@
-"""``autoprune`` command line: ``search``, ``front``, ``export``.
+"""``autoprune`` command line: ``search``, ``front``, ``export``; ``compare``, ``report``, ``status``
+(:mod:`autoprune.views.commands`).
 
 Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 """
@@ -19,6 +20,8 @@ from autoprune import __version__
 from autoprune.errors import UserError
 from autoprune.interrupts import Terminated, handle_sigterm
 from autoprune.searchers import SEARCHERS
+from autoprune.views.commands import HANDLERS as VIEW_HANDLERS
+from autoprune.views.commands import add_commands as add_view_commands
 
 logger = logging.getLogger("autoprune")
 
@@ -92,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     front = commands.add_parser("front", parents=[quiet], help="print the Pareto front of a run")
     front.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
     front.add_argument("--all", action="store_true", help="print every trial, not only the front")
+    front.add_argument("--plot", metavar="FILE.png",
+                       help="also draw quality against FLOPs over every trial, with the front, into this PNG file")
 
     export = commands.add_parser("export", parents=[quiet], help="write a picked model as safetensors plus a JSON recipe")
     export.add_argument("run_dir", help="a run directory, as `autoprune search` printed it")
@@ -99,14 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trial id, 'best' (best held-out accuracy on the front), constraints such as "
                              "'flops<=0.3', 'params<=30K', 'latency<=2ms', 'accuracy>=0.95' (best accuracy among "
                              "them; 'best=flops' minimises FLOPs instead), 'searcher' (the searcher's own choice, "
-                             "where it has one), or 'auto': the searcher's choice where there is one, else best "
-                             "[auto]")
+                             "where it has one), 'knee' (where quality against FLOPs bends), or 'auto': the "
+                             "searcher's choice where there is one, else best [auto]")
     export.add_argument("--out", help="output folder [RUN_DIR/export-trial-ID]")
+    export.add_argument("--format", dest="export_format", default="safetensors", choices=("safetensors", "onnx"),
+                        help="onnx: also model.onnx, checked against PyTorch in onnxruntime and timed there "
+                             "(image models; needs the onnx extra) [safetensors]")
     export.add_argument("--steps", type=int, help="fine-tuning steps before export [the run's fidelity]")
     export.add_argument("--threads", type=int, help="torch threads [all cores, fewer beside busy ones]")
     export.add_argument("--trust-factory", action="store_true",
                         help="import the model or data factory the run's run.json names, to rebuild the model "
                              "(code runs only with this consent)")
+    add_view_commands(commands, quiet)
     return parser
 
 
@@ -180,9 +189,9 @@ def _print_summary(run: Any) -> None:
         failed = int((measurements["status"] != "ok").sum())
         print(f"measurements: {len(measurements)} ({failed} failed), the searcher's probes: journaled, "
               "never on the front")
-    for line in _report_lines(run.info.get("searcher_report")):
+    for line in _report_lines(run.record.searcher_report):
         print(line)
-    usage = run.info["sessions"][-1].get("workers") if run.info["sessions"] else None
+    usage = run.record.sessions[-1].get("workers") if run.record.sessions else None
     if usage:
         print(f"workers: {usage['workers']} ({usage['executor']}), busy {usage['utilisation']:.0%} of the time; "
               f"{usage['retried']} evaluations retried, {usage['replaced']} workers replaced")
@@ -199,7 +208,7 @@ def _print_summary(run: Any) -> None:
           f"{quality.format(best[quality.metric])} at {best['flops_ratio']:.3f} of the dense FLOPs "
           f"(trial {int(best['trial_id'])})")
     _print_latency(run, front)
-    chosen = run.info.get("incumbent")
+    chosen = run.record.incumbent
     if chosen is not None:
         # a choice found long before the end says the search had stopped moving
         print(f"the searcher's choice: trial {chosen}, found {len(trials) - 1 - chosen} trials before the end "
@@ -255,6 +264,10 @@ def cmd_front(args: argparse.Namespace) -> int:
 
     from autoprune.api import open_run
 
+    if args.plot is not None:
+        from autoprune.views.commands import plot_front
+
+        plot_front(args.run_dir, args.plot)
     run = open_run(args.run_dir)
     table = run.trials if args.all else run.front
     if table.empty:
@@ -283,7 +296,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = open_run(args.run_dir, trust_factory=args.trust_factory)
     row = run.pick(args.pick)
     out = Path(args.out) if args.out else run.path / f"export-trial-{int(row['trial_id'])}"
-    recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps, threads=args.threads)
+    recipe = run.export(out, pick=int(row["trial_id"]), steps=args.steps, threads=args.threads,
+                        export_format=args.export_format)
     m = recipe["metrics"]
     print(f"exported trial {recipe['trial_id']} to {out}")
     if run.quality.metric == "accuracy":
@@ -293,6 +307,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  test perplexity {m['test_perplexity']:.3f} (dense {recipe['dense_test']['perplexity']:.3f}); "
               f"held-out {m['perplexity']:.3f}, KL to dense {m['kl_to_dense']:.4f}")
     print(f"  FLOPs {m['flops']:,} MACs ({m['flops_ratio']:.3f} of dense), params {m['params']:,} ({m['params_ratio']:.3f})")
+    onnx = recipe.get("onnx")
+    if onnx:
+        print(f"  ONNX: {out / onnx['file']}, onnxruntime output within {onnx['max_abs_diff']:.2g} of PyTorch's "
+              f"(max abs difference on {onnx['checked_inputs']} test inputs); latency at batch "
+              f"{onnx['latency_batch_size']}: onnxruntime {onnx['onnxruntime_latency_ms']:.3g} ms, PyTorch "
+              f"{onnx['torch_latency_ms']:.3g} ms ({onnx['threads']} threads)")
     print(f"  load it with: python -c \"import autoprune; print(autoprune.load('{out}'))\"")
     return 0
 
@@ -301,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    handlers = {"search": cmd_search, "front": cmd_front, "export": cmd_export}
+    handlers = {"search": cmd_search, "front": cmd_front, "export": cmd_export, **VIEW_HANDLERS}
     with handle_sigterm():  # a scheduler's, `docker stop`'s or `ray job stop`'s SIGTERM stops us as Ctrl-C does
         return _run_command(handlers[args.command], args)
 

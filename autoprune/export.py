@@ -36,6 +36,7 @@ from autoprune.models import MODEL_NAMES
 from autoprune.space.counting import count
 from autoprune.space.materialize import prune_to_indices
 from autoprune.store.files import check_writable_folder, write_json_atomic
+from autoprune.store.front import levels_of
 from autoprune.tasks import ModelSpec
 from autoprune.weights import load_weights, save_weights
 
@@ -45,13 +46,17 @@ if TYPE_CHECKING:
 RECIPE_FILE = "recipe.json"
 WEIGHTS_FILE = "model.safetensors"
 RECIPE_FORMAT = "autoprune-export/1"
+#: test samples the ONNX export is checked on against PyTorch
+ONNX_CHECK_SAMPLES = 256
 
 logger = logging.getLogger(__name__)
 
 
-def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) -> dict[str, Any]:
-    """Rebuild and fine-tune the trial in ``row``, measure it on the test split, write it to ``out``."""
-    from autoprune.api import levels_of
+def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None,
+                 export_format: str = "safetensors") -> dict[str, Any]:
+    """Rebuild and fine-tune the trial in ``row``, measure it on the test split, write it to ``out``;
+    with ``export_format="onnx"`` also ``model.onnx``, checked and timed in onnxruntime
+    (:mod:`autoprune.onnx_export`; its summary in the recipe's ``onnx``)."""
     from autoprune.setup_run import check_same_space, prepare
 
     check_export_folder(out, steps)
@@ -60,9 +65,9 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
 
         return export_language_trial(run, row, out, steps=steps)
     # the run's latency tables, not new ones; and the data it was searched on
-    prepared = prepare(run.config, latency_model=run.latency_model, searched_data=run.info.get("data_fingerprint"))
-    check_same_space(run.info["space"], prepared.space, str(run.path))
-    levels = levels_of(row, prepared.space)
+    prepared = prepare(run.config, latency_model=run.latency_model, searched_data=run.record.data_fingerprint)
+    check_same_space(run.record.space, prepared.space, str(run.path))
+    levels = levels_of(row, prepared.space.group_names)
     fidelity = run.config.fidelity if steps is None else steps
     logger.info("fine-tuning trial %d for %d steps, then measuring it on the test split", int(row["trial_id"]), fidelity)
     evaluated = prepared.evaluator.run(levels, fidelity=fidelity, seed=run.config.seed)
@@ -87,7 +92,19 @@ def export_trial(run: "Run", row: pd.Series, out: Path, *, steps: int | None) ->
         "metrics": metrics,
         "dense": run.dense,
     }
-    write_export(out, evaluated.model.state_dict(), recipe)
+    if export_format != "onnx":
+        write_export(out, evaluated.model.state_dict(), recipe)
+        return recipe
+    from autoprune.onnx_export import ONNX_FILE, staged_onnx
+
+    logger.info("exporting to ONNX and checking it in onnxruntime")
+    inputs = data.normalize(data.test.x[:ONNX_CHECK_SAMPLES])
+    folder, recipe["onnx"] = staged_onnx(evaluated.model, inputs, latency_batch_size=run.config.latency_batch_size)
+    try:
+        write_export(out, evaluated.model.state_dict(), recipe,
+                     extra=lambda staging: shutil.copyfile(folder / ONNX_FILE, staging / ONNX_FILE))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return recipe
 
 

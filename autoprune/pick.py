@@ -12,6 +12,9 @@ Spec grammar (clauses joined by commas or spaces; keys and units as in budgets):
     accuracy>=0.95                 held-out accuracy
     perplexity<=20 | kl<=0.5       a language model's held-out perplexity, KL to the dense model
     best=flops                     optimise another objective (the quality by default)
+    knee                           the front member where quality against FLOPs bends
+                                   (rule: :mod:`autoprune.knee`); with constraints, the
+                                   knee of the members that meet them
     searcher                       the searcher's own choice (darwin: its last parent),
                                    which weighs the searcher's evidence rather than one score
     auto                           ``searcher`` where the run's searcher keeps a choice, else
@@ -32,6 +35,7 @@ import re
 import pandas as pd
 
 from autoprune.errors import UserError
+from autoprune.knee import knee_row
 from autoprune.space.budget import COUNT_SUFFIX, TIME_SUFFIX, parse_quantity
 from autoprune.store.quality import ACCURACY, Quality
 
@@ -74,12 +78,16 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
     candidates = front
     objective, ascending = quality.metric, not quality.higher_is_better
     used: list[str] = []
+    knee = False
     # spaces around an operator or before a unit belong to the clause; other spaces separate
     # clauses, as commas do
     compact = re.sub(r"\s*(<=|>=|<|>|=)\s*", r"\1", text)
     compact = re.sub(r"(\d)\s+(us|ms|s|k|m|g|t)(?=[,\s]|$)", r"\1\2", compact)
     for clause in filter(None, re.split(r"[,\s]+", compact)):
         if clause == "best":
+            continue
+        if clause == "knee":
+            knee = True
             continue
         if clause.startswith("best="):
             key = clause.split("=", 1)[1].strip()
@@ -97,6 +105,10 @@ def pick_row(trials: pd.DataFrame, front: pd.DataFrame, spec: str | int, dense: 
         used.append(match.group(1))
     if candidates.empty:
         raise UserError(f"no front member satisfies --pick {said!r}; {_front_range(front, used, dense)}.")
+    if knee:
+        if (objective, ascending) != (quality.metric, not quality.higher_is_better):
+            raise UserError(f"--pick {said!r}: knee and best= each choose the member; give one of them.")
+        return knee_row(candidates, quality)
     return candidates.sort_values([objective, "trial_id"], ascending=[ascending, True]).iloc[0]
 
 

@@ -37,7 +37,7 @@ import torch
 from scipy.stats import kendalltau
 
 import autoprune
-from autoprune.api import levels_of
+from autoprune.store.front import levels_of
 from autoprune.store.front import last_stage, mean_over_draws
 from autoprune.tasks import prepare_task
 from proxy_fidelity import command_and_machine, command_line, markdown
@@ -59,7 +59,7 @@ def finalists(run: autoprune.Run, top: int) -> pd.DataFrame:
     picks = {}
     for role, spec in (("searcher", "searcher"), ("front_best", "best")):
         try:
-            picks[role] = levels_of(run.pick(spec), run.space)
+            picks[role] = levels_of(run.pick(spec), run.space.group_names)
         except autoprune.UserError:  # a searcher without a choice of its own
             continue
     is_pick = {role: (candidates[level_columns].to_numpy() == levels).all(axis=1) for role, levels in picks.items()}
@@ -145,7 +145,7 @@ def main() -> None:
         if key not in tasks:
             tasks[key] = prepare_task(model=run.config.model, data=run.config.data)
         for _, candidate in finalists(run, args.top).iterrows():
-            levels = levels_of(candidate, run.space)
+            levels = levels_of(candidate, run.space.group_names)
             if (str(run_dir), tuple(int(v) for v in levels)) in done:
                 continue
             test_acc, val_acc, seconds = final_accuracy(tasks[key], run, levels, args, run.config.seed)

@@ -102,7 +102,8 @@ def study_model(name: str, image_size: int, channels: int, args) -> tuple[list[d
 
 def front_speedups(run_dir: Path, args) -> list[dict]:
     """Measured speed-up against FLOPs reduction of every member of a run's Pareto front."""
-    from autoprune.api import levels_of, open_run
+    from autoprune.api import open_run
+    from autoprune.store.front import levels_of
     from autoprune.setup_run import prepare
 
     run = open_run(run_dir)
@@ -115,7 +116,7 @@ def front_speedups(run_dir: Path, args) -> list[dict]:
     for batch in args.batch_sizes:
         dense_ms = measure_latency(dense, data.input_shape, batch_size=batch, repeats=args.repeats).median_ms
         for _, row in front.iterrows():
-            levels = levels_of(row, space)
+            levels = levels_of(row, space.group_names)
             model = materialize(dense, space, levels, example, never_prune=never)[0]
             ms = measure_latency(model, data.input_shape, batch_size=batch, repeats=args.repeats).median_ms
             flops_ratio = float(space.relative_cost("flops", levels))

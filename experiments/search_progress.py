@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 import autoprune
-from autoprune.api import levels_of
+from autoprune.store.front import levels_of
 from autoprune.store.front import last_stage, mean_over_draws
 from autoprune.tasks import prepare_task
 from finalist_retraining import group_of
@@ -67,9 +67,9 @@ def patience_stop(run: autoprune.Run, patience: int) -> int | None:
     """Where darwin with ``patience`` would have stopped: it runs as this run did until
     its parent has won ``patience`` generations in a row. None: not within this run."""
     first_parent = run.trials[run.trials["trial_id"] == int(run.info["searcher"]["offspring"])].iloc[0]
-    parent, kept = levels_of(first_parent, run.space), 0  # the first ask ends with the first parent
+    parent, kept = levels_of(first_parent, run.space.group_names), 0  # the first ask ends with the first parent
     for end in generation_ends(run):
-        winner = levels_of(choice_after(run, end), run.space)
+        winner = levels_of(choice_after(run, end), run.space.group_names)
         kept = kept + 1 if np.array_equal(winner, parent) else 0
         parent = winner
         if kept >= patience:
@@ -87,7 +87,7 @@ def check_run(run: autoprune.Run) -> None:
     if incumbent is not None:  # the reconstruction must agree with what the searcher said
         last = choice_after(run, len(run.trials))
         chosen = run.trials[run.trials["trial_id"] == incumbent].iloc[0]
-        if not np.array_equal(levels_of(last, run.space), levels_of(chosen, run.space)):
+        if not np.array_equal(levels_of(last, run.space.group_names), levels_of(chosen, run.space.group_names)):
             raise SystemExit(f"{run.path}: the running best disagrees with the searcher's incumbent")
 
 
@@ -180,7 +180,7 @@ def main() -> None:
             choice = choice_after(run, at)
             if choice is None:
                 continue
-            levels = tuple(int(v) for v in levels_of(choice, run.space))
+            levels = tuple(int(v) for v in levels_of(choice, run.space.group_names))
             if levels in retrained:  # the same choice as at an earlier point: same seed, same number
                 earlier = retrained[levels]
                 test_acc, val_acc, seconds = earlier["final_test_acc"], earlier["final_val_acc"], 0.0

@@ -52,7 +52,7 @@ import torch
 import yaml
 
 import autoprune
-from autoprune.api import levels_of
+from autoprune.store.front import levels_of
 from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batchnorm, train
 from autoprune.space.materialize import materialize
 from autoprune.store.front import last_stage
@@ -160,7 +160,7 @@ def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
     run = search_run(args, task, budget, searcher, seed)
     table = run.trials
     row = found_row(run)
-    levels = levels_of(row, run.space)
+    levels = levels_of(row, run.space.group_names)
     accuracy, _, final_seconds = final_accuracy(task, run, levels, args, seed)
     return {
         "budget": budget, "searcher": searcher, "seed": seed, "levels": [int(v) for v in levels],

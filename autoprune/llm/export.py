@@ -46,15 +46,15 @@ RECIPE_KEYS: tuple[tuple[str, type, str], ...] = (
 def export_language_trial(run: "Run", row: "pd.Series", out: Path, *, steps: int | None) -> dict[str, Any]:
     """Rebuild the trial in ``row``, distil it ``steps`` steps, score it on the test split, write it to ``out``."""
     from autoprune import __version__
-    from autoprune.api import levels_of
+    from autoprune.store.front import levels_of
     from autoprune.export import RECIPE_FORMAT, WEIGHTS_FILE, write_export
     from autoprune.setup_run import check_same_model, check_same_space, prepare
 
-    prepared = prepare(run.config, searched_data=run.info.get("data_fingerprint"))
+    prepared = prepare(run.config, searched_data=run.record.data_fingerprint)
     try:
-        check_same_space(run.info["space"], prepared.space, str(run.path))
-        check_same_model(run.info.get("model_spec"), prepared, str(run.path))
-        levels = levels_of(row, prepared.space)
+        check_same_space(run.record.space, prepared.space, str(run.path))
+        check_same_model(run.record.model_spec, prepared, str(run.path))
+        levels = levels_of(row, prepared.space.group_names)
         fidelity = run.config.fidelity if steps is None else steps
         logger.info("retraining trial %d for %d steps, then scoring it on the test split", int(row["trial_id"]),
                     fidelity)

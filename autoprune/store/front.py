@@ -40,7 +40,7 @@ def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: 
         row: dict[str, Any] = {"trial_id": record["trial_id"], "status": record["status"],
                                "fidelity": record["fidelity"], "eval_samples": record.get("eval_samples"),
                                "draw": record.get("draw", 0), "kind": record.get("kind", TRIAL),
-                               "error": record.get("error")}
+                               "error": record.get("error"), "finished_at": record.get("finished_at", np.nan)}
         for column in METRIC_COLUMNS:
             row[column] = metrics.get(column, np.nan)
         for name, level in zip(group_names, record["levels"]):
@@ -58,6 +58,11 @@ def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: 
         within &= table[column] <= limit
     table.insert(2, "within_budget", within)
     return table
+
+
+def levels_of(row: pd.Series, group_names: list[str]) -> np.ndarray:
+    """The level vector of a trial-table row (its ``level:<group>`` columns, in ``group_names`` order)."""
+    return np.array([int(row[f"level:{name}"]) for name in group_names], dtype=np.int64)
 
 
 def _minimised(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...]) -> np.ndarray:

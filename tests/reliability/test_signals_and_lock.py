@@ -133,4 +133,9 @@ def test_a_sigkilled_ray_driver_leaves_no_ray_process(tmp_path: Path) -> None:
             process.kill()
             process.wait()
         end_processes(ours, grace=2)
-    assert json.loads((run_dir / "run.json").read_text())["sessions"] == []
+    # the killed session could not close its entry: it stays marked running, with the pid that
+    # `autoprune status` finds gone (so it says the run was killed and how to resume)
+    (session,) = json.loads((run_dir / "run.json").read_text())["sessions"]
+    assert session["running"] is True and session["pid"] == process.pid and "seconds" not in session
+    status = cli("status", str(run_dir))
+    assert status.returncode == 0 and "stopped without closing its session 1" in status.stdout
