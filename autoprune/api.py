@@ -324,6 +324,7 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, journal: 
     stats = LoopStats()
     usage = None
     try:
+        searcher.keep_files_in(run.path)
         run_loop(
             searcher=searcher, executor=executor, journal=journal, trials=config.trials,
             default_fidelity=config.fidelity, seed=config.seed, time_limit=config.time_limit,

@@ -9,12 +9,14 @@ from autoprune.errors import UserError
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
 from autoprune.searchers.darwin import DarwinSearcher
 from autoprune.searchers.emo import EmoSearcher
+from autoprune.searchers.optuna_sampler import OptunaSearcher
 from autoprune.searchers.random_search import RandomSearcher
 from autoprune.searchers.tyr import TyrSearcher
 from autoprune.searchers.uniform import UniformSearcher
 
 SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher)
+    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher,
+                               OptunaSearcher)
 }
 
 

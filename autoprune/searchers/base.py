@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -152,6 +153,11 @@ class Searcher(ABC):
         """One sentence on what ``trials`` buys this searcher (generations, rounds), for a
         user who left ``--trials`` at its default; None when there is nothing to say."""
         return None
+
+    def keep_files_in(self, run_dir: Path) -> None:
+        """Where a searcher may keep files of its own (a library's record of its study, for
+        the library's own tools); called once before the first ask of a run or resume.
+        Never what a resume relies on: a resume replays the journal into a fresh searcher."""
 
     def incumbent(self) -> int | None:
         """The trial id of the candidate this searcher would hand over now, for searchers
