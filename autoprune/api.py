@@ -179,7 +179,7 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
 
 
 def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
-    from autoprune.setup_run import environment, prepare
+    from autoprune.setup_run import prepare
 
     # workers start before the run directory is made: a bad --address writes nothing
     prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator))
@@ -187,25 +187,7 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
     try:
         searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
                                  options=config.searcher_options)
-        lock = create_run(path, {
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "config": config.to_dict(),
-            "searcher": searcher.options(),
-            "evaluator": prepared.evaluator_record(),
-            "quality": prepared.quality.to_dict(),
-            "weights": prepared.task.weights_source,
-            "data_fingerprint": prepared.data_fingerprint,
-            "model_spec": prepared.task.model_spec.to_dict(),
-            "never_prune": list(prepared.task.space_config.never_prune),
-            "dense": prepared.dense_metrics,
-            "dense_latency": prepared.dense_latency,
-            "limits": prepared.constraints.to_dict(),
-            "space": prepared.space.to_dict(),
-            "latency_model": (prepared.constraints.latency_model.to_dict()
-                              if prepared.constraints.latency_model is not None else None),
-            "environment": environment(),
-            "sessions": [],
-        })
+        lock = create_run(path, new_run_record(config, prepared, searcher.options()))
     except BaseException:
         executor.close()
         raise
@@ -217,6 +199,31 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
         lock.release()
         raise
     return _drive(run, prepared, searcher, executor, journal, lock, config=config, progress=progress)
+
+
+def new_run_record(config: SearchConfig, prepared: Any, searcher_options: dict[str, Any]) -> dict[str, Any]:
+    """The run.json of a new run of ``config`` (``prepared`` by ``setup_run.prepare``)."""
+    from autoprune.setup_run import environment
+
+    return {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "config": config.to_dict(),
+        "searcher": searcher_options,
+        "evaluator": prepared.evaluator_record(),
+        "quality": prepared.quality.to_dict(),
+        "weights": prepared.task.weights_source,
+        "data_fingerprint": prepared.data_fingerprint,
+        "model_spec": prepared.task.model_spec.to_dict(),
+        "never_prune": list(prepared.task.space_config.never_prune),
+        "dense": prepared.dense_metrics,
+        "dense_latency": prepared.dense_latency,
+        "limits": prepared.constraints.to_dict(),
+        "space": prepared.space.to_dict(),
+        "latency_model": (prepared.constraints.latency_model.to_dict()
+                          if prepared.constraints.latency_model is not None else None),
+        "environment": environment(),
+        "sessions": [],
+    }
 
 
 #: what a resume may change: the run's length, and where and how its trials are evaluated,
