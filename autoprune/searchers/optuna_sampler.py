@@ -69,9 +69,8 @@ def import_optuna() -> Any:
     try:
         import optuna
     except ImportError:
-        raise UserError(f"the optuna searcher needs Optuna, which is not installed; install it with {INSTALL_HINT}.") \
-            from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per told trial would drown the CLI's output
+        raise UserError(f"autoprune's Optuna support needs Optuna, which is not installed; install it with "
+                        f"{INSTALL_HINT}.") from None
     return optuna
 
 
@@ -95,6 +94,7 @@ class _Draw:
 def make_sampler(name: str, *, seed: int, n_startup_trials: int, population_size: int) -> Any:
     """The Optuna sampler called ``name``, seeded."""
     optuna = import_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per told trial would drown the run's output
     samplers = optuna.samplers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
