@@ -26,6 +26,7 @@ from autoprune.interrupts import Terminated
 from autoprune.pick import pick_row
 from autoprune.loop import LoopStats, run_loop
 from autoprune.searchers import check_searcher, make_searcher
+from autoprune.searchers.base import TRIAL
 from autoprune.space.latency_model import LatencyModel
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.front import hypervolume, objectives_for, pareto_front, trials_table
@@ -266,9 +267,10 @@ def _resume_locked(run: Run, lock: RunLock, *, progress: bool, changes: dict[str
                        "truncated or replaced); they are evaluated again", journal.path, done, recorded,
                        recorded - done)
     trials = changes.get("trials")
-    if isinstance(trials, int) and trials < done:
-        raise UserError(f"--trials {trials} is the run's total, and it already has {done} trials; "
-                        f"give a larger total to extend it (e.g. --trials {done + config.trials}).")
+    candidates = sum(record.get("kind", TRIAL) == TRIAL for record in journal.records.values())  # not measurements
+    if isinstance(trials, int) and trials < candidates:
+        raise UserError(f"--trials {trials} is the run's total, and it already has {candidates} trials; "
+                        f"give a larger total to extend it (e.g. --trials {candidates + config.trials}).")
     if "executor" in changes:  # a new placement: the earlier sessions' workers and address go with the old one
         config = replace(config, executor="local", workers=None, address=None, gpus_per_worker=None)
     if changes:
@@ -376,6 +378,9 @@ def _close_session(run: Run, executor: Executor, lock: RunLock, stats: LoopStats
         if stats.replayed >= journaled:
             run.info["config"], run.config = config.to_dict(), config
             run.info["incumbent"] = searcher.incumbent()
+            report = searcher.report()
+            if report:
+                run.info["searcher_report"] = report
         try:
             update_run(run.path, run.info)
         except OSError as exc:  # the journal is what counts; run.json keeps its last whole version

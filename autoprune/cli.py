@@ -45,6 +45,8 @@ SEARCH_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--batch-size": ("batch_size", int, "retraining batch size [64 images; 4 sequences]"),
     "--distill-weight": ("distill_weight", float, "weight of distillation from the dense model, 0..1 "
                                                   "[0.5 for images; 1 for language models]"),
+    "--train-params": ("train_params", str, "what retraining updates: all, or norms-and-biases (PERP: only the "
+                                            "normalisation weights and biases of a language model, faster) [all]"),
     "--latency-batch-size": ("latency_batch_size", int, "batch size of latency measurements [1]"),
     "--latency-repeats": ("latency_repeats", int, "timed repeats of each trial's latency, 0 to skip it "
                                                   "[20 images; 5 language models]"),
@@ -168,10 +170,18 @@ def _print_summary(run: Any) -> None:
     trials = run.trials
     front = run.front
     stats = run.last_stats
+    measurements = trials[trials["kind"] != "trial"] if not trials.empty else trials
+    trials = trials[trials["kind"] == "trial"] if not trials.empty else trials
     ok = int((trials["status"] == "ok").sum()) if not trials.empty else 0
     print(f"\nrun directory: {run.path}")
     print(f"trials: {len(trials)} ({ok} ok, {len(trials) - ok} failed); "
           f"this session evaluated {stats.evaluated}, replayed {stats.replayed}; stopped by {stats.stopped_by}")
+    if not measurements.empty:
+        failed = int((measurements["status"] != "ok").sum())
+        print(f"measurements: {len(measurements)} ({failed} failed), the searcher's probes: journaled, "
+              "never on the front")
+    for line in _report_lines(run.info.get("searcher_report")):
+        print(line)
     usage = run.info["sessions"][-1].get("workers") if run.info["sessions"] else None
     if usage:
         print(f"workers: {usage['workers']} ({usage['executor']}), busy {usage['utilisation']:.0%} of the time; "
@@ -197,6 +207,14 @@ def _print_summary(run: Any) -> None:
     print(f"see the front:   autoprune front {run.path}")
     print(f"export a model:  autoprune export {run.path}   "
           f"(or --pick best, --pick TRIAL_ID, or constraints such as --pick '{_example_constraint(quality)}')")
+
+
+def _report_lines(report: Any) -> list[str]:
+    """The searcher's report (run.json ``searcher_report``): its ``summary`` sentences."""
+    if not isinstance(report, dict):
+        return []
+    summary = report.get("summary")
+    return [str(line) for line in summary] if isinstance(summary, list) else []
 
 
 def _example_constraint(quality: Any) -> str:

@@ -18,6 +18,9 @@ import yaml
 from autoprune.errors import UserError
 
 EXECUTORS = ("local", "ray")
+#: which parameters retraining updates: all, or (PERP, Zimmer et al. 2023) only the
+#: normalisation weights and biases of a language model
+TRAIN_PARAMS = ("all", "norms-and-biases")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class SearchConfig:
     lr: float | None = None
     batch_size: int | None = None
     distill_weight: float | None = None
+    train_params: str = "all"
     #: tokens per sequence of a language model's text (None: 256); images have their own shape
     seq_len: int | None = None
     latency_batch_size: int = 1
@@ -84,6 +88,8 @@ class SearchConfig:
             raise UserError(f"lr must be a positive number, got {self.lr!r}.")
         if self.distill_weight is not None and not 0 <= self.distill_weight <= 1:
             raise UserError(f"distill_weight must lie in [0, 1], got {self.distill_weight!r}.")
+        if self.train_params not in TRAIN_PARAMS:
+            raise UserError(f"train_params must be one of {', '.join(TRAIN_PARAMS)}, got {self.train_params!r}.")
         if self.image_size is not None:
             _positive_int("image_size", self.image_size)
         if self.executor not in EXECUTORS:
@@ -130,7 +136,8 @@ def _finite(value: Any) -> bool:
 
 
 #: options that name things, and so must be text
-_TEXT_OPTIONS = ("data", "model", "data_root", "checkpoint", "space_file", "searcher", "executor", "device", "address")
+_TEXT_OPTIONS = ("data", "model", "data_root", "checkpoint", "space_file", "searcher", "executor", "device", "address",
+                 "train_params")
 
 
 def _check_names(config: SearchConfig) -> None:

@@ -21,7 +21,7 @@ from autoprune.errors import UserError
 from autoprune.evaluation.checkpoints import CheckpointStore
 from autoprune.executors.base import Executor, Job
 from autoprune.interrupts import deferred
-from autoprune.searchers.base import Proposal, Result, Searcher
+from autoprune.searchers.base import TRIAL, Proposal, Result, Searcher
 from autoprune.store.journal import Journal, result_to_record
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 #: consecutive asks with nothing new to evaluate before the space counts as exhausted
 MAX_IDLE_ASKS = 50
 
-TrialKey = tuple[tuple[int, ...], int, "int | None", "int | None", int]
+TrialKey = tuple[tuple[int, ...], int, "int | None", "int | None", int, str]
 
 
 @dataclass
@@ -41,13 +41,15 @@ class LoopStats:
 
 
 def _key(proposal: Proposal, default_fidelity: int) -> TrialKey:
-    """Same levels, fidelity, scoring data, parent and draw is the same trial."""
+    """Same levels, fidelity, scoring data, parent, draw and kind is the same trial."""
     fidelity = default_fidelity if proposal.fidelity is None else proposal.fidelity
-    return tuple(int(v) for v in proposal.levels), int(fidelity), proposal.eval_samples, proposal.parent, proposal.draw
+    return (tuple(int(v) for v in proposal.levels), int(fidelity), proposal.eval_samples, proposal.parent,
+            proposal.draw, proposal.kind)
 
 
 def _same(record: Result, key: TrialKey) -> bool:
-    return (tuple(record.levels.tolist()), record.fidelity, record.eval_samples, record.parent, record.draw) == key
+    return (tuple(record.levels.tolist()), record.fidelity, record.eval_samples, record.parent, record.draw,
+            record.kind) == key
 
 
 def draw_seed(seed: int, draw: int) -> int:
@@ -74,6 +76,9 @@ def run_loop(
 ) -> LoopStats:
     """Drive ``searcher`` until ``trials`` distinct trials exist, time runs out, or it finishes.
 
+    Measurements (proposals of kind ``measurement``) are journaled and told like trials but
+    do not count against ``trials``: the searcher bounds them itself.
+
     ``stats`` is filled as the loop goes, so a caller still has them when it is interrupted."""
     if searcher.keeps_checkpoints and checkpoints is None:
         raise ValueError(f"searcher {searcher.name!r} continues training and needs a checkpoint store")
@@ -81,10 +86,12 @@ def run_loop(
     started = time.monotonic()
     seen: dict[TrialKey, Result | None] = {}
     next_id = 0
+    candidates = 0  # trial ids handed to proposals of kind TRIAL
     idle = 0
+    told_ids: set[int] = set()  # trials the searcher has heard of, this session (replayed or evaluated)
     bar = tqdm(total=trials, desc="search", unit="trial", disable=not progress, dynamic_ncols=True)
     try:
-        while next_id < trials:
+        while candidates < trials:
             out_of_time = time_limit is not None and time.monotonic() - started >= time_limit
             if out_of_time and next_id >= len(journal):
                 stats.stopped_by = "time limit"
@@ -98,15 +105,18 @@ def run_loop(
             order: list[tuple[int, TrialKey]] = []
             jobs: list[Job] = []
             told: dict[int, Result] = {}
+            kinds: dict[int, str] = {}
             for proposal in proposals:
                 key = _key(proposal, default_fidelity)
                 if key in seen:  # never evaluate the same candidate twice
                     order.append((-1, key))
                     continue
-                if next_id >= trials:
+                if proposal.kind == TRIAL and candidates >= trials:
                     break  # over the trial budget: neither evaluated nor told
                 trial_id = next_id
                 next_id += 1
+                candidates += proposal.kind == TRIAL
+                kinds[trial_id] = proposal.kind
                 order.append((trial_id, key))
                 seen[key] = None
                 if trial_id in journal:
@@ -119,11 +129,12 @@ def run_loop(
                         )
                     told[trial_id] = result
                     stats.replayed += 1
-                    bar.update(1)
+                    bar.update(int(proposal.kind == TRIAL))
                 else:
                     jobs.append(_job(trial_id, key, seed, searcher.keeps_checkpoints, checkpoints))
             results = executor.run(jobs)
             for done, result in enumerate(results, start=1):
+                result.kind = kinds[result.trial_id]  # the executors echo the job; the loop knows the kind
                 if result.parent is not None and result.ok:
                     parent_steps = journal.records[result.parent]["metrics"].get("total_steps", 0)
                     result.metrics["total_steps"] = parent_steps + result.metrics["steps"]
@@ -137,7 +148,7 @@ def run_loop(
                     told[result.trial_id] = result
                     stats.evaluated += 1
                     stats.failed += not result.ok
-                bar.update(1)
+                bar.update(int(result.kind == TRIAL))
                 if result.ok:
                     quality = ({"acc": f"{result.metrics['accuracy']:.4f}"} if "accuracy" in result.metrics
                                else {"ppl": f"{result.metrics.get('perplexity', float('nan')):.3f}"})
@@ -158,6 +169,11 @@ def run_loop(
                     seen[key] = told[trial_id]
                 batch.append(seen[key])  # type: ignore[arg-type]
             searcher.tell(batch)
+            told_ids.update(trial_id for trial_id, _ in order if trial_id >= 0)
+            if checkpoints is not None and searcher.keeps_checkpoints:
+                live = searcher.live_checkpoints()
+                if live is not None:
+                    checkpoints.drop(told_ids, live)
             idle = 0 if any(trial_id >= 0 for trial_id, _ in order) else idle + 1
             if idle >= MAX_IDLE_ASKS:
                 stats.stopped_by = "searcher proposes only candidates already evaluated"
@@ -170,7 +186,7 @@ def run_loop(
 
 
 def _job(trial_id: int, key: TrialKey, seed: int, keep_state: bool, checkpoints: CheckpointStore | None) -> Job:
-    levels, fidelity, eval_samples, parent, draw = key
+    levels, fidelity, eval_samples, parent, draw, kind = key
     init_state = None
     if parent is not None:
         init_state = checkpoints.load(parent) if checkpoints is not None else None
@@ -178,4 +194,4 @@ def _job(trial_id: int, key: TrialKey, seed: int, keep_state: bool, checkpoints:
             raise RuntimeError(f"trial {trial_id} continues trial {parent}, whose weights were not kept")
     return Job(trial_id=trial_id, levels=np.array(levels, dtype=np.int64), fidelity=fidelity,
                seed=draw_seed(seed, draw), eval_samples=eval_samples, parent=parent, draw=draw,
-               init_state=init_state, keep_state=keep_state)
+               init_state=init_state, keep_state=keep_state, kind=kind)

@@ -75,7 +75,13 @@ class Prepared:
 
     @property
     def problem(self) -> Problem:
-        return Problem(space=self.space, constraints=self.constraints)
+        scores = None
+        if isinstance(self.task, Task):  # image models: Torch-Pruning's importance classes apply
+            from autoprune.space.channel_scores import channel_scores_provider
+
+            scores = channel_scores_provider(self.task.dense, self.task.data, self.space,
+                                             never_prune=list(self.task.space_config.never_prune))
+        return Problem(space=self.space, constraints=self.constraints, channel_scores=scores)
 
 
 def latency_settings(config: SearchConfig) -> dict[str, Any]:
@@ -157,10 +163,14 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
         from autoprune.llm.setup import prepare_language
 
         _check_placement(config, start_executor)
-        return prepare_language(config, start_executor=start_executor, searched_data=searched_data)
+        return prepare_language(config, start_executor=start_executor, searched_data=searched_data,
+                                latency_model=latency_model)
     if config.seq_len is not None:
         raise UserError("--seq-len applies only to language models (--model hf:PATH with --data text:PATH); "
                         "leave it out.")
+    if config.train_params != "all":
+        raise UserError(f"--train-params {config.train_params} applies only to language models; image models "
+                        "retrain all their parameters, so leave it out.")
     _check_placement(config, start_executor)
     analysed: dict[str, Any] = {}
 
@@ -208,7 +218,7 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
         request = LatencyRequest(
             dense=task.dense, example_input=example, space=space, couplings=couplings,
             never_prune=tuple(never_prune), batch_size=config.latency_batch_size, device=config.device,
-            with_tables=latency_model is None and any(b.resource == "latency" for b in budgets),
+            with_tables=latency_model is None and needs_latency_model(config, budgets),
             cache_key={"model": task.model_spec.to_dict()},  # timings depend on shapes, not weight values
         )
         dense_latency, measured = executor.call(measure_reference_latency, request)
@@ -226,6 +236,16 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
     return Prepared(config=config, task=task, space=space, constraints=constraints, dense_metrics=dense_metrics,
                     evaluator=evaluator, dense_latency=dense_latency.to_dict(), executor=executor,
                     data_fingerprint=data_fingerprint(task.data))
+
+
+def needs_latency_model(config: SearchConfig, budgets: list[Any]) -> bool:
+    """Whether the run must measure a latency model: a latency budget, or a searcher whose
+    options predict latency (``Searcher.needs_latency_model``, e.g. emo's objectives)."""
+    from autoprune.searchers import SEARCHERS
+
+    searcher = SEARCHERS.get(config.searcher)
+    return (any(b.resource == "latency" for b in budgets)
+            or (searcher is not None and searcher.needs_latency_model(config.searcher_options)))
 
 
 def is_language_run(config: SearchConfig) -> bool:

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from autoprune.errors import UserError
-from autoprune.store.files import set_file_mode
+from autoprune.store.files import replace_durably, set_file_mode
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -60,7 +60,9 @@ TIED_KEY = "autoprune_tied"
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, str] | None = None) -> None:
-    """Write ``state`` as safetensors atomically (temp file in the same folder, then rename).
+    """Write ``state`` as safetensors atomically and durably (temp file in the same folder,
+    fsync, rename, fsync of the folder): the run journals a trial only after its weights
+    are saved, and a journaled trial must never point at weights a power cut took away.
 
     A tensor shared by several keys (a language model's embedding tied to its output
     layer) is stored once, under its first key; :func:`load_weights` gives it back under
@@ -83,7 +85,7 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[s
     try:
         save_file(tensors, tmp, metadata=metadata)
         set_file_mode(tmp)  # mkstemp makes 0600; a run shared by a team is read by others
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -13,7 +13,9 @@ early stages on less training and data, which are not comparable):
 - ``darwin``: its last parent (``--pick searcher``); with a single draw of training
   randomness (``fresh_draws: false``) that is also the lowest held-out loss (its fitness);
 - ``tyr``: lowest KL divergence to the dense predictions (its fitness);
-- ``random``, ``uniform``: highest held-out accuracy.
+- ``random``, ``uniform``, ``global``: highest held-out accuracy (``global``, ``uniform``: their one trial);
+- ``dp``: highest held-out accuracy among its allocations (at the budget and at fractions below
+  it); its probes are measurements, not trials, and never found.
 
 ``uniform_fine`` is the uniform searcher on a level grid of step 1/128: on the space's
 own grid, uniform pruning may stop well short of the budget (3.6% of the FLOPs under
@@ -64,7 +66,8 @@ DEFAULT_NAME = "searcher_comparison"
 
 #: (column, ascending) each searcher ranks its last-stage trials by
 FITNESS = {"darwin": ("loss", True), "tyr": ("kl_to_dense", True),
-           "random": ("accuracy", False), "uniform": ("accuracy", False), "uniform_fine": ("accuracy", False)}
+           "random": ("accuracy", False), "uniform": ("accuracy", False), "uniform_fine": ("accuracy", False),
+           "dp": ("accuracy", False), "global": ("accuracy", False)}
 
 #: the level step of ``uniform_fine``: uniform pruning on a grid fine enough to use nearly
 #: all of the budget (on the default 1/16 grid, uniform stops at 3.6% of the FLOPs under
@@ -97,6 +100,7 @@ def found_row(run: autoprune.Run) -> pd.Series:
     """The trial the run's searcher would hand the user: its own choice where it has one,
     else its best at the run's last stage."""
     table = run.trials
+    table = table[table["kind"] == "trial"]  # a searcher's probes (dp's) are never found models
     if run.info.get("incumbent") is not None:
         return run.pick("searcher")
     usable = table[(table["status"] == "ok") & table["within_budget"]]

@@ -149,6 +149,21 @@ def calibrate(model: LatencyModel, candidates: list[np.ndarray], measure: Callab
     model.context["calibration"] = {"layer_sums": sums.round(6).tolist(), "measured_ms": measured.round(6).tolist()}
 
 
+def cached_latency_model(folder: Path, prefix: str, context: dict[str, Any],
+                         space: SearchSpace) -> tuple[Path, LatencyModel | None]:
+    """Where the latency model of ``space`` measured in ``context`` is kept, and that model
+    when it was measured before (an unreadable file is measured again)."""
+    digest = hashlib.sha256(json.dumps({"context": context, "space": space.to_dict()}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:16]
+    path = folder / f"{prefix}-{digest}.json"
+    if path.is_file():
+        try:
+            return path, LatencyModel.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError):
+            logger.warning("cached latency model %s is unreadable; measuring again", path)
+    return path, None
+
+
 def build_latency_model(
     *, model: nn.Module, space: SearchSpace, couplings: dict[str, Coupling], example_input: torch.Tensor,
     materialize: Callable[[np.ndarray], nn.Module], batch_size: int, device: str, cache_key: dict[str, Any],
@@ -157,14 +172,9 @@ def build_latency_model(
     """Measure (or read from the cache) the latency model of ``space`` on this device."""
     context = {**cache_key, "batch_size": batch_size, "device": device, "threads": torch.get_num_threads(),
                "torch": torch.__version__, "allocator": keep_freed_memory(), "version": 3}
-    digest = hashlib.sha256(json.dumps({"context": context, "space": space.to_dict()}, sort_keys=True,
-                                       default=str).encode()).hexdigest()[:16]
-    path = cache_folder / f"latency-{digest}.json"
-    if path.is_file():
-        try:
-            return LatencyModel.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError):
-            logger.warning("cached latency model %s is unreadable; measuring again", path)
+    path, cached = cached_latency_model(cache_folder, "latency", context, space)
+    if cached is not None:
+        return cached
     logger.info("measuring per-layer latency tables on %s (first use; cached in %s)", device, path)
     tables = measure_tables(model, space, couplings, example_input, batch_size=batch_size, device=device)
     latency_model = LatencyModel(layers=tables, context=context)

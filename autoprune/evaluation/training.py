@@ -261,7 +261,9 @@ def score(model: nn.Module, data: TaskData, split: Split, *, limit: int | None =
           reference: torch.Tensor | None = None, batch_size: int = 512, placement: Placement = CPU) -> dict[str, float]:
     """Accuracy and mean cross-entropy on the first ``limit`` samples of ``split``; with
     ``reference`` logits (the dense model's), also the mean KL divergence from the reference
-    predictions to the model's, the output-distance fitness of Týr-the-Pruner."""
+    predictions to the model's, the output-distance fitness of Týr-the-Pruner, and the mean
+    squared error of the logits (``mse_to_dense``) with its largest per-sample value
+    (``worst_mse_to_dense``), the output distortions of the ``dp`` searcher's curves."""
     logits = predict(model, data, split, limit=limit, batch_size=batch_size, placement=placement)
     y = split.y[: len(logits)]
     result = {
@@ -273,4 +275,7 @@ def score(model: nn.Module, data: TaskData, split: Split, *, limit: int | None =
         ref = reference[: len(logits)]
         result["kl_to_dense"] = float(F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(ref, dim=1),
                                                log_target=True, reduction="batchmean"))
+        per_sample = (logits - ref).pow(2).mean(dim=1)
+        result["mse_to_dense"] = float(per_sample.mean())
+        result["worst_mse_to_dense"] = float(per_sample.max())
     return result

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from autoprune.evaluation.evaluator import EvaluationFailed, Evaluator
-from autoprune.searchers.base import Result
+from autoprune.searchers.base import TRIAL, Result
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class Job:
     parent: int | None = None
     draw: int = 0
     init_state: Any = field(default=None, repr=False)
+    #: the proposal's kind (a trial, or a searcher's measurement); the run loop labels results with it
+    kind: str = TRIAL
     keep_state: bool = False
 
 

@@ -17,7 +17,7 @@ per group from autoprune's space (:func:`suggest_levels`, parameters ``level:<gr
 repairs a draw over the budget onto it (and with ``use_budget`` fills what is left, as
 the ``random`` searcher does), evaluates what it repaired with autoprune's evaluator
 (short retraining, held-out metrics) and returns the objectives (``error`` = 1 - held-out
-accuracy by default; ``flops``, ``params``, ``latency`` relative to the dense model for a
+accuracy by default, a language model's KL to the dense model; ``flops``, ``params``, ``latency`` relative to the dense model for a
 multi-objective study). Where the study's sampler reads Optuna's constraints (TPE,
 NSGA-II, NSGA-III, GP) the draw's budget violation is set with ``trial.set_constraint``,
 so draws over budget rank behind feasible ones. With ``report_every`` a single-objective
@@ -41,7 +41,8 @@ import numpy as np
 
 from autoprune.evaluation.evaluator import EvaluationFailed, Progress
 from autoprune.integrations.pruning import Pruning
-from autoprune.searchers.objectives import budget_violation, cost_objectives
+from autoprune.searchers.base import Result
+from autoprune.searchers.objectives import budget_violation, cost_objectives, error_of
 from autoprune.searchers.optuna_sampler import check_objective_names, import_optuna
 from autoprune.searchers.staged import check_int
 from autoprune.space.search_space import SearchSpace
@@ -121,7 +122,8 @@ class PruningObjective:
             return math.nan if len(self.objectives) == 1 else tuple(math.nan for _ in self.objectives)
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         values = cost_objectives(pruning.problem, self.objectives, levels)[0]
-        values[self.objectives.index("error")] = 1.0 - float(metrics["accuracy"])
+        error = error_of(Result(trial_id=int(trial.number), levels=levels, fidelity=0, status="ok", metrics=metrics))
+        values[self.objectives.index("error")] = math.nan if error is None else error
         return float(values[0]) if len(values) == 1 else tuple(float(v) for v in values)
 
     def _progress(self, trial: Any) -> Progress | None:

@@ -12,6 +12,7 @@ loop derives it).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +68,8 @@ class Pruning:
     def evaluate(self, levels: np.ndarray, *, fidelity: int | None = None, draw: int = 0,
                  eval_samples: int | None = None, progress: Progress | None = None) -> dict[str, float]:
         """Held-out metrics of ``levels`` after ``fidelity`` retraining steps (default: the
-        configuration's), trained with ``draw``'s seed; raises
+        configuration's), trained with ``draw``'s seed, ``progress`` hearing held-out scores
+        on the way where the evaluator reports them (image models); raises
         :class:`~autoprune.evaluation.evaluator.EvaluationFailed` when the candidate fails
         and ``ValueError`` when it is over budget."""
         levels = self.space.check(levels).astype(np.int64)
@@ -76,8 +78,8 @@ class Pruning:
         steps = self.config.fidelity if fidelity is None else int(fidelity)
         kwargs: dict[str, Any] = {"fidelity": steps, "seed": draw_seed(self.config.seed, draw),
                                   "eval_samples": eval_samples}
-        if progress is not None:
-            kwargs["progress"] = progress
+        if progress is not None and "progress" in inspect.signature(self.evaluator.run).parameters:
+            kwargs["progress"] = progress  # the language-model evaluator reports at the end only
         with torch_threads(self.config.threads):  # None: the calling process's own setting
             return dict(self.evaluator.run(levels, **kwargs).metrics)
 

@@ -25,7 +25,8 @@
   every trial of it has completed, as the run loop does: what is proposed does not
   depend on the order Tune's trials finish in. A proposal evaluated before is answered
   from memory, never run twice. A trial stopped early by a scheduler is told with the
-  held-out metrics it last reported.
+  held-out metrics it last reported. A searcher's measurements (``dp``'s probes) are Tune
+  trials too, and count against ``num_samples``, unlike ``--trials``.
 - :func:`make_trainable` is the evaluator as a Tune function trainable: it builds the
   evaluator once per worker process from one object in Ray's object store
   (``tune.with_parameters``; ``reuse_actors=True`` keeps those processes from trial to
@@ -62,7 +63,7 @@ from autoprune.evaluation.evaluator import EvaluationFailed, Progress
 from autoprune.integrations.pruning import Pruning
 from autoprune.loop import MAX_IDLE_ASKS, draw_seed
 from autoprune.searchers import make_searcher
-from autoprune.searchers.base import Proposal, Result, Searcher
+from autoprune.searchers.base import TRIAL, Proposal, Result, Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class AutopruneSearch(_searcher_base()):  # type: ignore[misc]
     def _key(self, proposal: Proposal) -> tuple[Any, ...]:
         fidelity = self.fidelity if proposal.fidelity is None else proposal.fidelity
         return (tuple(int(v) for v in proposal.levels), fidelity, proposal.eval_samples, proposal.parent,
-                proposal.draw)
+                proposal.draw, proposal.kind)
 
     def _new_batch(self) -> bool:
         """Ask the next batch; False when the searcher is finished (or only repeats itself)."""
@@ -192,6 +193,7 @@ class AutopruneSearch(_searcher_base()):  # type: ignore[misc]
             "eval_samples": proposal.eval_samples,
             "parent": proposal.parent,
             "draw": proposal.draw,
+            "kind": proposal.kind,
             "seed": draw_seed(self.seed, proposal.draw),
             "init_state": None if proposal.parent is None else self._states.get(proposal.parent),
             "keep_state": bool(self.wrapped.keeps_checkpoints),
@@ -227,6 +229,7 @@ def result_of(trial_id: int, proposal: Proposal, default_fidelity: int, reported
         "trial_id": trial_id, "levels": np.asarray(proposal.levels, dtype=np.int64),
         "fidelity": default_fidelity if proposal.fidelity is None else int(proposal.fidelity),
         "eval_samples": proposal.eval_samples, "parent": proposal.parent, "draw": proposal.draw,
+        "kind": proposal.kind,
     }
     if error or not reported or "accuracy" not in reported:
         return Result(status="failed", error="the Tune trial failed (its error is in Tune's trial log)", **common)
@@ -428,7 +431,7 @@ def _trial_records(results: Any) -> list[Result]:
         ours = int(config["autoprune_trial"])
         proposal = Proposal(levels=np.array(config["levels"], dtype=np.int64), fidelity=int(config["fidelity"]),
                             eval_samples=config.get("eval_samples"), parent=config.get("parent"),
-                            draw=int(config.get("draw", 0)))
+                            draw=int(config.get("draw", 0)), kind=str(config.get("kind", TRIAL)))
         reported = getattr(trial, "metrics", None) or {}
         result = result_of(ours, proposal, int(config["fidelity"]), reported, getattr(trial, "error", None) is not None)
         if not result.ok and getattr(trial, "error", None) is not None:

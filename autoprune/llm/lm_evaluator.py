@@ -24,7 +24,9 @@ the same KL on logits, optionally mixed with the language-model loss, AdamW with
 warm-up and cosine decay, gradients clipped. PERP (Zimmer et al.) trains only norms and
 biases, a small fraction of the weights, which recovers much of the pruning loss at a
 fraction of the cost. Every candidate trains on the same batches for a given seed
-(common random numbers).
+(common random numbers), so the dense model's targets per training sequence are kept
+(:class:`TrainTargets`, up to ``teacher_cache_mb``) and later candidates do not run the
+dense model on them again; what does not fit is computed each time, as without a cache.
 
 Latency is measured on the built model: ``latency_ms`` for one prefill of
 ``(latency_batch_size, latency_seq_len)`` tokens, ``decode_ms_per_token`` for each further
@@ -94,6 +96,8 @@ class LMEvaluatorConfig:
     latency_repeats: int = 5
     #: "auto" (CUDA when present, else CPU), "cpu" or "cuda[:N]"
     device: str = "auto"
+    #: memory for the dense model's distillation targets per training sequence (0: none kept)
+    teacher_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
         if self.fidelity < 0:
@@ -109,6 +113,8 @@ class LMEvaluatorConfig:
             raise ValueError(f"kl_top_k must be None or >= 1, got {self.kl_top_k}")
         if self.latency_seq_len is not None and self.latency_seq_len < 1:
             raise ValueError(f"latency_seq_len must be None or >= 1, got {self.latency_seq_len}")
+        if self.teacher_cache_mb < 0:
+            raise ValueError(f"teacher_cache_mb must be >= 0, got {self.teacher_cache_mb}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,6 +147,51 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     """``log(1 - exp(x))`` for ``x <= 0``, stable at both ends (Mächler, 2012)."""
     x = x.clamp(max=-1e-7)  # all the mass in the top-k: a vanishing rest, not log(0)
     return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+class TrainTargets:
+    """The dense model's distillation targets per training sequence, kept while they fit.
+
+    The teacher is frozen and training sequences are not augmented, so a sequence's
+    target never changes; a batch whose sequences are all known costs no teacher pass.
+    Sequences are kept in the order they are first met until ``max_bytes`` is used; a
+    batch with any unknown sequence runs the teacher on the whole batch, as plain
+    distillation would, so the cache never costs an extra pass."""
+
+    def __init__(self, compute: Callable[[torch.Tensor], torch.Tensor | TopK], max_bytes: int) -> None:
+        self.compute = compute
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.rows: dict[int, torch.Tensor | TopK] = {}
+        self.teacher_sequences = 0  # sequences the teacher has been run on, for the record
+
+    def __call__(self, indices: torch.Tensor, batch: torch.Tensor) -> torch.Tensor | TopK:
+        """Targets of training sequences ``indices`` (whose tokens are ``batch``), on ``batch``'s device."""
+        keys = [int(i) for i in indices]
+        if all(k in self.rows for k in keys):
+            rows = [self.rows[k] for k in keys]
+            if isinstance(rows[0], TopK):
+                return TopK(torch.stack([r.logprobs for r in rows]).to(batch.device),  # type: ignore[union-attr]
+                            torch.stack([r.indices for r in rows]).to(batch.device))  # type: ignore[union-attr]
+            return torch.stack(rows).to(batch.device)  # type: ignore[arg-type]
+        target = self.compute(batch)
+        self.teacher_sequences += len(keys)
+        for row, key in enumerate(keys):
+            if key in self.rows:
+                continue
+            # copies: a view of one row would keep the whole batch's tensor alive
+            kept = (TopK(_row_copy(target.logprobs, row), _row_copy(target.indices, row))
+                    if isinstance(target, TopK) else _row_copy(target, row))
+            size = (kept.logprobs.nbytes + kept.indices.nbytes) if isinstance(kept, TopK) else kept.nbytes
+            if self.used + size > self.max_bytes:
+                break
+            self.rows[key] = kept
+            self.used += size
+        return target
+
+
+def _row_copy(tensor: torch.Tensor, row: int) -> torch.Tensor:
+    return tensor[row].detach().to("cpu", copy=True)
 
 
 def next_token_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -190,6 +241,7 @@ class LMEvaluator:
         #: the dense model's targets per held-out batch, computed the first time a batch is scored
         self._val_targets: dict[int, torch.Tensor | TopK] = {}
         self._dense_metrics: dict[str, float] | None = None
+        self.train_targets = TrainTargets(self._teacher_target, config.teacher_cache_mb * 2**20)
 
     # --- the dense side, once -------------------------------------------------------------
 
@@ -199,6 +251,10 @@ class LMEvaluator:
             return logprobs
         values, indices = logprobs.topk(self.top_k, dim=-1)
         return TopK(logprobs=values, indices=indices)
+
+    def _teacher_target(self, batch: torch.Tensor) -> torch.Tensor | TopK:
+        with torch.no_grad():
+            return self._target(next_token_logits(self._teacher, batch))
 
     def _val_target(self, index: int, batch: torch.Tensor) -> torch.Tensor | TopK:
         """The dense targets of held-out batch ``index`` (a full batch, cached on the CPU)."""
@@ -313,12 +369,12 @@ class LMEvaluator:
         for step in range(steps):
             if cursor + size > n:
                 order, cursor = torch.randperm(n, generator=generator), 0
-            batch = self.data.train[order[cursor: cursor + size]].to(self.device)
+            indices = order[cursor: cursor + size]
+            batch = self.data.train[indices].to(self.device)
             cursor += size
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, steps, cfg.lr, cfg.warmup_fraction)
-            with torch.no_grad():
-                target = self._target(next_token_logits(self._teacher, batch))
+            target = self.train_targets(indices, batch)
             logits = next_token_logits(model, batch)
             loss = token_kl(logits, target).mean()
             if cfg.lm_weight > 0:
@@ -378,11 +434,12 @@ def split_perplexity(model: nn.Module, tokens: torch.Tensor, *, batch_size: int 
     return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
 
 
-def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int, *, seed: int = 0) -> dict[str, float]:
+def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int, *, seed: int = 0,
+                       decode_too: bool = True) -> dict[str, float]:
     """Median milliseconds of one prefill of ``(config.latency_batch_size, seq_len)`` tokens (or
-    ``config.latency_seq_len``), and per decoded token with the key/value cache, on
-    ``config.device``. A function, so a Ray worker can measure the dense model where its
-    trials are measured."""
+    ``config.latency_seq_len``), and per decoded token with the key/value cache (unless not
+    ``decode_too``), on ``config.device``. A function, so a Ray worker can measure the dense
+    model where its trials are measured."""
     cfg = config
     device = _resolve_device(cfg.device)
     model = model.to(device)
@@ -406,7 +463,7 @@ def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int
             model(input_ids=tokens, use_cache=False)
             sync()
             prefill.append((time.perf_counter() - start) * 1e3)
-        for _ in range(cfg.latency_repeats):
+        for _ in range(cfg.latency_repeats if decode_too else 0):
             out = model(input_ids=tokens[:, :prompt_len], use_cache=True)
             past, nxt = _kv_cache(out), out.logits[:, -1:].argmax(dim=-1)
             sync()
@@ -417,8 +474,8 @@ def measure_lm_latency(model: nn.Module, config: LMEvaluatorConfig, seq_len: int
             sync()
             decode.append((time.perf_counter() - start) * 1e3 / cfg.decode_tokens)
     q1, median, q3 = np.percentile(prefill, [25, 50, 75])
-    return {"latency_ms": float(median), "latency_iqr_ms": float(q3 - q1),
-            "decode_ms_per_token": float(np.median(decode))}
+    timed = {"latency_ms": float(median), "latency_iqr_ms": float(q3 - q1)}
+    return {**timed, "decode_ms_per_token": float(np.median(decode))} if decode_too else timed
 
 
 def _kv_cache(output: object) -> object:

@@ -17,10 +17,12 @@ from autoprune.errors import UserError
 from autoprune.executors.base import Executor
 from autoprune.executors.local import LocalExecutor
 from autoprune.llm.evaluation import SpaceLMEvaluator
+from autoprune.llm.latency import LMLatencyRequest, build_lm_latency_model, check_latency_measured
 from autoprune.llm.lm_evaluator import LMEvaluatorConfig, measure_lm_latency
 from autoprune.llm.space import build_lm_space, check_keeps_a_block
 from autoprune.llm.task import prepare_language_task
 from autoprune.space.budget import parse_budgets, resolve
+from autoprune.space.latency_model import LatencyModel
 from autoprune.store.quality import PERPLEXITY
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
         lr=DEFAULT_LR if config.lr is None else config.lr,
         batch_size=DEFAULT_BATCH_SIZE if config.batch_size is None else config.batch_size,
         lm_weight=1.0 - distill,
+        train_norms_and_biases_only=config.train_params == "norms-and-biases",
         latency_batch_size=config.latency_batch_size,
         device=config.device,
         **latency_settings(config),
@@ -50,14 +53,18 @@ def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
 
 
 def prepare_language(config: SearchConfig, *, start_executor: Callable[[Any], Executor] | None,
-                     searched_data: str | None) -> Any:
-    """Load, analyse and check a language-model run; returns a :class:`~autoprune.setup_run.Prepared`."""
-    from autoprune.setup_run import Prepared
+                     searched_data: str | None, latency_model: LatencyModel | None = None) -> Any:
+    """Load, analyse and check a language-model run; returns a :class:`~autoprune.setup_run.Prepared`.
+
+    ``latency_model``: the one a run was searched with (resume, export), else measured
+    here when a budget needs it (:mod:`autoprune.llm.latency`)."""
+    from autoprune.setup_run import Prepared, needs_latency_model
 
     budgets = parse_budgets(list(config.budget))
-    if any(b.resource == "latency" for b in budgets):
-        raise UserError("latency budgets are not supported for language models yet; give a flops or params budget "
-                        "(every trial's prefill and per-token decode latency is measured and shown on the front).")
+    lm_config = lm_evaluator_config(config)
+    timed = [b for b in budgets if b.resource == "latency"]
+    if timed:
+        check_latency_measured(lm_config)
     task = prepare_language_task(model=config.model, data=config.data, seq_len=config.seq_len,
                                  space_file=config.space_file)
     if searched_data is not None and task.data_fingerprint() != searched_data:
@@ -69,9 +76,8 @@ def prepare_language(config: SearchConfig, *, start_executor: Callable[[Any], Ex
                            remove_blocks=options.get("remove_blocks", True),
                            params_with_embeddings=options.get("params_with_embeddings", False),
                            never_prune=task.space_config.never_prune)
-    constraints = resolve(budgets, space, None)
-    check_keeps_a_block(space, constraints.limits)
-    lm_config = lm_evaluator_config(config)
+    untimed = [b for b in budgets if b.resource != "latency"]
+    check_keeps_a_block(space, resolve(untimed, space, None).limits)  # refused before any model runs
     try:
         evaluator = SpaceLMEvaluator(dense=task.dense, data=task.data, space=space, config=lm_config,
                                      importance=options.get("importance", "activation"),
@@ -89,6 +95,14 @@ def prepare_language(config: SearchConfig, *, start_executor: Callable[[Any], Ex
             "flops": space.dense["flops"], "params": space.dense["params"],
             **{key: latency[key] for key in ("latency_ms", "decode_ms_per_token") if key in latency},
         }
+        if latency_model is None and needs_latency_model(config, budgets):
+            latency_model = executor.call(build_lm_latency_model, LMLatencyRequest(
+                dense=task.dense, space=space, config=lm_config, seq_len=task.data.seq_len,
+                cache_key={"model": task.model_spec.to_dict()}, seed=config.seed))
+        if latency_model is not None:
+            dense_metrics["predicted_latency_ms"] = float(latency_model.predict(space.dense_candidate())[0])
+        constraints = resolve(budgets, space, latency_model)
+        check_keeps_a_block(space, constraints.limits, latency_model)
     except BaseException:
         executor.close()
         raise

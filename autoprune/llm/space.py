@@ -32,6 +32,7 @@ import fnmatch
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -165,7 +166,7 @@ def _all_blocks_named(space: SearchSpace, n_blocks: int) -> bool:
     return {g.name for g in space.groups} == {group_name(b, k) for b in range(n_blocks) for k in KINDS}
 
 
-def check_keeps_a_block(space: SearchSpace, limits: Mapping[str, float]) -> None:
+def check_keeps_a_block(space: SearchSpace, limits: Mapping[str, float], latency_model: Any = None) -> None:
     """Refuse absolute ``limits`` (resource -> bound) that only a model without blocks meets.
 
     Costs rise with kept counts, so the cheapest candidates that keep a block keep one
@@ -186,12 +187,17 @@ def check_keeps_a_block(space: SearchSpace, limits: Mapping[str, float]) -> None
         return
     rows = np.array(candidates)
     fits = np.ones(len(rows), dtype=bool)
-    for resource, limit in limits.items():
-        if resource in space.costs:
-            fits &= space.cost(resource, rows) <= limit
+    used = {r: space.cost(r, rows) for r in limits if r in space.costs}
+    if "latency" in limits and latency_model is not None:
+        used["latency"] = latency_model.predict(rows)
+    for resource, values in used.items():
+        fits &= values <= limits[resource]
     if fits.any():
         return
-    needed = {r: int(space.cost(r, rows).min()) for r in limits if r in space.costs}
-    smallest = ", ".join(f"{r}={v / space.dense[r]:.4f} ({v:,})" for r, v in needed.items())
+    dense = dict(space.dense)
+    if "latency" in used:
+        dense["latency"] = float(latency_model.predict(space.dense_candidate())[0])
+    shown = {r: f"{v.min():.3f} ms predicted" if r == "latency" else f"{int(v.min()):,}" for r, v in used.items()}
+    smallest = ", ".join(f"{r}={v.min() / dense[r]:.4f} ({shown[r]})" for r, v in used.items())
     raise UserError(f"the budget leaves room for no attention or MLP block at all; keeping a single block "
                     f"needs at least {smallest}, so raise the budget.")

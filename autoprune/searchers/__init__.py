@@ -8,15 +8,17 @@ from typing import Any
 from autoprune.errors import UserError
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
 from autoprune.searchers.darwin import DarwinSearcher
+from autoprune.searchers.dp import DPSearcher
 from autoprune.searchers.emo import EmoSearcher
+from autoprune.searchers.global_ranking import GlobalSearcher
 from autoprune.searchers.optuna_sampler import OptunaSearcher
 from autoprune.searchers.random_search import RandomSearcher
 from autoprune.searchers.tyr import TyrSearcher
 from autoprune.searchers.uniform import UniformSearcher
 
 SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher,
-                               OptunaSearcher)
+    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher, DPSearcher,
+                           GlobalSearcher, OptunaSearcher)
 }
 
 
@@ -43,11 +45,13 @@ def check_searcher(name: str, options: dict[str, Any] | None) -> None:
     objective) is checked against the real problem only, when the searcher is built."""
     from autoprune.space.budget import Constraints
     from autoprune.space.levels import LevelGrid
-    from autoprune.testing.synthetic import chain_latency_model, chain_space, make_problem
+    from autoprune.testing.synthetic import (chain_latency_model, chain_space, make_problem,
+                                            synthetic_channel_scores)
 
     space = chain_space([16, 16, 16], LevelGrid.from_step(step=1 / 16, min_ratio=1 / 16))
     limits = make_problem(space, 0.5).constraints.limits
-    stand_in = Problem(space=space, constraints=Constraints(limits=limits, latency_model=chain_latency_model(space)))
+    stand_in = Problem(space=space, constraints=Constraints(limits=limits, latency_model=chain_latency_model(space)),
+                       channel_scores=synthetic_channel_scores(space))
     make_searcher(name, problem=stand_in, seed=0, options=options)
 
 

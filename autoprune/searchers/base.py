@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,13 +25,31 @@ from autoprune.space.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
+#: a proposal's kind: a candidate model (on the front when it is within budget and ok)
+TRIAL = "trial"
+#: a measurement the searcher needs (a sensitivity probe, a calibration run): journaled like
+#: a trial so a resume never repeats it, exempt from the budget check, never on the front,
+#: and not counted against ``--trials``
+MEASUREMENT = "measurement"
+KINDS = (TRIAL, MEASUREMENT)
+
+
+#: per-channel importance of every group (one array per group, in space order, over the
+#: group's channels), by the name of an importance criterion ("magnitude", "taylor", "bn_scale")
+ChannelScores = Callable[[str], list[np.ndarray]]
+
 
 @dataclass(frozen=True)
 class Problem:
-    """What a searcher searches: the space and the FLOPs/params limits it must respect."""
+    """What a searcher searches: the space and the FLOPs/params limits it must respect.
+
+    ``channel_scores`` computes per-channel importance on the dense model (the torch side
+    provides it for image models; None where the task has none): searchers that rank
+    channels, as Torch-Pruning's global pruning does, ask for it by criterion."""
 
     space: SearchSpace
     constraints: Constraints
+    channel_scores: ChannelScores | None = field(default=None, compare=False)
 
     def feasible(self, levels: np.ndarray) -> np.ndarray:
         return self.constraints.feasible(self.space, levels)
@@ -48,6 +67,8 @@ class Proposal:
     BatchNorm batches) to retrain with; trials of the same draw share it (common random
     numbers, so they differ only by their allocation), and draw 0 is the run's seed itself.
     A searcher scores a candidate again on a new draw to average out a lucky one.
+    ``kind``: :data:`TRIAL` (a candidate) or :data:`MEASUREMENT` (evaluated and journaled the
+    same way, but allowed over budget and kept off the front).
     """
 
     levels: np.ndarray
@@ -55,6 +76,7 @@ class Proposal:
     eval_samples: int | None = None
     parent: int | None = None
     draw: int = 0
+    kind: str = TRIAL
 
 
 @dataclass
@@ -71,6 +93,7 @@ class Result:
     eval_samples: int | None = None
     parent: int | None = None
     draw: int = 0
+    kind: str = TRIAL
     #: trained weights, handed from the executor to the checkpoint store; never journaled
     state: Any = field(default=None, repr=False)
 
@@ -128,7 +151,9 @@ class Searcher(ABC):
             levels = self.space.check(p.levels)
             if levels.ndim != 1:
                 raise RuntimeError(f"searcher {self.name!r} proposed levels of shape {levels.shape}, not one vector")
-            if not self.problem.feasible(levels)[0]:
+            if p.kind not in KINDS:
+                raise RuntimeError(f"searcher {self.name!r} proposed kind {p.kind!r}, not one of {KINDS}")
+            if p.kind == TRIAL and not self.problem.feasible(levels)[0]:
                 raise RuntimeError(f"searcher {self.name!r} proposed a candidate over budget: {levels.tolist()}")
             for what, value in (("fidelity", p.fidelity), ("eval_samples", p.eval_samples), ("parent", p.parent),
                                 ("draw", p.draw)):
@@ -140,6 +165,7 @@ class Searcher(ABC):
                 eval_samples=None if p.eval_samples is None else int(p.eval_samples),
                 parent=None if p.parent is None else int(p.parent),
                 draw=int(p.draw or 0),
+                kind=p.kind,
             ))
         self.n_asked += len(checked)
         return checked
@@ -153,6 +179,26 @@ class Searcher(ABC):
         """One sentence on what ``trials`` buys this searcher (generations, rounds), for a
         user who left ``--trials`` at its default; None when there is nothing to say."""
         return None
+
+    @classmethod
+    def needs_latency_model(cls, options: dict[str, Any]) -> bool:
+        """Whether a run with these searcher ``options`` needs the latency model without a
+        latency budget (an objective that predicts latency): the run then measures it."""
+        return False
+
+    def live_checkpoints(self) -> set[int] | None:
+        """Trial ids whose kept weights a later proposal may still continue (``parent``);
+        the run deletes the others, so a staged search keeps a few checkpoints at a time
+        instead of one per trial (a language model's is hundreds of MB). None (the default)
+        keeps every checkpoint. Asked after each ``tell``; the answer must follow from what
+        the searcher has been told, so that a resumed run deletes the same ones."""
+        return None
+
+    def report(self) -> dict[str, Any]:
+        """What the searcher learnt about the run that a user should see (e.g. ``dp``'s
+        additivity check), JSON-serialisable, kept in run.json and shown in the summary;
+        empty when there is nothing to say."""
+        return {}
 
     def keep_files_in(self, run_dir: Path) -> None:
         """Where a searcher may keep files of its own (a library's record of its study, for

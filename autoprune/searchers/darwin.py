@@ -73,7 +73,7 @@ import numpy as np
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
 from autoprune.searchers.mutation import DARWIN_MAX_SWAPS, GridSteps, fill_steps, mutate
 from autoprune.searchers.repair import repair
-from autoprune.searchers.staged import Generation, Schedule, check_int, fitness_of
+from autoprune.searchers.staged import Generation, Schedule, check_int, fitness_of, live_after
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,9 @@ class DarwinSearcher(Searcher):
         """This generation's draws: the same every generation, or new ones with fresh draws."""
         first = self.n_generations * self.final_draws if self.fresh_draws else 0
         return tuple(range(first, first + self.final_draws))
+
+    def live_checkpoints(self) -> set[int]:
+        return live_after(self.generation, self.parent_result)
 
     def incumbent(self) -> int | None:
         return None if self.parent_result is None else self.parent_result.trial_id

@@ -7,9 +7,10 @@ ask-and-tell interface (``setup``, ``ask``, ``tell``): pymoo sorts, crowds and n
 this module hands its populations to the run loop and its results back.
 
 - Genome: one integer level per group (:class:`~emo_parts.LevelProblem`).
-- Objectives (``objectives``): ``error`` (1 - held-out accuracy) and, by default,
-  ``flops``; ``params`` and ``latency`` (the latency model's prediction, which needs a
-  latency budget) may be added or swapped in, each relative to the dense model. Three
+- Objectives (``objectives``): ``error`` (1 - held-out accuracy; for a language model
+  its KL to the dense model) and, by default, ``flops``; ``params`` and ``latency`` (the
+  latency model's prediction) may be added or swapped in, each relative to the dense
+  model. Three
   or more select NSGA-III with Das-Dennis reference directions, as many as fit in the
   population.
 - Budget: a constraint every candidate meets, by construction: pymoo's repair step is
@@ -65,7 +66,14 @@ from autoprune.searchers.emo_parts import (
     make_mutation,
     nsga3_selection,
 )
-from autoprune.searchers.objectives import FAILED_ERROR, budget_violation, check_objectives, cost_objectives, error_of
+from autoprune.searchers.objectives import (
+    FAILED_ERROR,
+    budget_violation,
+    check_objectives,
+    cost_objectives,
+    error_of,
+    names_latency,
+)
 from autoprune.searchers.staged import check_int
 
 logger = logging.getLogger(__name__)
@@ -92,6 +100,10 @@ class EmoSearcher(Searcher):
     name = "emo"
     #: a whole default population per ask; larger populations span several asks
     batch_size: ClassVar[int] = 32
+
+    @classmethod
+    def needs_latency_model(cls, options: dict[str, Any]) -> bool:
+        return names_latency(options.get("objectives", ()))
 
     def __init__(
         self,

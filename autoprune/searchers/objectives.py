@@ -26,6 +26,16 @@ OBJECTIVES = ("error", "flops", "params", "latency")
 FAILED_ERROR = 1.0
 
 
+def names_latency(objectives: object) -> bool:
+    """Whether ``objectives`` (a list or the CLI's ``error,flops,latency``) name latency;
+    anything malformed is left for :func:`check_objectives` to refuse."""
+    if isinstance(objectives, str):
+        objectives = objectives.split(",")
+    if not isinstance(objectives, Sequence):
+        return False
+    return any(isinstance(o, str) and o.strip().lower() == "latency" for o in objectives)
+
+
 def check_objectives(objectives: object, problem: Problem) -> tuple[str, ...]:
     """Validated objective names: at least two, distinct, known, ``error`` among them, and
     ``latency`` only where the problem has a latency model."""
@@ -43,8 +53,7 @@ def check_objectives(objectives: object, problem: Problem) -> tuple[str, ...]:
         raise ValueError(f"objectives must include error (a front of costs alone is the sparsest model), "
                          f"got {list(names)}")
     if "latency" in names and problem.constraints.latency_model is None:
-        raise ValueError("objective latency needs the latency model a latency budget builds; add one, "
-                         "e.g. --budget latency=1.0")
+        raise ValueError("objective latency needs the run's latency model, which this problem lacks")
     return names
 
 
@@ -65,13 +74,17 @@ def cost_objectives(problem: Problem, names: Sequence[str], levels: np.ndarray) 
 
 
 def error_of(result: Result) -> float | None:
-    """1 - held-out accuracy of an ok result; None when it failed or has no finite accuracy."""
+    """The ``error`` objective of an ok result: 1 - held-out accuracy for a classifier, and
+    for a language model (no accuracy) its held-out KL to the dense model, the fitness
+    DarwinLM and Týr rank by (0 for the dense model, larger when worse); None when the
+    trial failed or has neither as a finite number."""
     if not result.ok:
         return None
     accuracy = result.metrics.get("accuracy")
-    if accuracy is None or not math.isfinite(accuracy):
-        return None
-    return 1.0 - float(accuracy)
+    if accuracy is not None:
+        return 1.0 - float(accuracy) if math.isfinite(accuracy) else None
+    kl = result.metrics.get("kl_to_dense")
+    return float(kl) if kl is not None and math.isfinite(kl) else None
 
 
 def budget_violation(problem: Problem, levels: np.ndarray) -> np.ndarray:

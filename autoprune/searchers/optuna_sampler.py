@@ -5,7 +5,8 @@ Optuna samples, this module hands its draws to the run loop and their results ba
 
 - Parameters: one integer parameter per group (its level, ``0 .. n_levels - 1``), named
   after the group, so the study reads like the space.
-- Objectives (``objectives``): ``error`` alone (the default for ``tpe``, ``gp``,
+- Objectives (``objectives``): ``error`` (1 - held-out accuracy; a language model's KL
+  to the dense model) alone (the default for ``tpe``, ``gp``,
   ``cmaes``, ``random``: a single-objective study), or two or more of
   :data:`~autoprune.searchers.objectives.OBJECTIVES` (the default for ``nsga2`` and
   ``nsga3``: ``error, flops``), all minimised; costs are relative to the dense model.
@@ -44,7 +45,13 @@ import numpy as np
 
 from autoprune.errors import UserError
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
-from autoprune.searchers.objectives import budget_violation, check_objectives, cost_objectives, error_of
+from autoprune.searchers.objectives import (
+    budget_violation,
+    check_objectives,
+    cost_objectives,
+    error_of,
+    names_latency,
+)
 from autoprune.searchers.repair import fill, repair
 from autoprune.searchers.staged import check_int
 
@@ -119,6 +126,10 @@ def make_sampler(name: str, *, seed: int, n_startup_trials: int, population_size
 class OptunaSearcher(Searcher):
     name = "optuna"
     batch_size: ClassVar[int] = 8
+
+    @classmethod
+    def needs_latency_model(cls, options: dict[str, Any]) -> bool:
+        return names_latency(options.get("objectives", ()))
 
     def __init__(
         self,

@@ -98,6 +98,18 @@ class Schedule:
         return len(self.survivors)
 
 
+def live_after(generation: "Generation | None", parent_result: Result | None) -> set[int]:
+    """What a staged searcher must keep (:meth:`Searcher.live_checkpoints`): its
+    generation's live trials, and its parent's last trial and the one that trial
+    continued (a parent re-proposes those on the last stage's extra draws)."""
+    live = generation.live_checkpoints() if generation is not None else set()
+    if parent_result is not None:
+        live.add(parent_result.trial_id)
+        if parent_result.parent is not None:
+            live.add(parent_result.parent)
+    return live
+
+
 def fitness_of(metric: str) -> Callable[[Result | None], float]:
     """Lower is better; a failed trial or a missing or non-finite metric is the worst."""
     if metric not in FITNESS_METRICS:
@@ -166,6 +178,16 @@ class Generation:
     @property
     def done(self) -> bool:
         return self.winner is not None
+
+    def live_checkpoints(self) -> set[int]:
+        """Trials a proposal of this generation may still continue: the parents of the
+        proposals not yet answered, and while a stage is under way every result it has
+        (any may advance). A closed stage's losers are never continued again."""
+        live = {h.proposal.parent for h in self._queue + self._outstanding if h.proposal.parent is not None}
+        if not self.done:
+            live.update(m.result.trial_id for m in self.entrants[self.stage]
+                        if m.result is not None and m.stage == self.stage)
+        return live
 
     def take(self, n: int) -> list[Proposal]:
         """Up to ``n`` proposals of the current stage not handed out yet."""

@@ -54,7 +54,7 @@ import numpy as np
 
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
 from autoprune.searchers.mutation import TYR_MAX_SWAPS, fill_steps, mutate
-from autoprune.searchers.staged import Generation, Schedule, check_int, fitness_of
+from autoprune.searchers.staged import Generation, Schedule, check_int, fitness_of, live_after
 from autoprune.space.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -233,6 +233,9 @@ class TyrSearcher(Searcher):
         return (f"tyr: its {self.rounds} rounds of {self.generations_per_round} generations take about {needed} "
                 f"trials ({per_generation} per generation); --trials {trials} "
                 + ("covers them" if trials >= needed else "stops it early, raise it for every round"))
+
+    def live_checkpoints(self) -> set[int]:
+        return live_after(self.generation, self.parent_result)
 
     def incumbent(self) -> int | None:
         return None if self.parent_result is None else self.parent_result.trial_id

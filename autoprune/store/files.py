@@ -1,6 +1,9 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then ``os.replace``.
+"""Atomic, durable file writes: a temp file in the same folder, fsync, ``os.replace``,
+then fsync of the folder.
 
-A reader (or a crash) never sees half a file: it sees the old one or the new one.
+A reader (or a crash) never sees half a file: it sees the old one or the new one; and once
+the call returns, a power cut cannot take the new name away again (the rename itself is
+only durable once the folder is synced).
 """
 
 from __future__ import annotations
@@ -47,6 +50,27 @@ def check_writable_folder(path: Path, flag: str) -> None:
                         f"choose another {flag}.")
 
 
+def replace_durably(tmp: str | Path, path: Path) -> None:
+    """Move a finished temp file ``tmp`` onto ``path``, its bytes and its name on disk first."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename or removal inside it survives a crash (where the OS allows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. a platform without directory handles: the write itself is still atomic
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -55,8 +79,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -15,6 +15,7 @@ import pandas as pd
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from autoprune.searchers.base import TRIAL
 from autoprune.space.latency_model import LatencyModel
 from autoprune.store.quality import ACCURACY, Quality
 
@@ -38,7 +39,8 @@ def trials_table(records: list[dict[str, Any]], group_names: list[str], limits: 
         metrics = record.get("metrics") or {}
         row: dict[str, Any] = {"trial_id": record["trial_id"], "status": record["status"],
                                "fidelity": record["fidelity"], "eval_samples": record.get("eval_samples"),
-                               "draw": record.get("draw", 0), "error": record.get("error")}
+                               "draw": record.get("draw", 0), "kind": record.get("kind", TRIAL),
+                               "error": record.get("error")}
         for column in METRIC_COLUMNS:
             row[column] = metrics.get(column, np.nan)
         for name, level in zip(group_names, record["levels"]):
@@ -101,13 +103,15 @@ def objectives_for(quality: Quality) -> tuple[tuple[str, str], ...]:
 
 
 def pareto_front(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...] = OBJECTIVES) -> pd.DataFrame:
-    """Non-dominated trials among those ok, within budget and at the last stage, best quality
+    """Non-dominated trials among those ok, within budget, of kind ``trial`` and at the last stage, best quality
     (the first objective) first; a candidate scored several times (on several draws) competes
     with its mean (:func:`mean_over_draws`)."""
     if table.empty:
         return table
     usable = [(c, d) for c, d in objectives if c in table and table[c].notna().any()]
-    eligible = last_stage(table[table["within_budget"]]).dropna(subset=[c for c, _ in usable])
+    # measurements (a searcher's probes) are never candidates, whatever they scored
+    candidates = table["within_budget"] & (table["kind"] == TRIAL)
+    eligible = last_stage(table[candidates]).dropna(subset=[c for c, _ in usable])
     if eligible.empty:
         return eligible
     level_columns = [c for c in eligible.columns if c.startswith("level:")]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from autoprune.errors import UserError
-from autoprune.searchers.base import Result
+from autoprune.searchers.base import KINDS, TRIAL, Result
 
 logger = logging.getLogger(__name__)
 JOURNAL_NAME = "trials.jsonl"
@@ -49,6 +49,8 @@ def result_to_record(result: Result, extra: dict[str, Any] | None = None) -> dic
         "parent": result.parent,
         "draw": result.draw,
     }
+    if result.kind != TRIAL:  # trial records stay as they were before measurements existed
+        record["kind"] = result.kind
     record.update(extra or {})
     return record
 
@@ -64,6 +66,7 @@ def record_to_result(record: dict[str, Any]) -> Result:
         eval_samples=record.get("eval_samples"),
         parent=record.get("parent"),
         draw=int(record.get("draw", 0)),  # journals written before draws existed have only draw 0
+        kind=str(record.get("kind", TRIAL)),
     )
 
 
@@ -103,6 +106,8 @@ def record_problem(record: Any) -> str | None:
     for key in ("eval_samples", "parent"):
         if record.get(key) is not None and not _whole(record[key]):
             return f"its {key} {record[key]!r} is not a whole number"
+    if record.get("kind", TRIAL) not in KINDS:
+        return f"its kind {record['kind']!r} is not one of {', '.join(KINDS)}"
     if "draw" in record and not _whole(record["draw"]):
         return f"its draw {record['draw']!r} is not a whole number >= 0"
     return None

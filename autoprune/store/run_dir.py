@@ -43,6 +43,7 @@ SECTIONS: dict[str, tuple[type, ...]] = {
 #: sections that may be missing or null
 OPTIONAL_SECTIONS: dict[str, tuple[type, ...]] = {
     "latency_model": (dict,), "data_fingerprint": (str,), "incumbent": (int,), "model_spec": (dict,), "quality": (dict,),
+    "searcher_report": (dict,),
 }
 
 

@@ -53,7 +53,7 @@ def evaluate(
         levels = np.array(proposal.levels, dtype=np.int64)
         fidelity = DEFAULT_FIDELITY if proposal.fidelity is None else int(proposal.fidelity)
         echo = {"eval_samples": proposal.eval_samples, "parent": proposal.parent,  # as the executors do
-                "draw": proposal.draw}
+                "draw": proposal.draw, "kind": proposal.kind}  # (the run loop sets the kind)
         if fail_every is not None and (trial_id + 1) % fail_every == 0:
             results.append(Result(trial_id=trial_id, levels=levels, fidelity=fidelity, status="failed",
                                   error="synthetic failure", **echo))
@@ -65,6 +65,8 @@ def evaluate(
             # the quality lost to pruning also stands in for the output distance to the dense
             # model, the training-free fitness of Týr-the-Pruner
             "kl_to_dense": 1.0 - accuracy,
+            "mse_to_dense": 1.0 - accuracy,
+            "worst_mse_to_dense": 1.0 - accuracy,
             "flops_ratio": float(space.relative_cost("flops", levels)),
             "params_ratio": float(space.relative_cost("params", levels)),
         }

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from autoprune.searchers import make_searcher
-from autoprune.searchers.base import Problem, Proposal, Searcher
+from autoprune.searchers.base import KINDS, TRIAL, Problem, Proposal, Searcher
 from autoprune.space.budget import Constraints
 from autoprune.space.levels import LevelGrid
 from autoprune.space.search_space import SearchSpace
@@ -41,6 +41,7 @@ from autoprune.testing.synthetic import (
     make_problem,
     separable_quality,
     separable_space,
+    synthetic_channel_scores,
 )
 
 #: fine enough that 10% of the FLOPs is reachable in both synthetic spaces
@@ -67,7 +68,8 @@ def _weights(n_groups: int) -> np.ndarray:
 def at_sparsest_problem(space: SearchSpace) -> Problem:
     """FLOPs bounded at exactly the sparsest model's, the least budget a user may ask for."""
     limit = float(space.cost("flops", space.sparsest_candidate()))
-    return Problem(space=space, constraints=Constraints(limits={"flops": limit}))
+    return Problem(space=space, constraints=Constraints(limits={"flops": limit}),
+                   channel_scores=synthetic_channel_scores(space))
 
 
 _BUILDERS: dict[str, Callable[[], Problem]] = {
@@ -91,15 +93,17 @@ def build_case(name: str) -> SyntheticCase:
 
 
 def check_proposal(problem: Problem, proposal: Proposal) -> None:
-    """Fail unless ``proposal`` is one in-grid candidate within every limit, checked afresh."""
+    """Fail unless ``proposal`` is one in-grid candidate within every limit, checked afresh
+    (a measurement, a searcher's probe, is exempt from the limits, not from the grid)."""
     space = problem.space
     assert isinstance(proposal, Proposal), f"ask must return Proposals, got {type(proposal).__name__}"
     levels = np.asarray(proposal.levels)
     assert levels.shape == (space.n_groups,), f"levels must have shape ({space.n_groups},), got {levels.shape}"
     assert np.issubdtype(levels.dtype, np.integer), f"levels must be integers, got {levels.dtype}"
     assert levels.min() >= 0 and levels.max() < space.n_levels, f"levels out of [0, {space.n_levels - 1}]: {levels}"
+    assert proposal.kind in KINDS, f"kind must be one of {KINDS}, got {proposal.kind!r}"
     for resource, limit in problem.constraints.limits.items():
-        if resource in space.costs:
+        if resource in space.costs and proposal.kind == TRIAL:
             assert space.cost(resource, levels) <= limit, f"{resource} over budget: {levels.tolist()}"
     if proposal.fidelity is not None:
         assert isinstance(proposal.fidelity, (int, np.integer)) and proposal.fidelity >= 0, proposal.fidelity
@@ -251,5 +255,5 @@ class SearcherTestCase:
         _, optimum = exact_optimum(case.problem, case.quality)
         transcript = drive(self.make_searcher(case.problem, 0), case.quality,
                            max_proposals=self.optimality_proposals)
-        best = max((r.metrics["accuracy"] for r in transcript.results if r.ok), default=0.0)
+        best = max((r.metrics["accuracy"] for r in transcript.results if r.ok and r.kind == TRIAL), default=0.0)
         assert best * case.quality.dense_value >= (1.0 - self.optimality_tolerance) * optimum

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autoprune.searchers.base import Problem
+from autoprune.searchers.base import ChannelScores, Problem
 from autoprune.space.budget import parse_budget, resolve
 from autoprune.space.cost import LinearCount, QuadraticCost
 from autoprune.space.latency_model import LatencyModel, LayerTable
@@ -85,6 +85,63 @@ def chain_space(
         params.add_count(outputs, 1)
         previous = outputs
     head = LinearCount(constant=n_classes)
+    flops.add_product(previous, head, 1)
+    params.add_product(previous, head, 1)
+    params.add_count(head, 1)
+    return SearchSpace(groups=groups, grid=grid, flops=flops, params=params)
+
+
+def residual_space(
+    stage_widths: Sequence[int],
+    grid: LevelGrid,
+    *,
+    blocks: int = 2,
+    in_channels: int = 3,
+    positions: int = 16,
+    n_classes: int = 10,
+) -> SearchSpace:
+    """A CIFAR-style ResNet's coupling: per stage one group shared by the stem or shortcut
+    and every block's output (the residual sum), and one inner group per block.
+
+    A block costs ``stage * inner`` twice (its two convolutions); the first block of a later
+    stage reads the previous stage (its first convolution and a 1x1 shortcut), so the
+    previous stage, that block's inner group and the new stage are coupled in a triangle.
+    Groups are numbered stage by stage: the stage group, then its blocks' inner groups.
+    """
+    if blocks < 1:
+        raise ValueError(f"blocks must be a positive integer, got {blocks!r}")
+    sizes: list[int] = []
+    stage_index: list[int] = []
+    inner_index: list[list[int]] = []
+    for width in stage_widths:
+        stage_index.append(len(sizes))
+        sizes.append(int(width))
+        inner_index.append([])
+        for _ in range(blocks):
+            inner_index[-1].append(len(sizes))
+            sizes.append(int(width))
+    groups = _groups(sizes, grid, "g")
+    n = len(groups)
+    flops, params = QuadraticCost(n_groups=n), QuadraticCost(n_groups=n)
+
+    def layer(a: LinearCount, b: LinearCount, spatial: int) -> None:
+        flops.add_product(a, b, spatial)
+        params.add_product(a, b, 1)
+        params.add_count(b, 2)  # a BatchNorm's weight and bias
+
+    layer(LinearCount(constant=in_channels), LinearCount(terms={stage_index[0]: 1}), positions)
+    previous: LinearCount | None = None
+    for s, stage in enumerate(stage_index):
+        here = LinearCount(terms={stage: 1})
+        for b, inner in enumerate(inner_index[s]):
+            reads = previous if (b == 0 and previous is not None) else here
+            layer(reads, LinearCount(terms={inner: 1}), positions)
+            layer(LinearCount(terms={inner: 1}), here, positions)
+            if b == 0 and previous is not None:
+                layer(previous, here, positions)  # the 1x1 shortcut
+        previous = here
+    head = LinearCount(constant=n_classes)
+    assert previous is not None
     flops.add_product(previous, head, 1)
     params.add_product(previous, head, 1)
     params.add_count(head, 1)
@@ -177,7 +234,30 @@ def make_problem(space: SearchSpace, budget_ratio: float, *, params_ratio: float
     budgets = [parse_budget(f"flops={float(budget_ratio)!r}")]
     if params_ratio is not None:
         budgets.append(parse_budget(f"params={float(params_ratio)!r}"))
-    return Problem(space=space, constraints=resolve(budgets, space))
+    return Problem(space=space, constraints=resolve(budgets, space), channel_scores=synthetic_channel_scores(space))
+
+
+#: the criteria :func:`synthetic_channel_scores` answers (those of ``autoprune.searchers.global_ranking``)
+SYNTHETIC_IMPORTANCES = ("magnitude", "taylor", "bn_scale")
+
+
+def synthetic_channel_scores(space: SearchSpace, *, seed: int = 0) -> ChannelScores:
+    """Per-channel importance for a space without a model, as the torch side provides it for a
+    real one: fixed random scores per channel, one scale per group (so a global ranking
+    prunes groups unevenly) and per criterion, each group's normalised to mean 1 as
+    Torch-Pruning's ``normalizer="mean"`` does; a criterion it does not know is refused."""
+
+    def scores(kind: str) -> list[np.ndarray]:
+        if kind not in SYNTHETIC_IMPORTANCES:
+            raise ValueError(f"unknown importance {kind!r}")
+        rng = np.random.default_rng([seed, SYNTHETIC_IMPORTANCES.index(kind)])
+        out = []
+        for group in space.groups:
+            raw = rng.gamma(2.0, 1.0, size=group.size) * rng.uniform(0.2, 2.0)
+            out.append(raw / raw.mean())
+        return out
+
+    return scores
 
 
 def all_candidates(space: SearchSpace) -> np.ndarray:

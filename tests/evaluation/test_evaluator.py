@@ -86,6 +86,16 @@ def test_kl_to_dense_is_zero_for_the_dense_model_itself(evaluator, digits) -> No
     assert score(evaluator.dense, digits, digits.val, limit=50)["eval_samples"] == 50
 
 
+def test_logit_mse_to_dense_matches_its_definition(evaluator, digits) -> None:
+    assert score(evaluator.dense, digits, digits.val, reference=evaluator._dense_logits)["mse_to_dense"] == \
+        pytest.approx(0.0, abs=1e-10)
+    shifted = evaluator._dense_logits.clone()
+    shifted[3] += 2.0  # one sample's logits all off by 2: squared error 4 on that sample
+    scores = score(evaluator.dense, digits, digits.val, reference=shifted)
+    assert scores["worst_mse_to_dense"] == pytest.approx(4.0, rel=1e-4)
+    assert scores["mse_to_dense"] == pytest.approx(4.0 / len(digits.val), rel=1e-3)
+
+
 def test_continuing_training_resumes_from_the_given_weights(evaluator) -> None:
     levels = evaluator.space.uniform_candidate(6)
     first = evaluator.run(levels, fidelity=5, seed=0)

@@ -144,6 +144,35 @@ def test_distillation_reduces_the_kl_of_a_perturbed_model(perp: bool, tokenizer,
     assert again.metrics["kl_to_dense"] == pytest.approx(after.metrics["kl_to_dense"], rel=1e-6)
 
 
+@pytest.mark.parametrize("top_k", [None, 8])
+def test_kept_teacher_targets_train_like_fresh_ones_without_running_the_teacher_again(top_k, tokenizer,
+                                                                                      data) -> None:
+    dense = dense_for("llama", tokenizer)
+    evaluators = {mb: LMEvaluator(dense=dense, data=data, build=builder(dense),
+                                  config=LMEvaluatorConfig(lr=1e-3, batch_size=4, kl_top_k=top_k,
+                                                           teacher_cache_mb=mb, **FAST))
+                  for mb in (0, 64)}
+    for levels in ([6], [4], [6]):
+        runs = {mb: e.run(np.array(levels), fidelity=5, seed=3).metrics for mb, e in evaluators.items()}
+        assert runs[64]["kl_to_dense"] == pytest.approx(runs[0]["kl_to_dense"], rel=1e-4)
+    assert evaluators[0].train_targets.teacher_sequences == 3 * 5 * 4
+    assert evaluators[64].train_targets.teacher_sequences == 5 * 4, "the same batches: the teacher ran once"
+    assert 0 < evaluators[64].train_targets.used <= 64 * 2**20 and not evaluators[0].train_targets.rows
+
+
+def test_teacher_targets_beyond_the_memory_given_are_computed_each_time(tokenizer, data) -> None:
+    dense = dense_for("llama", tokenizer)
+    evaluator = LMEvaluator(dense=dense, data=data, build=builder(dense),
+                            config=LMEvaluatorConfig(lr=1e-3, batch_size=4, **FAST))
+    row = evaluator._teacher_target(data.train[:1])
+    evaluator.train_targets.max_bytes = 6 * row.nbytes  # six sequences' worth
+    first = evaluator.run(np.array([6]), fidelity=5, seed=3).metrics
+    second = evaluator.run(np.array([6]), fidelity=5, seed=3).metrics
+    assert len(evaluator.train_targets.rows) == 6 and evaluator.train_targets.used <= 6 * row.nbytes
+    assert evaluator.train_targets.teacher_sequences == 20 + 20 - 4, "only the first batch was whole in memory"
+    assert second["kl_to_dense"] == pytest.approx(first["kl_to_dense"], rel=1e-4)
+
+
 def test_a_mixed_lm_loss_also_learns_the_text(tokenizer, data) -> None:
     dense = dense_for("gpt2", tokenizer)  # random weights: the text itself is the only thing worth learning
     config = LMEvaluatorConfig(lr=1e-3, lm_weight=0.5, **FAST)

@@ -176,6 +176,23 @@ def test_assembly_equals_pruning_and_owns_its_weights(family: str) -> None:
         assert got.lm_head.weight is got.get_input_embeddings().weight  # tying survives assembly
 
 
+@pytest.mark.parametrize("share", [0.0, 0.1, None])
+def test_the_slice_cache_stays_within_its_memory_and_assembles_the_same(share: float | None) -> None:
+    dense = tiny_model("llama")
+    space = build_lm_space(dense, grid=GRID, seq_len=16)
+    model_bytes = sum(p.nbytes for p in dense.parameters())
+    max_bytes = None if share is None else int(share * model_bytes)
+    database = LMLevelDatabase.build(dense, space, max_bytes=max_bytes)
+    limit = model_bytes if max_bytes is None else max_bytes
+    for levels in _candidates(space, 12, seed=8):
+        expected, _ = prune(dense, space, levels)
+        got, _ = database.assemble(levels)
+        assert all(torch.equal(expected.state_dict()[k], v) for k, v in got.state_dict().items())
+        held = sum(t.nbytes for slices in database._sliced.values() for t in slices.values())
+        assert held == database.cached_bytes <= limit
+    assert (database.cached_bytes > 0) == (share != 0.0)
+
+
 def test_activation_importance_weighs_weights_by_calibration_activations() -> None:
     dense = tiny_model("llama")
     space = build_lm_space(dense, grid=GRID, seq_len=16)

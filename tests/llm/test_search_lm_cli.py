@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -81,6 +82,18 @@ def test_tyr_searches_a_language_model(model_dir: Path, tmp_path: Path) -> None:
     assert all(r["fidelity"] == 0 for r in records)  # training-free: KL after pruning
 
 
+def test_emo_searches_a_language_model_by_its_kl(model_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "emo"
+    assert main(_search(model_dir, run_dir, "--searcher", "emo", "--searcher-option", "pop_size=4",
+                        "--trials", "8", "--fidelity", "0")) == 0
+    records = _journal(run_dir)
+    assert len(records) == 8 and all(r["status"] == "ok" for r in records)
+    # the second generation was bred from ranked parents: not every trial a first-population uniform
+    assert len({tuple(r["levels"]) for r in records}) == 8
+    front = (run_dir / "front.csv").read_text().splitlines()
+    assert len(front) >= 2 and "perplexity" in front[0]
+
+
 def test_export_then_load_and_generate_in_a_fresh_process(darwin_run: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "exported"
@@ -136,8 +149,11 @@ def test_a_killed_language_model_search_resumes_without_repeating_a_trial(model_
     (["--model", "hf:{model}", "--data", "text:{prose}", "--seq-len", "5000"], "beyond the model's context"),
     (["--model", "hf:{model}", "--data", "text:{prose}", "--seq-len", "250"], "needs at least"),
     (["--model", "hf:{model}", "--data", "text:{prose}", "--budget", "params=0.005"], "no attention or MLP block"),
-    (["--model", "hf:{model}", "--data", "text:{prose}", "--budget", "latency=0.5"], "latency budgets"),
+    (["--model", "hf:{model}", "--data", "text:{prose}", "--budget", "latency=0.5", "--latency-repeats", "0"],
+     "needs every trial's latency measured"),
     (["--seq-len", "64"], "only to language models"),
+    (["--train-params", "norms-and-biases"], "only to language models"),
+    (["--model", "hf:{model}", "--data", "text:{prose}", "--train-params", "norms"], "must be one of all"),
 ])
 def test_bad_language_model_input_gets_one_sentence(model_dir: Path, tmp_path: Path, argv: list[str],
                                                     said: str) -> None:
@@ -177,6 +193,23 @@ def test_a_uniform_export_is_also_a_plain_hugging_face_directory(model_dir: Path
     with torch.no_grad():
         torch.testing.assert_close(plain(ids).logits, ours(ids).logits)
     assert plain.config.num_key_value_heads < 2 or plain.config.intermediate_size < 96  # really pruned
+
+
+def test_norms_and_biases_only_retraining_leaves_every_other_weight_as_pruned(model_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    run_dir = tmp_path / "perp"
+    assert main(_search(model_dir, run_dir, "--searcher", "uniform", "--trials", "1", "--fidelity", "2",
+                        "--train-params", "norms-and-biases", "--lr", "0.01")) == 0
+    assert json.loads((run_dir / "run.json").read_text())["config"]["train_params"] == "norms-and-biases"
+    weights = {}
+    for steps in ("0", "3"):
+        out = tmp_path / f"export-{steps}"
+        assert main(["-q", "export", str(run_dir), "--out", str(out), "--steps", steps]) == 0
+        weights[steps] = load_file(out / "model.safetensors")
+    changed = {k for k, v in weights["0"].items() if not torch.equal(v, weights["3"][k])}
+    assert changed and all("norm" in k or k.endswith(".bias") for k in changed), changed
 
 
 def test_a_run_whose_model_files_changed_is_not_resumed(tmp_path: Path) -> None:

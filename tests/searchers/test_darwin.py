@@ -217,6 +217,7 @@ class _Executor:
         self.case = case
         self.seen_init: list[Any] = []
         self.seeds: dict[int, int] = {}  # trial id -> the training seed the job carried
+        self.trained: dict[int, int] = {}  # trial id -> the steps its weights have had in all
 
     def run(self, jobs: list[Any]) -> Iterator[Result]:
         for job in jobs:
@@ -226,15 +227,27 @@ class _Executor:
             self.seen_init.append(job.init_state)
             self.seeds[job.trial_id] = job.seed
             result.state = {"trained": (job.init_state or {"trained": 0})["trained"] + job.fidelity}
+            self.trained[job.trial_id] = result.state["trained"]
             yield result
 
 
 class _Checkpoints(dict):
+    """CheckpointStore's interface over a dict; remembers the most it ever held."""
+
+    most = 0
+
     def save(self, trial_id: int, state: Any) -> None:
         self[trial_id] = state
+        self.most = max(self.most, len(self))
 
     def load(self, trial_id: int) -> Any:
         return self.get(trial_id)
+
+    def drop(self, told: set[int], live: set[int]) -> int:
+        gone = (set(self) & set(told)) - set(live)
+        for trial_id in gone:
+            del self[trial_id]
+        return len(gone)
 
 
 class _SlowExecutor(_Executor):
@@ -289,13 +302,28 @@ def test_each_draw_trains_with_its_own_seed_and_the_journal_keeps_the_draw(tmp_p
 def test_a_run_resumed_mid_generation_matches_an_uninterrupted_one(tmp_path: Path) -> None:
     whole = _loop(tmp_path / "whole", 100, _Checkpoints())
     kept = _Checkpoints()
-    _loop(tmp_path / "resumed", 45, kept)  # stops inside the second generation's first stage
-    resumed = _loop(tmp_path / "resumed", 100, kept)
+    first, second = _Executor(hard_case(0.4)), _Executor(hard_case(0.4))
+    _loop(tmp_path / "resumed", 45, kept, first)  # stops inside the second generation's first stage
+    resumed = _loop(tmp_path / "resumed", 100, kept, second)
     assert [_fields(r) for r in resumed] == [_fields(r) for r in whole]
     totals = {r["metrics"]["total_steps"] for r in whole}
     assert totals == {10, 50, 100, 200}, "the loop's cumulative steps are the schedule's"
-    assert all(kept[r["trial_id"]]["trained"] == r["metrics"]["total_steps"] for r in resumed), \
+    trained = {**first.trained, **second.trained}
+    assert all(trained[r["trial_id"]] == r["metrics"]["total_steps"] for r in resumed), \
         "every continuation started from its parent's weights"
+
+
+@pytest.mark.parametrize("options", [{}, {"fresh_draws": True}, {"final_draws": 3},
+                                     {"fresh_draws": True, "final_draws": 2}])
+def test_only_the_weights_a_later_trial_may_continue_are_kept(tmp_path: Path, options: dict[str, Any]) -> None:
+    kept = _Checkpoints()
+    records = _loop(tmp_path, 150, kept, options=options)  # a missing parent's weights would raise
+    continued = [r for r in records if r["parent"] is not None]
+    assert len(continued) > 50 and all(r["metrics"]["total_steps"] > r["fidelity"] for r in continued)
+    # at most one stage's new weights and the previous stage's survivors they continue
+    # (stage 0: 16 offspring + the carried parent; stage 1: 8 + 1 of each), and the
+    # parent's last two trials; without deleting, one file per trial (150)
+    assert kept.most <= 20, kept.most
 
 
 def test_a_time_limit_stops_inside_a_batch_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:

@@ -150,3 +150,9 @@ def test_plan_says_what_the_trials_buy() -> None:
     assert "generations of 20" in (_optuna(case.problem, 0, sampler="nsga2").plan(100) or "")
     assert "start-up" in (_optuna(case.problem, 0, sampler="tpe").plan(8) or "")
     assert _optuna(case.problem, 0, sampler="tpe").plan(100) is None
+
+
+def test_a_latency_objective_asks_the_run_for_its_latency_model() -> None:
+    assert OptunaSearcher.needs_latency_model({"objectives": "error, latency"})
+    assert OptunaSearcher.needs_latency_model({"objectives": ["error", "flops", "latency"]})
+    assert not OptunaSearcher.needs_latency_model({}) and not OptunaSearcher.needs_latency_model({"sampler": "nsga2"})
