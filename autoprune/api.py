@@ -190,7 +190,7 @@ def search(*, run_dir: str | Path | None = None, progress: bool = True, **option
 
 
 def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
-    from autoprune.setup_run import environment, prepare
+    from autoprune.setup_run import prepare
 
     # workers start before the run directory is made: a bad --address writes nothing
     prepared = prepare(config, start_executor=lambda evaluator: make_executor(config, evaluator))
@@ -198,25 +198,7 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
     try:
         searcher = make_searcher(config.searcher, problem=prepared.problem, seed=config.seed,
                                  options=config.searcher_options)
-        lock = RunRecord(
-            created_at=datetime.now(timezone.utc).isoformat(),
-            config=config.to_dict(),
-            searcher=searcher.options(),
-            evaluator=prepared.evaluator_record(),
-            quality=prepared.quality,
-            weights=prepared.task.weights_source,
-            data_fingerprint=prepared.data_fingerprint,
-            model_spec=prepared.task.model_spec.to_dict(),
-            never_prune=list(prepared.task.space_config.never_prune),
-            dense=prepared.dense_metrics,
-            dense_latency=prepared.dense_latency,
-            limits=prepared.constraints.to_dict(),
-            space=prepared.space.to_dict(),
-            latency_model=(prepared.constraints.latency_model.to_dict()
-                           if prepared.constraints.latency_model is not None else None),
-            environment=environment(),
-            sessions=[],
-        ).create(path)
+        lock = new_run_record(config, prepared, searcher.options()).create(path)
     except BaseException:
         executor.close()
         raise
@@ -228,6 +210,31 @@ def _start(config: SearchConfig, path: Path, *, progress: bool) -> Run:
         lock.release()
         raise
     return _drive(run, prepared, searcher, executor, journal, lock, config=config, progress=progress)
+
+
+def new_run_record(config: SearchConfig, prepared: Any, searcher_options: dict[str, Any]) -> RunRecord:
+    """The run record of a new run of ``config`` (``prepared`` by ``setup_run.prepare``)."""
+    from autoprune.setup_run import environment
+
+    return RunRecord(
+        created_at=datetime.now(timezone.utc).isoformat(),
+        config=config.to_dict(),
+        searcher=searcher_options,
+        evaluator=prepared.evaluator_record(),
+        quality=prepared.quality,
+        weights=prepared.task.weights_source,
+        data_fingerprint=prepared.data_fingerprint,
+        model_spec=prepared.task.model_spec.to_dict(),
+        never_prune=list(prepared.task.space_config.never_prune),
+        dense=prepared.dense_metrics,
+        dense_latency=prepared.dense_latency,
+        limits=prepared.constraints.to_dict(),
+        space=prepared.space.to_dict(),
+        latency_model=(prepared.constraints.latency_model.to_dict()
+                       if prepared.constraints.latency_model is not None else None),
+        environment=environment(),
+        sessions=[],
+    )
 
 
 #: what a resume may change: the run's length, and where and how its trials are evaluated,
@@ -341,6 +348,7 @@ def _drive(run: Run, prepared: Any, searcher: Any, executor: Executor, journal: 
         keeper = FrontKeeper(path=run.path, group_names=run.space.group_names, limits=run.limits,
                              latency_model=run.latency_model, objectives=objectives_for(run.quality),
                              records=journal.records.values())
+        searcher.keep_files_in(run.path)
         run_loop(
             searcher=searcher, executor=executor, journal=journal, trials=config.trials,
             default_fidelity=config.fidelity, seed=config.seed, time_limit=config.time_limit,

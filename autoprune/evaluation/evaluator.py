@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -74,6 +75,24 @@ class EvaluatorConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Held-out metrics while a candidate retrains, for schedulers that stop poor candidates
+    early (Ray Tune's ASHA, Optuna's pruners): ``report(steps_done, scores)`` every ``every``
+    steps before the last (the last is the evaluation's own result), scored as the final
+    metrics are (``accuracy``, ``loss``, ``kl_to_dense`` on the evaluation's held-out
+    samples). Scoring runs in eval mode without drawing random numbers, so a candidate
+    trains and scores the same with or without reports. ``report`` may end the evaluation
+    by raising."""
+
+    every: int
+    report: Callable[[int, dict[str, float]], None]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.every, int) or isinstance(self.every, bool) or self.every < 1:
+            raise ValueError(f"every must be a whole number of steps >= 1, got {self.every!r}")
 
 
 @dataclass
@@ -152,15 +171,18 @@ class Evaluator:
         seed: int,
         eval_samples: int | None = None,
         init_state: dict[str, torch.Tensor] | None = None,
+        progress: Progress | None = None,
     ) -> Evaluated:
         """Materialise ``levels`` and retrain it ``fidelity`` steps (continuing from
         ``init_state`` when given, with a fresh schedule for the new steps), then score it on
-        ``eval_samples`` held-out samples. Raises :class:`EvaluationFailed` when it cannot."""
+        ``eval_samples`` held-out samples; ``progress`` hears held-out metrics on the way.
+        Raises :class:`EvaluationFailed` when it cannot."""
         with torch.random.fork_rng(devices=[]):
-            return self._run(levels, fidelity=fidelity, seed=seed, eval_samples=eval_samples, init_state=init_state)
+            return self._run(levels, fidelity=fidelity, seed=seed, eval_samples=eval_samples, init_state=init_state,
+                             progress=progress)
 
     def _run(self, levels: np.ndarray, *, fidelity: int, seed: int, eval_samples: int | None,
-             init_state: dict[str, torch.Tensor] | None) -> Evaluated:
+             init_state: dict[str, torch.Tensor] | None, progress: Progress | None = None) -> Evaluated:
         started = time.perf_counter()
         try:
             model, keep = self.build(levels)
@@ -181,8 +203,16 @@ class Evaluator:
                 bn_samples = recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
                                                    batch_size=cfg.train.batch_size, seed=seed,
                                                    placement=self.placement)
+            on_step = None
+            if progress is not None:
+                def on_step(steps_done: int, _loss: float) -> None:
+                    if steps_done % progress.every == 0 and steps_done < fidelity:
+                        scores = score(model, self.data, self.data.val, limit=eval_samples,
+                                       reference=self._dense_logits, placement=self.placement)
+                        model.train()
+                        progress.report(steps_done, scores)
             outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed,
-                            teacher=self._distillation_teacher(), placement=self.placement)
+                            teacher=self._distillation_teacher(), placement=self.placement, on_step=on_step)
             if outcome.diverged:
                 raise EvaluationFailed(f"retraining diverged: loss {outcome.final_loss} at step {outcome.steps}")
             trained = time.perf_counter()

@@ -81,7 +81,7 @@ def connect(*, workers: int | None, address: str | None, gpus_per_worker: float 
     if gpus_per_worker is not None and not (isinstance(gpus_per_worker, (int, float)) and gpus_per_worker > 0):
         raise UserError(f"gpus_per_worker must be a positive number such as 0.5 or 1, got {gpus_per_worker!r}.")
     if address:
-        check_address(address, reachable=False)
+        check_address(address)  # also when borrowing a connection: an address nobody answers at is a mistake
     if ray.is_initialized():
         mode = "borrowed"
         if address:
@@ -89,7 +89,6 @@ def connect(*, workers: int | None, address: str | None, gpus_per_worker: float 
                            address)
     elif address:
         mode = "joined"
-        check_address(address)
         try:
             with keep_sigterm_handler():
                 ray.init(address=address, logging_level=logging.WARNING)

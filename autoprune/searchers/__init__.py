@@ -11,13 +11,14 @@ from autoprune.searchers.darwin import DarwinSearcher
 from autoprune.searchers.dp import DPSearcher
 from autoprune.searchers.emo import EmoSearcher
 from autoprune.searchers.global_ranking import GlobalSearcher
+from autoprune.searchers.optuna_sampler import OptunaSearcher
 from autoprune.searchers.random_search import RandomSearcher
 from autoprune.searchers.tyr import TyrSearcher
 from autoprune.searchers.uniform import UniformSearcher
 
 SEARCHERS: dict[str, type[Searcher]] = {
     cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher, DPSearcher,
-                           GlobalSearcher)
+                           GlobalSearcher, OptunaSearcher)
 }
 
 

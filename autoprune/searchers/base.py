@@ -15,6 +15,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -198,6 +199,11 @@ class Searcher(ABC):
         additivity check), JSON-serialisable, kept in run.json and shown in the summary;
         empty when there is nothing to say."""
         return {}
+
+    def keep_files_in(self, run_dir: Path) -> None:
+        """Where a searcher may keep files of its own (a library's record of its study, for
+        the library's own tools); called once before the first ask of a run or resume.
+        Never what a resume relies on: a resume replays the journal into a fresh searcher."""
 
     def incumbent(self) -> int | None:
         """The trial id of the candidate this searcher would hand over now, for searchers
