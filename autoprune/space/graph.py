@@ -12,24 +12,44 @@ itself, come from the layer kinds (:mod:`autoprune.space.layer_kinds`).
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from autoprune.errors import UserError
-from autoprune.space.layer_kinds import root_types, tp_pruners
+from autoprune.space.layer_kinds import kind_of, root_types, tp_pruners
 from autoprune.space.locate import LayerLocator, describe
 
 
 @dataclass
 class TracedGroups:
-    """The dependency graph of one model instance and its groups, keyed by root layer name."""
+    """The dependency graph of one model instance and its groups, keyed by root layer name.
+
+    ``refused`` maps the root of each group Torch-Pruning could not build, or whose
+    channels cannot be split evenly into its layers' blocks, to the reason; those groups
+    are left out of ``groups``. ``channel_groups`` gives, per group, into how many equal
+    blocks its channels fall (:meth:`LayerKind.channel_groups`: 1 for most)."""
 
     graph: tp.DependencyGraph
     groups: dict[str, tp.Group]
     module_names: dict[nn.Module, str]
+    refused: dict[str, str] = field(default_factory=dict)
+    channel_groups: dict[str, int] = field(default_factory=dict)
+
+    def loose_parameters(self, name: str) -> list[tuple[str, nn.Parameter, int, int]]:
+        """(parameter name, parameter, pruned dimension, channels governed) of each parameter
+        that group ``name`` prunes outside any layer Torch-Pruning knows (a layer scale, a
+        class token, a position embedding)."""
+        dims = {id(u.parameters): u.pruning_dim for u in self.graph.unwrapped_parameters}
+        found = []
+        for dep, idxs in self.groups[name]:
+            target = dep.target.module
+            if isinstance(target, nn.Parameter) and id(target) in dims:
+                found.append((self.graph._param_to_name.get(target, "?"), target, dims[id(target)], len(idxs)))
+        return found
 
 
 def output_layer_name(model: nn.Module, example_input: torch.Tensor) -> str:
@@ -78,19 +98,66 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     model.eval()
     try:
         graph = _build_graph(model, example_input)
-    except Exception as exc:  # an architecture Torch-Pruning cannot trace: say where
+    except Exception as exc:  # an architecture Torch-Pruning cannot trace (MemoryError included): say where
         raise _untraceable(model, example_input, exc) from None
-    groups: dict[str, tp.Group] = {}
-    try:
-        for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=root_types()):
-            root = group[0].dep.target.module
-            name = module_names.get(root)
-            if name is None or len(group[0].idxs) < 2:
+    traced = TracedGroups(graph=graph, groups={}, module_names=module_names)
+    for root, group, failure in _all_groups(graph, ignored):
+        name = module_names.get(root)
+        if name is None:
+            continue
+        if failure is not None:
+            traced.refused[name] = f"its pruning group cannot be built ({failure_reason(failure)})"
+            continue
+        if len(group[0].idxs) < 2:
+            continue
+        blocks = _channel_blocks(group, module_names)
+        if len(group[0].idxs) % blocks:
+            traced.refused[name] = (f"its {len(group[0].idxs)} channels do not split evenly into the {blocks} "
+                                    "blocks of the grouped layers it feeds")
+            continue
+        traced.groups[name] = group
+        traced.channel_groups[name] = blocks
+    return traced
+
+
+def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]):
+    """Torch-Pruning's ``get_all_groups`` one root at a time, so that a root whose group cannot
+    be built is reported with its failure instead of ending the analysis:
+    ``(root, group or None, exception or None)``."""
+    visited: set[nn.Module] = set()
+    skip = set(ignored) | set(graph.IGNORED_LAYERS_IN_TRACING)
+    roots = root_types()
+    for module in list(graph.module2node):
+        if module in skip or module in visited or not isinstance(module, roots):
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        try:
+            channels = None if pruner is None else pruner.get_out_channels(module)
+            if channels is None:
                 continue
-            groups[name] = group
-    except Exception as exc:
-        raise _ungroupable(graph, module_names, ignored, exc) from None
-    return TracedGroups(graph=graph, groups=groups, module_names=module_names)
+            group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        except Exception as exc:  # noqa: BLE001  (reported per root)
+            yield module, None, exc
+            continue
+        prunable = True
+        for dep, _ in group:
+            if graph.is_out_channel_pruning_fn(dep.handler):
+                visited.add(dep.target.module)
+                if dep.target.module in skip:
+                    prunable = False
+        if prunable:
+            yield module, group, None
+
+
+def _channel_blocks(group: tp.Group, module_names: dict[nn.Module, str]) -> int:
+    """Into how many equal blocks the group's channels fall: the least common multiple of
+    its layers' :meth:`LayerKind.channel_groups` (a grouped convolution's groups)."""
+    blocks = 1
+    for dep, _ in group:
+        module = dep.target.module
+        if module in module_names:
+            blocks = math.lcm(blocks, kind_of(module).channel_groups(module))
+    return blocks
 
 
 def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
@@ -111,7 +178,7 @@ def _untraceable(model: nn.Module, example_input: torch.Tensor, exc: Exception) 
         except Exception as failure:  # the same failure, now with the layers watched
             again = failure
     place = locator.layer_of(again)
-    reason = _reason(again)
+    reason = failure_reason(again)
     if place is None:
         return UserError(f"Torch-Pruning cannot trace this model's channels ({reason}) and autoprune could not tell "
                          "in which layer; this architecture is not supported yet, so use another model.")
@@ -122,27 +189,7 @@ def _untraceable(model: nn.Module, example_input: torch.Tensor, exc: Exception) 
                      "so use another model or rewrite that layer.")
 
 
-def _ungroupable(graph: tp.DependencyGraph, module_names: dict[nn.Module, str], ignored: list[nn.Module],
-                 exc: Exception) -> UserError:
-    """The refusal for a graph whose groups cannot all be built: each root layer's group is
-    built on its own to find the first that fails, the layer never_prune can leave out."""
-    for module in graph.module2node:
-        name = module_names.get(module)
-        pruner = graph.get_pruner_of_module(module)
-        if not name or module in ignored or not isinstance(module, root_types()) or pruner is None:
-            continue
-        try:
-            channels = pruner.get_out_channels(module)
-            if channels is not None:
-                graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
-        except Exception as failure:
-            return UserError(f"the pruning group of layer {name!r} ({type(module).__name__}) cannot be built "
-                             f"({_reason(failure)}); add {name!r} to never_prune in a --space file.")
-    return UserError(f"Torch-Pruning cannot group this model's channels ({_reason(exc)}); this architecture is "
-                     "not supported yet, so use another model.")
-
-
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """``Type: first line of the message`` of a library's exception, for one sentence."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

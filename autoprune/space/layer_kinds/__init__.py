@@ -9,6 +9,7 @@ GroupNorm, RMSNorm, PReLU, embeddings) register themselves on import. A new kind
 from autoprune.space.layer_kinds import channelwise, conv, embedding, linear  # noqa: F401  (registers them)
 from autoprune.space.layer_kinds.base import (
     UNKNOWN,
+    CannotPrice,
     LayerKind,
     PricedLayer,
     UnsupportedModel,
@@ -19,5 +20,5 @@ from autoprune.space.layer_kinds.base import (
     unregister,
 )
 
-__all__ = ["UNKNOWN", "LayerKind", "PricedLayer", "UnsupportedModel", "kind_of", "register", "root_types",
+__all__ = ["UNKNOWN", "CannotPrice", "LayerKind", "PricedLayer", "UnsupportedModel", "kind_of", "register", "root_types",
            "tp_pruners", "unregister"]
