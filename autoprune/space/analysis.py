@@ -18,7 +18,7 @@ from torch import nn
 
 from autoprune.errors import UserError
 from autoprune.space.cost import LinearCount, QuadraticCost
-from autoprune.space.counting import layer_positions
+from autoprune.space.counting import layer_positions, uncounted_macs
 from autoprune.space.graph import TracedGroups, failure_reason, group_members, trace_groups
 from autoprune.space.layer_kinds import CannotPrice, PricedLayer, kind_of
 from autoprune.space.levels import LevelGrid
@@ -56,7 +56,7 @@ def analyse(
     traced = trace_groups(model, example_input, never_prune=never_prune)
     refusals = Refusals(model=model)
     for root, reason in traced.refused.items():
-        refusals.add(root, f"group {root!r}: {reason}")
+        refusals.add(root, f"the group of layer {describe(model, root)}: {reason}")
     groups = []
     for name in traced.groups:
         members = tuple(traced.module_names[m] for m, _, _ in group_members(traced, name))
@@ -85,6 +85,8 @@ def analyse(
             refusals.add_layer(layer, groups, f"autoprune cannot price it ({failure_reason(exc)})")
         couplings[name] = (layer.count_in, layer.count_out)
     refusals.raise_if_any()
+    for macs in uncounted_macs(model, example_input, positions).values():  # unpruned layers no kind counts
+        flops.add_count(LinearCount(constant=1), macs)
     space = SearchSpace(groups=groups, grid=grid, flops=flops, params=params)
     if verify:
         check_prices(model, example_input, space, never_prune=never_prune)

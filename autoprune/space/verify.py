@@ -18,69 +18,34 @@ in one sentence naming the layers where the counts disagree.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.errors import UserError
+from autoprune.space.counting import IndependentCount, independent_count, layer_positions, uncounted_macs
 from autoprune.space.layer_kinds import kind_of
 from autoprune.space.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class IndependentCount:
-    """MACs per input from ``FlopCounterMode`` (FLOPs / 2), the parameter count, and the
-    MACs it attributes to each module (by ``named_modules`` name, "" for the model)."""
-
-    flops: int
-    params: int
-    per_module: dict[str, int]
-
-
-def independent_count(model: nn.Module, example_input: torch.Tensor) -> IndependentCount:
-    """Count ``model`` at one input of ``example_input``'s shape with ``FlopCounterMode``."""
-    x = example_input[:1]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
-    per_module: dict[str, int] = {}
-    root = type(model).__name__
-    for key, ops in counter.get_flop_counts().items():
-        if key == "Global":
-            continue
-        name = key[len(root) + 1:] if key.startswith(root + ".") else ("" if key == root else None)
-        if name is not None:
-            per_module[name] = sum(ops.values()) // 2
-    total = counter.get_total_flops() // 2
-    return IndependentCount(flops=int(total), params=sum(p.numel() for p in model.parameters()),
-                            per_module=per_module)
-
-
 def unpriced_layers(model: nn.Module, example_input: torch.Tensor, counted: IndependentCount) -> list[str]:
-    """The innermost layers whose MACs by ``FlopCounterMode`` differ from those their kinds
-    count (summed over each layer's sub-layers), as ``'name' (Type)``."""
-    from autoprune.space.counting import layer_positions
-
+    """Names of the innermost layers whose MACs by ``FlopCounterMode`` differ from those the
+    kinds count (summed over each layer's sub-layers, with :func:`uncounted_macs` for
+    layers no kind counts)."""
     positions = layer_positions(model, example_input[:1])
     ours: dict[str, int] = {}
+    extra = uncounted_macs(model, example_input, positions)
     for name, module in model.named_modules():
-        macs = kind_of(module).macs(module, positions.get(name, 0)) or 0
+        macs = (kind_of(module).macs(module, positions.get(name, 0)) or 0) + extra.get(name, 0)
         parts = name.split(".") if name else []
         for depth in range(len(parts) + 1):
             prefix = ".".join(parts[:depth])
             ours[prefix] = ours.get(prefix, 0) + macs
     differing = [name for name in ours if ours[name] != counted.per_module.get(name, 0)]
-    innermost = [n for n in differing if not any(o != n and (o.startswith(n + ".") or n == "") for o in differing)]
-    return [f"{n!r} ({type(model.get_submodule(n)).__name__})" for n in innermost if n]
+    return [n for n in differing if not any(o != n and (n == "" or o.startswith(n + ".")) for o in differing)]
 
 
 def check_prices(model: nn.Module, example_input: torch.Tensor, space: SearchSpace, *,
@@ -90,29 +55,36 @@ def check_prices(model: nn.Module, example_input: torch.Tensor, space: SearchSpa
     from autoprune.space.materialize import materialize
 
     dense = independent_count(model, example_input)
-    _compare(model, example_input, dense, space.dense["flops"], space.dense["params"], what="the dense model")
+    _compare(model, example_input, dense, space, space.dense_candidate(), what="the dense model")
     if space.n_levels < 2:
         return
     rng = np.random.default_rng(0)
     levels = rng.integers(0, space.n_levels, space.n_groups)
     levels[rng.integers(0, space.n_groups)] = space.n_levels - 1
     pruned, _ = materialize(model, space, levels, example_input, never_prune=never_prune)
-    counted = independent_count(pruned, example_input)
-    _compare(pruned, example_input, counted, int(space.cost("flops", levels)), int(space.cost("params", levels)),
+    _compare(pruned, example_input, independent_count(pruned, example_input), space, levels,
              what="a pruned candidate")
 
 
-def _compare(model: nn.Module, example_input: torch.Tensor, counted: IndependentCount, flops: int, params: int,
-             *, what: str) -> None:
+def _compare(model: nn.Module, example_input: torch.Tensor, counted: IndependentCount, space: SearchSpace,
+             levels: np.ndarray, *, what: str) -> None:
+    flops, params = int(space.cost("flops", levels)), int(space.cost("params", levels))
     if (counted.flops, counted.params) == (flops, params):
         return
-    layers = unpriced_layers(model, example_input, counted) if counted.flops != flops else []
-    where = f" in layer{'s' if len(layers) > 1 else ''} {', '.join(layers[:4])}" if layers else ""
     logger.debug("cost model %s MACs, %s params; FlopCounterMode %s MACs, %s params", flops, params,
                  counted.flops, counted.params)
-    raise UserError(
-        f"autoprune's cost model disagrees with torch's own count on {what} (MACs {flops:,} against {counted.flops:,}, "
-        f"params {params:,} against {counted.params:,}){where}; that layer kind is not supported yet, so add "
-        "those layers (or the blocks holding them) to never_prune or use another model."
-    )
+    names = unpriced_layers(model, example_input, counted) if counted.flops != flops else []
+    where = f" in layer{'s' if len(names) > 1 else ''} {', '.join(_described(model, n) for n in names[:4])}" if names else ""
+    numbers = f"MACs {flops:,} against {counted.flops:,}, params {params:,} against {counted.params:,}"
+    roots = [g.name for g in space.groups
+             if any(m == n or m.startswith(n + ".") or n == "" for m in g.members for n in names)]
+    if what == "the dense model" or not roots:
+        raise UserError(f"autoprune's cost model disagrees with torch's own count on {what} ({numbers}){where}; "
+                        "that layer kind is not supported yet, so use another model.")
+    raise UserError(f"autoprune's cost model disagrees with torch's own count on {what} ({numbers}){where}; "
+                    "that layer kind cannot be priced pruned yet, so to keep it whole put this line in a --space "
+                    f"file: never_prune: [{', '.join(roots)}]")
 
+
+def _described(model: nn.Module, name: str) -> str:
+    return f"{name!r} ({type(model.get_submodule(name)).__name__})"
