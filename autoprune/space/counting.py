@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.space.layer_kinds import kind_of
@@ -42,7 +43,9 @@ def layer_positions(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
     hooks = []
 
     def make_hook(name: str, out_dim: int):
-        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor | tuple) -> None:
+            if isinstance(output, tuple):  # an attention layer's (output, weights)
+                output = output[0]
             positions[name] = positions.get(name, 0) + output.numel() // (batch * out_dim)
 
         return hook
@@ -115,6 +118,14 @@ class IndependentCount:
     per_module: dict[str, int]
 
 
+def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of CPU's fused attention kernel, which torch's flop registry leaves out."""
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa}
+
+
 def independent_count(model: nn.Module, example_input: torch.Tensor) -> IndependentCount:
     """Count ``model`` at one input of ``example_input``'s shape with ``FlopCounterMode``: MACs
     are its FLOPs / 2. It runs with grad enabled, because ``nn.MultiheadAttention`` takes a
@@ -123,7 +134,7 @@ def independent_count(model: nn.Module, example_input: torch.Tensor) -> Independ
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        with torch.enable_grad(), FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
             model(x)
     finally:
         model.train(was_training)

@@ -12,7 +12,9 @@ itself, come from the layer kinds (:mod:`autoprune.space.layer_kinds`).
 from __future__ import annotations
 
 import fnmatch
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -52,25 +54,76 @@ class TracedGroups:
         return found
 
 
-def output_layer_name(model: nn.Module, example_input: torch.Tensor) -> str:
-    """Name of the last layer run in a forward pass that could root a group (a convolution
-    or linear layer): the classifier, whose outputs (the classes) are never pruned."""
-    order: list[str] = []
-    roots = root_types()
-    hooks = [
-        module.register_forward_hook(lambda *_a, _n=name: order.append(_n))
-        for name, module in model.named_modules()
-        if isinstance(module, roots)
-    ]
+@contextlib.contextmanager
+def tracing_mode(model: nn.Module) -> Iterator[None]:
+    """The model in training mode with its normalisations and dropout in eval mode, restored
+    afterwards: what a forward pass in training mode runs (auxiliary heads, as in GoogLeNet
+    and Inception v3, run only then), without batch statistics (one sample is traced) or
+    random drops."""
+    modes = {module: module.training for module in model.modules()}
+    model.train()
+    for module in model.modules():
+        if isinstance(module, _EVAL_WHILE_TRACING):
+            module.eval()
     try:
-        with torch.no_grad():
-            model.eval()(example_input)
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+_EVAL_WHILE_TRACING = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+                       nn.modules.dropout._DropoutNd)
+
+
+def output_layer_names(model: nn.Module, example_input: torch.Tensor, *, train: bool = True) -> list[str]:
+    """Names of the layers that could root a group (convolutions, linear layers) whose
+    outputs are the model's outputs: the classifier, and auxiliary classifiers where a
+    forward pass in training mode (:func:`tracing_mode`) returns them too. Their outputs
+    (the classes) are never pruned. Where no output is a layer's own (a reshape or an
+    activation follows), the last such layer run."""
+    order: list[str] = []
+    made: dict[int, str] = {}
+    roots = root_types()
+
+    def record(_module: nn.Module, _args: tuple, output: object, _n: str = "") -> None:
+        order.append(_n)
+        if isinstance(output, torch.Tensor):
+            made[id(output)] = _n
+
+    hooks = [module.register_forward_hook(lambda m, a, o, _n=name: record(m, a, o, _n))
+             for name, module in model.named_modules() if isinstance(module, roots)]
+    try:
+        with torch.no_grad(), (tracing_mode(model) if train else _eval(model)):
+            output = model(example_input)
     finally:
         for h in hooks:
             h.remove()
     if not order:
         raise ValueError("the model has no convolution or linear layer to prune")
-    return order[-1]
+    found = [made[id(t)] for t in _tensors(output) if id(t) in made]
+    return list(dict.fromkeys(found)) or [order[-1]]
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _tensors(value: object) -> list[torch.Tensor]:
+    """The tensors in a model's output (a tensor, tuples and named tuples, dicts)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    return []
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -93,13 +146,20 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     classifier is always among them).
     """
     module_names = {module: name for name, module in model.named_modules()}
-    patterns = list(never_prune) + [output_layer_name(model, example_input)]
+    try:  # in training mode, so that auxiliary heads are traced and pruned with what feeds them
+        train = True
+        outputs = output_layer_names(model, example_input, train=True)
+    except Exception:  # noqa: BLE001  (a model that only runs in eval mode is traced in eval mode)
+        train = False
+        outputs = output_layer_names(model, example_input, train=False)
+    patterns = list(never_prune) + outputs
     ignored = [m for m, n in module_names.items() if n and any(matches(n, p) for p in patterns)]
-    model.eval()
     try:
-        graph = _build_graph(model, example_input)
+        graph = _build_graph(model, example_input, train=train)
     except Exception as exc:  # an architecture Torch-Pruning cannot trace (MemoryError included): say where
-        raise _untraceable(model, example_input, exc) from None
+        raise _untraceable(model, example_input, exc, train=train) from None
+    finally:
+        model.eval()
     traced = TracedGroups(graph=graph, groups={}, module_names=module_names)
     for root, group, failure in _all_groups(graph, ignored):
         name = module_names.get(root)
@@ -160,20 +220,32 @@ def _channel_blocks(group: tp.Group, module_names: dict[nn.Module, str]) -> int:
     return blocks
 
 
-def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model`` traced at ``example_input``. The input
-    goes in a tuple: given a bare tensor, Torch-Pruning first calls the model on the
-    tensor unpacked along its batch dimension."""
-    return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), verbose=False,
-                                                 customized_pruners=tp_pruners(model))
+def _build_graph(model: nn.Module, example_input: torch.Tensor, *, train: bool) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` traced at ``example_input``, in
+    :func:`tracing_mode` where ``train``. The input goes in a tuple: given a bare tensor,
+    Torch-Pruning first calls the model on the tensor unpacked along its batch dimension."""
+    def forward(module: nn.Module, inputs: tuple) -> object:  # Torch-Pruning sets eval mode before calling it
+        with tracing_mode(module) if train else _eval(module):
+            return module(*inputs)
+
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), forward_fn=forward,
+                                                     verbose=False, customized_pruners=tp_pruners(model))
+    finally:
+        model.eval()
 
 
-def _untraceable(model: nn.Module, example_input: torch.Tensor, exc: Exception) -> UserError:
+def _untraceable(model: nn.Module, example_input: torch.Tensor, exc: Exception, *, train: bool) -> UserError:
     """The refusal for a model whose dependency graph cannot be built: the trace is run
-    again under a :class:`LayerLocator` to find the layer it fails in."""
+    again under a :class:`LayerLocator` to find the layer it fails in (not after running
+    out of memory or recursion depth, which a second run would only repeat)."""
+    if isinstance(exc, (MemoryError, RecursionError)):
+        return UserError(f"Torch-Pruning ran out of {'memory' if isinstance(exc, MemoryError) else 'recursion depth'} "
+                         f"tracing this model's channels at input shape {tuple(example_input.shape)}; this "
+                         "architecture is not supported at that size, so use a smaller input or another model.")
     with LayerLocator(model=model) as locator:
         try:
-            _build_graph(model, example_input)
+            _build_graph(model, example_input, train=train)
             again: Exception = exc
         except Exception as failure:  # the same failure, now with the layers watched
             again = failure

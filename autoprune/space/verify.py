@@ -26,6 +26,7 @@ from torch import nn
 from autoprune.errors import UserError
 from autoprune.space.counting import IndependentCount, independent_count, layer_positions, uncounted_macs
 from autoprune.space.layer_kinds import kind_of
+from autoprune.space.locate import LayerLocator
 from autoprune.space.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,41 @@ def check_prices(model: nn.Module, example_input: torch.Tensor, space: SearchSpa
     levels = rng.integers(0, space.n_levels, space.n_groups)
     levels[rng.integers(0, space.n_groups)] = space.n_levels - 1
     pruned, _ = materialize(model, space, levels, example_input, never_prune=never_prune)
-    _compare(pruned, example_input, independent_count(pruned, example_input), space, levels,
-             what="a pruned candidate")
+    try:
+        counted = independent_count(pruned, example_input)
+    except Exception as exc:  # a layer that keeps its old width in an attribute Torch-Pruning does not know
+        raise _fails_pruned(pruned, example_input, space, exc) from None
+    _compare(pruned, example_input, counted, space, levels, what="a pruned candidate")
+
+
+def _fails_pruned(pruned: nn.Module, example_input: torch.Tensor, space: SearchSpace, exc: Exception) -> UserError:
+    """The refusal for a model that no longer runs once pruned: the pass is run again to
+    find the layer it fails in and the last layer with parameters that finished before,
+    whose groups are the ones to keep whole."""
+    finished: list[str] = []
+    hooks = [module.register_forward_hook(lambda *_a, _n=name: finished.append(_n))
+             for name, module in pruned.named_modules() if name and any(True for _ in module.parameters(False))]
+    try:
+        with LayerLocator(model=pruned) as locator, torch.no_grad():
+            try:
+                pruned.eval()(example_input[:1])
+            except Exception as again:  # noqa: BLE001  (the same failure, now watched)
+                exc = again
+    finally:
+        for hook in hooks:
+            hook.remove()
+    place = locator.layer_of(exc)
+    where = f" in layer {_described(pruned, place[0])}" if place else ""
+    after = finished[-1] if finished else None
+    roots = [g.name for g in space.groups if after in g.members]
+    text = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if not roots:
+        return UserError(f"the model fails once pruned{where} ({reason}); that layer kind is not supported yet, so "
+                         "use another model.")
+    return UserError(f"the model fails once pruned{where}, right after layer {_described(pruned, after)} ({reason}): "
+                     "a layer there keeps its width somewhere autoprune cannot update, so to keep it whole put this "
+                     f"line in a --space file: never_prune: [{', '.join(roots)}]")
 
 
 def _compare(model: nn.Module, example_input: torch.Tensor, counted: IndependentCount, space: SearchSpace,
