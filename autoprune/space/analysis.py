@@ -124,7 +124,8 @@ class Refusals:
         if not self.reasons:
             return
         shown = "; ".join(self.reasons[:12]) + (f"; and {len(self.reasons) - 12} more" if len(self.reasons) > 12 else "")
-        entries = ", ".join(_yaml_name(r) for r in self.roots)
+        order = {name: i for i, (name, _) in enumerate(self.model.named_modules())}
+        entries = ", ".join(_yaml_name(r) for r in sorted(self.roots, key=lambda r: order.get(r, len(order))))
         raise UserError(f"autoprune cannot prune {len(self.reasons)} part{'s' if len(self.reasons) > 1 else ''} of "
                         f"this model ({shown}); to keep them whole, put this line in a --space file: "
                         f"never_prune: [{entries}]")

@@ -161,7 +161,13 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     finally:
         model.eval()
     traced = TracedGroups(graph=graph, groups={}, module_names=module_names)
-    for root, group, failure in _all_groups(graph, ignored):
+    try:
+        found = list(_all_groups(graph, ignored))
+    except GroupTooLarge as exc:
+        raise UserError(f"Torch-Pruning's channel analysis of this model grew past {exc} for one group (a product of "
+                        "two activations, such as attention scores written out with reshapes, ties every channel to "
+                        "every other); this architecture is not supported yet, so use another model.") from None
+    for root, group, failure in found:
         name = module_names.get(root)
         if name is None:
             continue
@@ -180,10 +186,50 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     return traced
 
 
+#: index entries one group may collect while Torch-Pruning builds it (a few hundred MB)
+GROUP_INDEX_BUDGET = 2_000_000
+
+
+class GroupTooLarge(Exception):
+    """Torch-Pruning's walk for one group went past :data:`GROUP_INDEX_BUDGET` index entries."""
+
+
+class _BoundedGroup(tp.dependency.group.Group):
+    """A Torch-Pruning group that counts the channel indices added while it is built and
+    stops the walk past the budget. A product of two activations (attention scores written
+    out as ``q @ k.T`` beside reshapes, as in Swin) makes Torch-Pruning's index mapping
+    multiply indices on every pass: building one group then took minutes and, at
+    ImageNet sizes, all the machine's memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._added = 0
+
+    def add_dep(self, dep: object, idxs: list) -> None:
+        self._added += len(idxs)
+        if self._added > GROUP_INDEX_BUDGET:
+            raise GroupTooLarge(f"{GROUP_INDEX_BUDGET:,} channel indices")
+        super().add_dep(dep, idxs)
+
+
+@contextlib.contextmanager
+def _bounded_groups() -> Iterator[None]:
+    """Torch-Pruning builds groups with :class:`_BoundedGroup` inside this block (its graph
+    module looks the class up by name when it builds a group; restored afterwards)."""
+    module = tp.dependency.graph
+    original = module.Group
+    module.Group = _BoundedGroup
+    try:
+        yield
+    finally:
+        module.Group = original
+
+
 def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]):
     """Torch-Pruning's ``get_all_groups`` one root at a time, so that a root whose group cannot
     be built is reported with its failure instead of ending the analysis:
-    ``(root, group or None, exception or None)``."""
+    ``(root, group or None, exception or None)``. A walk past the index budget ends the
+    analysis (:class:`GroupTooLarge`): every other root would take as long."""
     visited: set[nn.Module] = set()
     skip = set(ignored) | set(graph.IGNORED_LAYERS_IN_TRACING)
     roots = root_types()
@@ -195,7 +241,10 @@ def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]):
             channels = None if pruner is None else pruner.get_out_channels(module)
             if channels is None:
                 continue
-            group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+            with _bounded_groups():
+                group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        except GroupTooLarge:
+            raise
         except Exception as exc:  # noqa: BLE001  (reported per root)
             yield module, None, exc
             continue
