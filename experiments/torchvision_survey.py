@@ -121,6 +121,8 @@ def _child(name: str, candidates: int, memory_gb: float, queue: multiprocessing.
     start = time.perf_counter()
     try:
         row = survey_one(name, candidates=candidates)
+    except MemoryError as exc:  # the survey's own cap, not autoprune's failure
+        row = {"model": name, "outcome": "over the survey's memory cap", "detail": f"MemoryError: {str(exc)[:200]}"}
     except BaseException as exc:  # noqa: BLE001  (a crash is what the survey looks for)
         row = {"model": name, "outcome": "crashed", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
     row["seconds"] = round(time.perf_counter() - start, 1)
@@ -162,7 +164,8 @@ def write_table(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         "",
         f"{len(rows)} models: {len(built)} built, {len(good)} of them exact on every candidate and running in train "
         f"mode after pruning; {sum(r['outcome'] == 'refused' for r in rows)} refused in one sentence; "
-        f"{sum(r['outcome'] == 'crashed' for r in rows)} crashed.",
+        f"{sum(r['outcome'] == 'crashed' for r in rows)} crashed; "
+        f"{sum(r['outcome'].startswith('over') for r in rows)} did not fit the survey's memory cap.",
         "Exact: the cost model's FLOPs (MACs) and params equal FlopCounterMode's FLOPs / 2 (grad enabled) and the "
         "parameter count, on the dense model and each random candidate.",
         "",
