@@ -42,6 +42,7 @@ logger = logging.getLogger("autoprune.experiments.torchvision_survey")
 
 #: input side and constructor arguments where the default small input does not fit the model
 SPECIAL: dict[str, tuple[int, dict[str, Any]]] = {
+    "alexnet": (64, {}),
     "inception_v3": (75, {"init_weights": True}),
     "googlenet": (32, {"init_weights": True}),
     "maxvit_t": (224, {}),
