@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-gb", type=float, default=6.0, help="address-space cap per model")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds per model")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--merge", nargs="*", type=Path, default=[],
+                        help="write the table from these CSVs of earlier (partial, parallel) runs instead")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from autoprune.torchvision_compat import make_torchvision_importable
@@ -203,6 +205,17 @@ def main(argv: list[str] | None = None) -> None:
     import torchvision
 
     names = args.models or torchvision.models.list_models(module=torchvision.models)
+    if args.merge:
+        found = {}
+        for path in args.merge:
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    found[row["model"]] = {k: {"True": True, "False": False}.get(v, v) for k, v in row.items()}
+        rows = [found.get(name, {"model": name, "outcome": "not run", "detail": "not reached in the time given"})
+                for name in names]
+        write_table(rows, args.out, "python experiments/torchvision_survey.py (two processes in parallel, merged "
+                                    "with --merge)")
+        return
     rows = []
     for name in names:
         row = run_isolated(name, candidates=args.candidates, memory_gb=args.memory_gb, time_limit=args.time_limit)

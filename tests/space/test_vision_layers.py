@@ -277,3 +277,14 @@ def test_running_out_of_memory_while_tracing_is_one_sentence_and_not_tried_again
                                         r"shape \(1, 3, 6, 6\); .* use a smaller input or another model\.$"):
         build_search_space(model, torch.randn(1, 3, 6, 6), grid=GRID, never_prune=[])
     assert model[0].calls == 1
+
+
+def test_latency_tables_time_grouped_convolutions_at_the_counts_the_grid_allows() -> None:
+    from autoprune.evaluation.latency_table import measure_tables
+    from autoprune.space.analysis import analyse
+
+    model, x = _resnext(), torch.randn(1, 3, 8, 8)
+    space, couplings = analyse(model, x, grid=GRID, never_prune=[])
+    tables = {t.name: t for t in measure_tables(model, space, couplings, x, batch_size=2, repeats=1)}
+    grouped = tables["3.grouped.0"]
+    assert grouped.table.shape == (space.n_levels, space.n_levels) and np.all(grouped.table > 0)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import UserError
-from autoprune.space.cost import LinearCount, QuadraticCost
+from autoprune.space.cost import QuadraticCost
 from autoprune.space.layer_kinds.base import LayerKind, PricedLayer, UnsupportedModel, register
 
 
