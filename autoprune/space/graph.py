@@ -143,7 +143,10 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     """Build the dependency graph of ``model`` and collect its prunable groups.
 
     ``never_prune`` holds glob patterns of layer names whose outputs are kept whole (the
-    classifier is always among them).
+    classifiers are always among them). The model is traced in :func:`tracing_mode`, so
+    that what a training step runs (auxiliary heads) is pruned consistently, or in eval
+    mode where it fails in training mode; it is left in eval mode. Roots whose group cannot
+    be built are recorded in ``refused``, not raised, so the analysis can name them all.
     """
     module_names = {module: name for name, module in model.named_modules()}
     try:  # in training mode, so that auxiliary heads are traced and pruned with what feeds them
