@@ -48,6 +48,8 @@ SPECIAL: dict[str, tuple[int, dict[str, Any]]] = {
     "maxvit_t": (224, {}),
 }
 SIDE = 32
+MEMORY_CAP = "over the survey's memory cap"
+TIME_LIMIT = "over the survey's time limit"
 
 
 def model_input(name: str) -> tuple[int, dict[str, Any]]:
@@ -123,7 +125,7 @@ def _child(name: str, candidates: int, memory_gb: float, queue: multiprocessing.
     try:
         row = survey_one(name, candidates=candidates)
     except MemoryError as exc:  # the survey's own cap, not autoprune's failure
-        row = {"model": name, "outcome": "over the survey's memory cap", "detail": f"MemoryError: {str(exc)[:200]}"}
+        row = {"model": name, "outcome": MEMORY_CAP, "detail": f"MemoryError: {str(exc)[:200]}"}
     except BaseException as exc:  # noqa: BLE001  (a crash is what the survey looks for)
         row = {"model": name, "outcome": "crashed", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
     row["seconds"] = round(time.perf_counter() - start, 1)
@@ -139,8 +141,8 @@ def run_isolated(name: str, *, candidates: int, memory_gb: float, time_limit: fl
     try:
         row = queue.get(timeout=time_limit)
     except Exception:  # noqa: BLE001  (no row: killed by the cap or out of time)
-        row = {"model": name, "outcome": "crashed", "detail": f"no result within {time_limit:.0f} s "
-                                                              f"(exit code {process.exitcode})"}
+        row = {"model": name, "outcome": TIME_LIMIT,
+               "detail": f"no result within {time_limit:.0f} s (exit code {process.exitcode})"}
     process.join(timeout=10)
     if process.is_alive():
         process.kill()
@@ -166,7 +168,10 @@ def write_table(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         f"{len(rows)} models: {len(built)} built, {len(good)} of them exact on every candidate and running in train "
         f"mode after pruning; {sum(r['outcome'] == 'refused' for r in rows)} refused in one sentence; "
         f"{sum(r['outcome'] == 'crashed' for r in rows)} crashed; "
-        f"{sum(r['outcome'].startswith('over') for r in rows)} did not fit the survey's memory cap.",
+        f"{sum(r['outcome'] == MEMORY_CAP for r in rows)} did not fit the survey's "
+        f"memory cap, {sum(r['outcome'] == TIME_LIMIT for r in rows)} its time limit "
+        "(a shared, busy machine), "
+        f"{sum(r['outcome'] == 'not run' for r in rows)} were not reached.",
         "Exact: the cost model's FLOPs (MACs) and params equal FlopCounterMode's FLOPs / 2 (grad enabled) and the "
         "parameter count, on the dense model and each random candidate.",
         "",
@@ -210,7 +215,10 @@ def main(argv: list[str] | None = None) -> None:
         for path in args.merge:
             with open(path, newline="") as f:
                 for row in csv.DictReader(f):
-                    found[row["model"]] = {k: {"True": True, "False": False}.get(v, v) for k, v in row.items()}
+                    row = {k: {"True": True, "False": False}.get(v, v) for k, v in row.items()}
+                    if row["outcome"] == "crashed" and row["detail"].startswith("no result within"):
+                        row["outcome"] = TIME_LIMIT  # labelled "crashed" by an earlier version
+                    found[row["model"]] = row
         rows = [found.get(name, {"model": name, "outcome": "not run", "detail": "not reached in the time given"})
                 for name in names]
         write_table(rows, args.out, "python experiments/torchvision_survey.py (two processes in parallel, merged "
