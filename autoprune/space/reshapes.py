@@ -13,7 +13,6 @@ instead. Splits inside a layer whose kind autoprune knows (the head split of
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
@@ -45,14 +44,11 @@ class _SplitWatch(TorchFunctionMode):
 
 
 def _splits_channels(before: torch.Size, after: torch.Size) -> bool:
-    """Whether ``after`` keeps the batch, splits ``before``'s channels (dimension 1) over
-    several dimensions of more than one entry each, and keeps the rest."""
-    if len(before) < 3 or len(after) <= len(before) or after[0] != before[0]:
+    """Whether a feature map ``(B, C, H, W)`` becomes ``(B, g, C/g, H, W)`` with ``g`` and
+    ``C/g`` above 1 (a token tensor's split, such as a window partition, is not this)."""
+    if len(before) != 4 or len(after) != 5 or after[0] != before[0]:
         return False
-    extra = len(after) - len(before)
-    parts = after[1:2 + extra]
-    return (math.prod(parts) == before[1] and sum(p > 1 for p in parts) > 1
-            and tuple(after[2 + extra:]) == tuple(before[2:]))
+    return after[1] * after[2] == before[1] and after[1] > 1 and after[2] > 1 and tuple(after[3:]) == tuple(before[2:])
 
 
 def channel_splits(model: nn.Module, example_input: torch.Tensor) -> list[str]:
