@@ -126,6 +126,9 @@ def _child(name: str, candidates: int, memory_gb: float, queue: multiprocessing.
         row = survey_one(name, candidates=candidates)
     except MemoryError as exc:  # the survey's own cap, not autoprune's failure
         row = {"model": name, "outcome": MEMORY_CAP, "detail": f"MemoryError: {str(exc)[:200]}"}
+    except RuntimeError as exc:
+        outcome = MEMORY_CAP if "can't allocate memory" in str(exc) else "crashed"
+        row = {"model": name, "outcome": outcome, "detail": f"RuntimeError: {str(exc)[:200]}"}
     except BaseException as exc:  # noqa: BLE001  (a crash is what the survey looks for)
         row = {"model": name, "outcome": "crashed", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
     row["seconds"] = round(time.perf_counter() - start, 1)
@@ -218,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
                     row = {k: {"True": True, "False": False}.get(v, v) for k, v in row.items()}
                     if row["outcome"] == "crashed" and row["detail"].startswith("no result within"):
                         row["outcome"] = TIME_LIMIT  # labelled "crashed" by an earlier version
+                    if row["outcome"] == "crashed" and "can't allocate memory" in row["detail"]:
+                        row["outcome"] = MEMORY_CAP  # torch's allocator under the cap, by an earlier version
                     found[row["model"]] = row
         rows = [found.get(name, {"model": name, "outcome": "not run", "detail": "not reached in the time given"})
                 for name in names]
