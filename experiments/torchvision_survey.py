@@ -43,7 +43,7 @@ logger = logging.getLogger("autoprune.experiments.torchvision_survey")
 #: input side and constructor arguments where the default small input does not fit the model
 SPECIAL: dict[str, tuple[int, dict[str, Any]]] = {
     "alexnet": (64, {}),
-    "inception_v3": (128, {"init_weights": True}),  # its auxiliary head needs 5x5 maps in training mode
+    "inception_v3": (299, {"init_weights": True}),  # its auxiliary head needs 17x17 maps in training mode
     "googlenet": (32, {"init_weights": True}),
     "maxvit_t": (224, {}),
 }
