@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprune.errors import UserError
+from autoprune.torchvision_compat import make_torchvision_importable
 
 
 def is_factory_spec(spec: str) -> bool:
@@ -33,6 +34,7 @@ def import_object(spec: str, *, what: str) -> Any:
     cwd = str(Path.cwd())
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)
+    make_torchvision_importable()  # a factory may build a torchvision model beside CPU torch
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import error inside the user's module is still their input

@@ -19,6 +19,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(THREADS))
 
+from autoprune.torchvision_compat import make_torchvision_importable  # noqa: E402
+
+make_torchvision_importable()  # the test extra's torchvision is a CUDA build beside CPU torch
+
 
 @pytest.fixture(scope="session", autouse=True)
 def dense_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

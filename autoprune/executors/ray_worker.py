@@ -21,6 +21,11 @@ from typing import Any
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
 from autoprune.executors.base import Job, run_job
 from autoprune.searchers.base import Result
+from autoprune.torchvision_compat import make_torchvision_importable
+
+# a worker loads this module before it unpickles its payload, which may import transformers
+# (and so torchvision): a CUDA torchvision wheel beside CPU torch must be importable first
+make_torchvision_importable()
 
 #: what a worker runs for each job: a job in, a result out (failures as failed results)
 JobRunner = Callable[[Job], Result]

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import UserError
+from autoprune.torchvision_compat import make_torchvision_importable
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +198,11 @@ def _offline() -> None:
 def transformers_module() -> Any:
     """transformers, imported with the hub switched offline first (nothing may reach the network),
     and its per-file progress bars off (autoprune logs what it loads; the bars would break
-    the one-line errors and the search's own progress)."""
+    the one-line errors and the search's own progress). transformers imports torchvision
+    when it is installed, so a CUDA torchvision wheel beside CPU torch is made importable
+    first (:mod:`autoprune.torchvision_compat`)."""
     _offline()
+    make_torchvision_importable()
     import transformers
 
     transformers.utils.logging.disable_progress_bar()

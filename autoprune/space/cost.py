@@ -29,6 +29,7 @@ serialised form is unchanged (a run.json written before either existed loads as 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -61,8 +62,16 @@ class QuadraticCost:
         if self.denominator < 1:
             raise ValueError(f"denominator must be a positive integer, got {self.denominator}")
 
-    def add_product(self, a: "LinearCount", b: "LinearCount", factor: int) -> None:
-        """Add ``factor * a * b`` where ``a`` and ``b`` are affine in the kept counts."""
+    def add_product(self, a: "LinearCount", b: "LinearCount", factor: int | Fraction) -> None:
+        """Add ``factor * a * b`` where ``a`` and ``b`` are affine in the kept counts.
+
+        ``factor`` may be a fraction (a grouped convolution's weights are ``out * in / groups``)
+        whose denominator divides :attr:`denominator`; every coefficient is stored times
+        :attr:`denominator`, so the sum stays exact in integers."""
+        scaled = Fraction(factor) * self.denominator
+        if scaled.denominator != 1:
+            raise ValueError(f"factor {factor} needs a denominator dividing {self.denominator}")
+        factor = int(scaled)
         self.constant += factor * a.constant * b.constant
         for g, m in a.terms.items():
             self.linear[g] += factor * m * b.constant
@@ -72,12 +81,13 @@ class QuadraticCost:
             for gb, mb in b.terms.items():
                 self.quadratic[ga, gb] += factor * ma * mb
 
-    def add_count(self, a: "LinearCount", factor: int) -> None:
+    def add_count(self, a: "LinearCount", factor: int | Fraction) -> None:
         """Add ``factor * a``."""
         self.add_product(a, LinearCount(constant=1), factor)
 
     def add_presence(self, group: int, amount: int) -> None:
-        """Add ``amount`` while ``group`` keeps at least one unit (its fixed parts)."""
+        """Add ``amount`` (already times :attr:`denominator`) while ``group`` keeps at least
+        one unit (its fixed parts)."""
         self.presence[group] += amount
 
     def __call__(self, kept: np.ndarray) -> np.ndarray:

@@ -12,45 +12,118 @@ itself, come from the layer kinds (:mod:`autoprune.space.layer_kinds`).
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from autoprune.errors import UserError
-from autoprune.space.layer_kinds import root_types, tp_pruners
+from autoprune.space.layer_kinds import kind_of, root_types, tp_pruners
 from autoprune.space.locate import LayerLocator, describe
 
 
 @dataclass
 class TracedGroups:
-    """The dependency graph of one model instance and its groups, keyed by root layer name."""
+    """The dependency graph of one model instance and its groups, keyed by root layer name.
+
+    ``refused`` maps the root of each group Torch-Pruning could not build, or whose
+    channels cannot be split evenly into its layers' blocks, to the reason; those groups
+    are left out of ``groups``. ``channel_groups`` gives, per group, into how many equal
+    blocks its channels fall (:meth:`LayerKind.channel_groups`: 1 for most)."""
 
     graph: tp.DependencyGraph
     groups: dict[str, tp.Group]
     module_names: dict[nn.Module, str]
+    refused: dict[str, str] = field(default_factory=dict)
+    channel_groups: dict[str, int] = field(default_factory=dict)
+
+    def loose_parameters(self, name: str) -> list[tuple[str, nn.Parameter, int, int]]:
+        """(parameter name, parameter, pruned dimension, channels governed) of each parameter
+        that group ``name`` prunes outside any layer Torch-Pruning knows (a layer scale, a
+        class token, a position embedding)."""
+        dims = {id(u.parameters): u.pruning_dim for u in self.graph.unwrapped_parameters}
+        found = []
+        for dep, idxs in self.groups[name]:
+            target = dep.target.module
+            if isinstance(target, nn.Parameter) and id(target) in dims:
+                found.append((self.graph._param_to_name.get(target, "?"), target, dims[id(target)], len(idxs)))
+        return found
 
 
-def output_layer_name(model: nn.Module, example_input: torch.Tensor) -> str:
-    """Name of the last layer run in a forward pass that could root a group (a convolution
-    or linear layer): the classifier, whose outputs (the classes) are never pruned."""
-    order: list[str] = []
-    roots = root_types()
-    hooks = [
-        module.register_forward_hook(lambda *_a, _n=name: order.append(_n))
-        for name, module in model.named_modules()
-        if isinstance(module, roots)
-    ]
+@contextlib.contextmanager
+def tracing_mode(model: nn.Module) -> Iterator[None]:
+    """The model in training mode with its normalisations and dropout in eval mode, restored
+    afterwards: what a forward pass in training mode runs (auxiliary heads, as in GoogLeNet
+    and Inception v3, run only then), without batch statistics (one sample is traced) or
+    random drops."""
+    modes = {module: module.training for module in model.modules()}
+    model.train()
+    for module in model.modules():
+        if isinstance(module, _EVAL_WHILE_TRACING):
+            module.eval()
     try:
-        with torch.no_grad():
-            model.eval()(example_input)
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+_EVAL_WHILE_TRACING = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+                       nn.modules.dropout._DropoutNd)
+
+
+def output_layer_names(model: nn.Module, example_input: torch.Tensor, *, train: bool = True) -> list[str]:
+    """Names of the layers that could root a group (convolutions, linear layers) whose
+    outputs are the model's outputs: the classifier, and auxiliary classifiers where a
+    forward pass in training mode (:func:`tracing_mode`) returns them too. Their outputs
+    (the classes) are never pruned. Where no output is a layer's own (a reshape or an
+    activation follows), the last such layer run."""
+    order: list[str] = []
+    made: dict[int, str] = {}
+    roots = root_types()
+
+    def record(_module: nn.Module, _args: tuple, output: object, _n: str = "") -> None:
+        order.append(_n)
+        if isinstance(output, torch.Tensor):
+            made[id(output)] = _n
+
+    hooks = [module.register_forward_hook(lambda m, a, o, _n=name: record(m, a, o, _n))
+             for name, module in model.named_modules() if isinstance(module, roots)]
+    try:
+        with torch.no_grad(), (tracing_mode(model) if train else _eval(model)):
+            output = model(example_input)
     finally:
         for h in hooks:
             h.remove()
     if not order:
         raise ValueError("the model has no convolution or linear layer to prune")
-    return order[-1]
+    found = [made[id(t)] for t in _tensors(output) if id(t) in made]
+    return list(dict.fromkeys(found)) or [order[-1]]
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _tensors(value: object) -> list[torch.Tensor]:
+    """The tensors in a model's output (a tensor, tuples and named tuples, dicts)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    return []
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -70,48 +143,166 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     """Build the dependency graph of ``model`` and collect its prunable groups.
 
     ``never_prune`` holds glob patterns of layer names whose outputs are kept whole (the
-    classifier is always among them).
+    classifiers are always among them). The model is traced in :func:`tracing_mode`, so
+    that what a training step runs (auxiliary heads) is pruned consistently, or in eval
+    mode where it fails in training mode; it is left in eval mode. Roots whose group cannot
+    be built are recorded in ``refused``, not raised, so the analysis can name them all.
     """
     module_names = {module: name for name, module in model.named_modules()}
-    patterns = list(never_prune) + [output_layer_name(model, example_input)]
+    try:  # in training mode, so that auxiliary heads are traced and pruned with what feeds them
+        train = True
+        outputs = output_layer_names(model, example_input, train=True)
+    except Exception:  # noqa: BLE001  (a model that only runs in eval mode is traced in eval mode)
+        train = False
+        outputs = output_layer_names(model, example_input, train=False)
+    patterns = list(never_prune) + outputs
     ignored = [m for m, n in module_names.items() if n and any(matches(n, p) for p in patterns)]
-    model.eval()
     try:
-        graph = _build_graph(model, example_input)
-    except Exception as exc:  # an architecture Torch-Pruning cannot trace: say where
-        raise _untraceable(model, example_input, exc) from None
-    groups: dict[str, tp.Group] = {}
+        graph = _build_graph(model, example_input, train=train)
+    except Exception as exc:  # an architecture Torch-Pruning cannot trace (MemoryError included): say where
+        raise _untraceable(model, example_input, exc, train=train) from None
+    finally:
+        model.eval()
+    traced = TracedGroups(graph=graph, groups={}, module_names=module_names)
     try:
-        for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=root_types()):
-            root = group[0].dep.target.module
-            name = module_names.get(root)
-            if name is None or len(group[0].idxs) < 2:
+        found = list(_all_groups(graph, ignored))
+    except GroupTooLarge as exc:
+        raise UserError(f"Torch-Pruning's channel analysis of this model grew past {exc} for one group (a product of "
+                        "two activations, such as attention scores written out with reshapes, ties every channel to "
+                        "every other); this architecture is not supported yet, so use another model.") from None
+    for root, group, failure in found:
+        name = module_names.get(root)
+        if name is None:
+            continue
+        if failure is not None:
+            traced.refused[name] = f"its pruning group cannot be built ({failure_reason(failure)})"
+            continue
+        if len(group[0].idxs) < 2:
+            continue
+        blocks = _channel_blocks(group, module_names)
+        if len(group[0].idxs) % blocks:
+            traced.refused[name] = (f"its {len(group[0].idxs)} channels do not split evenly into the {blocks} "
+                                    "blocks of the grouped layers it feeds")
+            continue
+        traced.groups[name] = group
+        traced.channel_groups[name] = blocks
+    return traced
+
+
+#: index entries one group may collect while Torch-Pruning builds it (a few hundred MB)
+GROUP_INDEX_BUDGET = 2_000_000
+
+
+class GroupTooLarge(Exception):
+    """Torch-Pruning's walk for one group went past :data:`GROUP_INDEX_BUDGET` index entries."""
+
+
+class _BoundedGroup(tp.dependency.group.Group):
+    """A Torch-Pruning group that counts the channel indices added while it is built and
+    stops the walk past the budget. A product of two activations (attention scores written
+    out as ``q @ k.T`` beside reshapes, as in Swin) makes Torch-Pruning's index mapping
+    multiply indices on every pass: building one group then took minutes and, at
+    ImageNet sizes, all the machine's memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._added = 0
+
+    def add_dep(self, dep: object, idxs: list) -> None:
+        self._added += len(idxs)
+        if self._added > GROUP_INDEX_BUDGET:
+            raise GroupTooLarge(f"{GROUP_INDEX_BUDGET:,} channel indices")
+        super().add_dep(dep, idxs)
+
+
+@contextlib.contextmanager
+def _bounded_groups() -> Iterator[None]:
+    """Torch-Pruning builds groups with :class:`_BoundedGroup` inside this block (its graph
+    module looks the class up by name when it builds a group; restored afterwards)."""
+    module = tp.dependency.graph
+    original = module.Group
+    module.Group = _BoundedGroup
+    try:
+        yield
+    finally:
+        module.Group = original
+
+
+def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]):
+    """Torch-Pruning's ``get_all_groups`` one root at a time, so that a root whose group cannot
+    be built is reported with its failure instead of ending the analysis:
+    ``(root, group or None, exception or None)``. A walk past the index budget ends the
+    analysis (:class:`GroupTooLarge`): every other root would take as long."""
+    visited: set[nn.Module] = set()
+    skip = set(ignored) | set(graph.IGNORED_LAYERS_IN_TRACING)
+    roots = root_types()
+    for module in list(graph.module2node):
+        if module in skip or module in visited or not isinstance(module, roots):
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        try:
+            channels = None if pruner is None else pruner.get_out_channels(module)
+            if channels is None:
                 continue
-            groups[name] = group
-    except Exception as exc:
-        raise _ungroupable(graph, module_names, ignored, exc) from None
-    return TracedGroups(graph=graph, groups=groups, module_names=module_names)
+            with _bounded_groups():
+                group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        except GroupTooLarge:
+            raise
+        except Exception as exc:  # noqa: BLE001  (reported per root)
+            yield module, None, exc
+            continue
+        prunable = True
+        for dep, _ in group:
+            if graph.is_out_channel_pruning_fn(dep.handler):
+                visited.add(dep.target.module)
+                if dep.target.module in skip:
+                    prunable = False
+        if prunable:
+            yield module, group, None
 
 
-def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model`` traced at ``example_input``. The input
-    goes in a tuple: given a bare tensor, Torch-Pruning first calls the model on the
-    tensor unpacked along its batch dimension."""
-    return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), verbose=False,
-                                                 customized_pruners=tp_pruners(model))
+def _channel_blocks(group: tp.Group, module_names: dict[nn.Module, str]) -> int:
+    """Into how many equal blocks the group's channels fall: the least common multiple of
+    its layers' :meth:`LayerKind.channel_groups` (a grouped convolution's groups)."""
+    blocks = 1
+    for dep, _ in group:
+        module = dep.target.module
+        if module in module_names:
+            blocks = math.lcm(blocks, kind_of(module).channel_groups(module))
+    return blocks
 
 
-def _untraceable(model: nn.Module, example_input: torch.Tensor, exc: Exception) -> UserError:
+def _build_graph(model: nn.Module, example_input: torch.Tensor, *, train: bool) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` traced at ``example_input``, in
+    :func:`tracing_mode` where ``train``. The input goes in a tuple: given a bare tensor,
+    Torch-Pruning first calls the model on the tensor unpacked along its batch dimension."""
+    def forward(module: nn.Module, inputs: tuple) -> object:  # Torch-Pruning sets eval mode before calling it
+        with tracing_mode(module) if train else _eval(module):
+            return module(*inputs)
+
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), forward_fn=forward,
+                                                     verbose=False, customized_pruners=tp_pruners(model))
+    finally:
+        model.eval()
+
+
+def _untraceable(model: nn.Module, example_input: torch.Tensor, exc: Exception, *, train: bool) -> UserError:
     """The refusal for a model whose dependency graph cannot be built: the trace is run
-    again under a :class:`LayerLocator` to find the layer it fails in."""
+    again under a :class:`LayerLocator` to find the layer it fails in (not after running
+    out of memory or recursion depth, which a second run would only repeat)."""
+    if isinstance(exc, (MemoryError, RecursionError)):
+        return UserError(f"Torch-Pruning ran out of {'memory' if isinstance(exc, MemoryError) else 'recursion depth'} "
+                         f"tracing this model's channels at input shape {tuple(example_input.shape)}; this "
+                         "architecture is not supported at that size, so use a smaller input or another model.")
     with LayerLocator(model=model) as locator:
         try:
-            _build_graph(model, example_input)
+            _build_graph(model, example_input, train=train)
             again: Exception = exc
         except Exception as failure:  # the same failure, now with the layers watched
             again = failure
     place = locator.layer_of(again)
-    reason = _reason(again)
+    reason = failure_reason(again)
     if place is None:
         return UserError(f"Torch-Pruning cannot trace this model's channels ({reason}) and autoprune could not tell "
                          "in which layer; this architecture is not supported yet, so use another model.")
@@ -122,27 +313,7 @@ def _untraceable(model: nn.Module, example_input: torch.Tensor, exc: Exception) 
                      "so use another model or rewrite that layer.")
 
 
-def _ungroupable(graph: tp.DependencyGraph, module_names: dict[nn.Module, str], ignored: list[nn.Module],
-                 exc: Exception) -> UserError:
-    """The refusal for a graph whose groups cannot all be built: each root layer's group is
-    built on its own to find the first that fails, the layer never_prune can leave out."""
-    for module in graph.module2node:
-        name = module_names.get(module)
-        pruner = graph.get_pruner_of_module(module)
-        if not name or module in ignored or not isinstance(module, root_types()) or pruner is None:
-            continue
-        try:
-            channels = pruner.get_out_channels(module)
-            if channels is not None:
-                graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
-        except Exception as failure:
-            return UserError(f"the pruning group of layer {name!r} ({type(module).__name__}) cannot be built "
-                             f"({_reason(failure)}); add {name!r} to never_prune in a --space file.")
-    return UserError(f"Torch-Pruning cannot group this model's channels ({_reason(exc)}); this architecture is "
-                     "not supported yet, so use another model.")
-
-
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """``Type: first line of the message`` of a library's exception, for one sentence."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

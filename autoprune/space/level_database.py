@@ -171,7 +171,7 @@ def _keep_indices_per_level(dense: nn.Module, space: SearchSpace, example_input:
     score = importance or default_importance()
     table = []
     for group, (name, tp_group) in zip(space.groups, traced.groups.items()):
-        order = channel_order(name, tp_group, score)
+        order = channel_order(name, tp_group, score, channel_groups=group.channel_groups)
         table.append([sorted(order[:k]) for k in group.kept])
     return table
 

@@ -43,24 +43,34 @@ def materialize(
     ``dense`` is not modified.
     """
     kept = dict(zip(space.group_names, (int(k) for k in space.kept_counts(levels))))
+    blocks = {g.name: g.channel_groups for g in space.groups}
     score = importance or default_importance()
     model = copy.deepcopy(dense).eval()
     traced = trace_groups(model, example_input[:1], never_prune=never_prune)
     _check_same_groups(space.group_names, traced.groups)
-    keep_indices = {name: sorted(channel_order(name, group, score)[: kept[name]])
+    keep_indices = {name: sorted(channel_order(name, group, score, channel_groups=blocks[name])[: kept[name]])
                      for name, group in traced.groups.items() if kept[name] < len(group[0].idxs)}
     prune_groups(traced.groups, keep_indices)
     return model, keep_indices
 
 
-def channel_order(name: str, group: tp.Group, score: Importance) -> list[int]:
-    """The group's channels from most to least important (ties keep index order)."""
+def channel_order(name: str, group: tp.Group, score: Importance, *, channel_groups: int = 1) -> list[int]:
+    """The group's channels from most to least important (ties keep index order).
+
+    Where the channels fall into ``channel_groups`` equal blocks (a grouped convolution),
+    positions within a block are ranked by their mean score over the blocks, as
+    Torch-Pruning does, and each position brings its channel from every block: any prefix
+    whose length is a multiple of ``channel_groups`` keeps the same positions in every block."""
     size = len(group[0].idxs)
     with torch.no_grad():
         scores = score(group)
     if scores is None or len(scores) != size:
         raise ValueError(f"importance gave no usable scores for group {name!r}")
-    return [int(i) for i in torch.argsort(scores.float(), descending=True, stable=True)]
+    if channel_groups == 1:
+        return [int(i) for i in torch.argsort(scores.float(), descending=True, stable=True)]
+    block = size // channel_groups
+    positions = torch.argsort(scores.float().view(channel_groups, block).mean(dim=0), descending=True, stable=True)
+    return [int(p) + b * block for p in positions for b in range(channel_groups)]
 
 
 def prune_to_indices(

@@ -29,15 +29,21 @@ class Group:
     size: int
     kept: tuple[int, ...]
     members: tuple[str, ...] = ()
+    #: equal blocks the channels fall into (a grouped convolution's groups): every kept count is
+    #: a multiple of it, and pruning removes the same positions in every block
+    channel_groups: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size, "kept": list(self.kept), "members": list(self.members)}
+        data = {"name": self.name, "size": self.size, "kept": list(self.kept), "members": list(self.members)}
+        if self.channel_groups != 1:
+            data["channel_groups"] = self.channel_groups
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Group":
         return cls(
             name=data["name"], size=int(data["size"]), kept=tuple(int(k) for k in data["kept"]),
-            members=tuple(data.get("members", ())),
+            members=tuple(data.get("members", ())), channel_groups=int(data.get("channel_groups", 1)),
         )
 
 

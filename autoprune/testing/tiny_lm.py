@@ -31,7 +31,9 @@ _TINY: dict[str, dict[str, Any]] = {
 
 def tiny_config(family: str, *, vocab_size: int = 128, **overrides: Any):
     """A small ``PretrainedConfig`` of ``family`` (one of :data:`FAMILIES`)."""
-    import transformers
+    from autoprune.llm.loading import transformers_module
+
+    transformers = transformers_module()
 
     if family not in _TINY:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -51,8 +53,10 @@ def tiny_config(family: str, *, vocab_size: int = 128, **overrides: Any):
 def tiny_model(family: str, *, seed: int = 0, vocab_size: int = 128, **overrides: Any):
     """A ``AutoModelForCausalLM`` of ``family`` with seeded random weights, in eval mode."""
     import torch
-    import transformers
 
+    from autoprune.llm.loading import transformers_module
+
+    transformers = transformers_module()
     config = tiny_config(family, vocab_size=vocab_size, **overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

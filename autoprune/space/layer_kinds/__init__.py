@@ -1,14 +1,15 @@
 """One place per layer kind: how each is traced, counted, priced, timed and reshaped.
 
 The built-in kinds (convolutions, linear layers, BatchNorm/InstanceNorm, LayerNorm,
-GroupNorm, RMSNorm, PReLU, embeddings) register themselves on import. A new kind is a
+GroupNorm, RMSNorm, PReLU, embeddings, multi-head attention) register themselves on import. A new kind is a
 :class:`LayerKind` subclass naming its module types, overriding what applies, and one
 :func:`register` call; see :mod:`autoprune.space.layer_kinds.base`.
 """
 
-from autoprune.space.layer_kinds import channelwise, conv, embedding, linear  # noqa: F401  (registers them)
+from autoprune.space.layer_kinds import attention, channelwise, conv, embedding, linear  # noqa: F401  (registers them)
 from autoprune.space.layer_kinds.base import (
     UNKNOWN,
+    CannotPrice,
     LayerKind,
     PricedLayer,
     UnsupportedModel,
@@ -19,5 +20,5 @@ from autoprune.space.layer_kinds.base import (
     unregister,
 )
 
-__all__ = ["UNKNOWN", "LayerKind", "PricedLayer", "UnsupportedModel", "kind_of", "register", "root_types",
+__all__ = ["UNKNOWN", "CannotPrice", "LayerKind", "PricedLayer", "UnsupportedModel", "kind_of", "register", "root_types",
            "tp_pruners", "unregister"]

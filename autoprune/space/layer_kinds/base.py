@@ -38,6 +38,15 @@ class UnsupportedModel(ValueError):
     """The model holds a layer whose pruned shape the level database cannot set."""
 
 
+class CannotPrice(UserError):
+    """A pruned layer whose cost its kind cannot express; ``reason`` says why, in a few words,
+    for the analysis's one refusal that lists every such layer."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class PricedLayer:
     """One layer as the cost model sees it: its channel counts in terms of the groups.
@@ -55,6 +64,9 @@ class PricedLayer:
     count_in: LinearCount | None
     count_out: LinearCount | None
     positions: int
+    #: ids of this layer's parameters that Torch-Pruning prunes as loose parameters and the
+    #: analysis prices with their group (a ConvNeXt layer scale, a ViT class token)
+    priced_elsewhere: frozenset[int] = frozenset()
 
     @property
     def pruned(self) -> bool:
@@ -62,8 +74,8 @@ class PricedLayer:
         return self.count_in is not None or self.count_out is not None
 
     def own_parameters(self) -> list[nn.Parameter]:
-        """The layer's own parameters (not its children's)."""
-        return list(self.module.parameters(recurse=False))
+        """The layer's own parameters (not its children's), less those priced elsewhere."""
+        return [p for p in self.module.parameters(recurse=False) if id(p) not in self.priced_elsewhere]
 
     def n_in(self, full: int) -> LinearCount:
         """The input channel count of a candidate, for a layer of ``full`` inputs."""
@@ -78,12 +90,11 @@ class PricedLayer:
         (a normalisation, a depthwise convolution): whichever side the graph gave."""
         return _fixed_plus(self.count_out if self.count_out is not None else self.count_in, full)
 
-    def cannot_price(self) -> UserError:
+    def cannot_price(self, reason: str = "autoprune cannot price its parameters yet") -> CannotPrice:
         """The refusal for a pruned layer whose parameters this kind cannot express."""
-        return UserError(
-            f"layer {self.name!r} ({type(self.module).__name__}) is pruned with its neighbours, but autoprune "
-            "cannot price its parameters yet; add it to never_prune."
-        )
+        return CannotPrice(
+            f"layer {self.name!r} ({type(self.module).__name__}) is pruned with its neighbours, but {reason}; "
+            "add it to never_prune.", reason=reason)
 
 
 def _fixed_plus(count: LinearCount | None, full: int) -> LinearCount:
@@ -122,6 +133,12 @@ class LayerKind:
         None where its arithmetic is not counted (reported as unsupported if it holds
         parameters). Normalisations, activations and lookups count 0 by convention."""
         return None
+
+    def channel_groups(self, module: nn.Module) -> int:
+        """Into how many equal blocks the layer splits its channels (a grouped convolution's
+        ``groups``, attention heads): pruning removes the same positions in every block,
+        keeping the block count, as Torch-Pruning's pruners do; 1 for no blocks."""
+        return 1
 
     # -- pricing: the quadratic cost model -----------------------------------------------
 

@@ -1,14 +1,20 @@
-"""Convolutions: dense (groups 1) and depthwise are priced and pruned; other grouped ones are refused."""
+"""Convolutions: dense (groups 1), depthwise and grouped ones, priced and pruned.
+
+A grouped convolution (ResNeXt, RegNet) is pruned as Torch-Pruning prunes it: the group
+count stays, and the channels of both its sides are removed at the same positions in
+every convolution group (:meth:`ConvKind.channel_groups`), so its weights stay
+``out * in / groups * kernel`` with integer channels per group."""
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 from torch import nn
 
 from autoprune.errors import UserError
-from autoprune.space.cost import LinearCount, QuadraticCost
+from autoprune.space.cost import QuadraticCost
 from autoprune.space.layer_kinds.base import LayerKind, PricedLayer, UnsupportedModel, register
 
 
@@ -26,6 +32,9 @@ class ConvKind(LayerKind):
 
     types = (nn.modules.conv._ConvNd,)
     root = True
+
+    def channel_groups(self, module: nn.Module) -> int:
+        return 1 if is_depthwise(module) else module.groups
 
     def position_channels(self, module: nn.Module) -> int:
         return module.out_channels
@@ -45,12 +54,10 @@ class ConvKind(LayerKind):
         elif is_depthwise(module):
             params.add_count(n_out, kernel)
             flops.add_count(n_out, kernel * layer.positions)
-        elif layer.pruned:
-            raise UserError(f"layer {layer.name!r} is a grouped convolution that autoprune cannot prune yet; "
-                            "add it to never_prune.")
-        else:
-            params.add_count(LinearCount(constant=1), module.weight.numel())
-            flops.add_count(LinearCount(constant=1), module.weight.numel() * layer.positions)
+        else:  # grouped: every output channel sees in_channels / groups inputs
+            n_in = layer.n_in(module.in_channels)
+            params.add_product(n_in, n_out, Fraction(kernel, module.groups))
+            flops.add_product(n_in, n_out, Fraction(kernel * layer.positions, module.groups))
         if module.bias is not None:
             params.add_count(n_out, 1)
 
@@ -61,15 +68,16 @@ class ConvKind(LayerKind):
         return module.in_channels, module.out_channels
 
     def shares_channels(self, module: nn.Module) -> bool:
-        return module.groups > 1
+        return is_depthwise(module)
 
     def standalone(self, module: nn.Module, in_shape: tuple[int, ...], *, batch: int, n_in: int,
                    n_out: int) -> tuple[nn.Module, torch.Tensor]:
         depthwise = is_depthwise(module)
-        if module.groups > 1 and not depthwise:
-            raise UserError(f"grouped convolutions are not supported by the latency model ({module}).")
+        groups = n_out if depthwise else module.groups
+        if not depthwise and (n_in % groups or n_out % groups):
+            raise UserError(f"the latency model cannot time {module} with {n_in} inputs and {n_out} outputs.")
         layer = nn.Conv2d(n_out if depthwise else n_in, n_out, module.kernel_size, stride=module.stride,
-                          padding=module.padding, dilation=module.dilation, groups=n_out if depthwise else 1,
+                          padding=module.padding, dilation=module.dilation, groups=groups,
                           bias=module.bias is not None)
         return layer, torch.randn(batch, n_out if depthwise else n_in, *in_shape[1:])
 
@@ -79,9 +87,7 @@ class ConvKind(LayerKind):
         out_channels, in_per_group = module.weight.shape[:2]
         if is_depthwise(module):
             module.groups = module.in_channels = out_channels
-        elif module.groups > 1 and out_channels != module.out_channels:
-            raise UnsupportedModel(f"grouped convolution {name!r}")
-        else:
+        else:  # the group count stays; both sides lose the same positions in every group
             module.in_channels = in_per_group * module.groups
         module.out_channels = out_channels
 

@@ -1,0 +1,84 @@
+"""torchvision models as a user's ``--model`` factory through the CLI: search, export, load in
+a fresh process. A ResNeXt (grouped convolutions) is searched as it is; a ViT after pasting
+the ``never_prune`` line its refusal gives. On the digits task at 8x8, so it takes seconds."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from autoprune.torchvision_compat import make_torchvision_importable
+
+make_torchvision_importable()
+pytest.importorskip("torchvision")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
+from helpers import cli, python  # noqa: E402
+
+SOURCE = '''
+from torch import nn
+from torchvision.models.resnet import Bottleneck, ResNet
+from torchvision.models.vision_transformer import VisionTransformer
+
+
+def resnext(in_channels, num_classes):
+    model = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=num_classes, groups=4, width_per_group=4)
+    model.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
+    return model
+
+
+def vit(in_channels, image_size, num_classes):
+    model = VisionTransformer(image_size=image_size, patch_size=4, num_layers=1, num_heads=2, hidden_dim=16,
+                              mlp_dim=32, num_classes=num_classes)
+    model.conv_proj = nn.Conv2d(in_channels, 16, 4, stride=4)
+    return model
+'''
+
+SEARCH = ["search", "--data", "digits", "--trials", "2", "--fidelity", "2", "--bn-batches", "1", "--budget",
+          "flops=0.7"]
+
+
+@pytest.fixture
+def user_folder(tmp_path: Path) -> Path:
+    (tmp_path / "vision_nets.py").write_text(textwrap.dedent(SOURCE))
+    return tmp_path
+
+
+def _search_export_load(folder: Path, factory: str, *extra: str) -> dict:
+    run_dir, out = folder / "run", folder / "exported"
+    done = cli(*SEARCH, "--model", f"vision_nets:{factory}", "--run-dir", str(run_dir), *extra, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    done = cli("export", str(run_dir), "--out", str(out), "--steps", "0", "--trust-factory", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    recipe = json.loads((out / "recipe.json").read_text())
+    done = python("import json, sys, torch, autoprune\n"
+                  "sys.path.append('.')\n"
+                  f"m = autoprune.load('exported', factory='vision_nets:{factory}')\n"
+                  "from autoprune.space.counting import independent_count\n"
+                  "c = independent_count(m, torch.zeros(1, 1, 8, 8))\n"
+                  "print(json.dumps({'shape': list(m(torch.zeros(2, 1, 8, 8)).shape), 'flops': c.flops,"
+                  " 'params': c.params}))", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["shape"] == [2, 10]
+    assert (loaded["flops"], loaded["params"]) == (recipe["metrics"]["flops"], recipe["metrics"]["params"])
+    return recipe
+
+
+def test_a_resnext_is_searched_exported_and_loaded(user_folder: Path) -> None:
+    recipe = _search_export_load(user_folder, "resnext")
+    assert recipe["metrics"]["flops"] <= 0.7 * recipe["dense"]["flops"]
+
+
+@pytest.mark.slow
+def test_a_vit_is_searched_after_pasting_the_line_its_refusal_gives(user_folder: Path) -> None:
+    done = cli(*SEARCH, "--model", "vision_nets:vit", "--run-dir", str(user_folder / "refused"), cwd=user_folder)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1].split("--space file: ")[1]
+    (user_folder / "space.yaml").write_text(line + "\n")
+    recipe = _search_export_load(user_folder, "vit", "--space", str(user_folder / "space.yaml"))
+    assert recipe["metrics"]["flops"] < recipe["dense"]["flops"]

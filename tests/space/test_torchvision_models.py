@@ -1,0 +1,143 @@
+"""torchvision's own classifiers, small configurations at tiny inputs: built and priced exactly
+(against torch's FlopCounterMode and the parameter count, on random candidates, run in eval
+and train mode after pruning) or refused in one sentence.
+
+The full list (``torchvision.models.list_models``) is the slow test at the bottom and
+``experiments/torchvision_survey.py``; torchvision comes with the ``test`` extra, a CUDA
+build made importable beside CPU torch by :mod:`autoprune.torchvision_compat`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from autoprune.errors import UserError
+from autoprune.space.analysis import build_search_space
+from autoprune.space.counting import independent_count
+from autoprune.space.levels import LevelGrid
+from autoprune.space.materialize import materialize
+from autoprune.torchvision_compat import make_torchvision_importable
+
+make_torchvision_importable()
+torchvision = pytest.importorskip("torchvision")
+
+GRID = LevelGrid.from_step(step=0.25, min_ratio=0.25)
+CLASSES = 10
+
+
+def _exact(model: torch.nn.Module, side: int, *, never_prune: list[str] = (), n_candidates: int = 3) -> int:
+    """Build the space, hold random candidates to the independent count, run them in both
+    modes; returns the number of groups."""
+    x = torch.randn(1, 3, side, side)
+    space = build_search_space(model, x, grid=GRID, never_prune=list(never_prune))
+    rng = np.random.default_rng(0)
+    for i in range(n_candidates):
+        levels = space.sparsest_candidate() if i == 0 else rng.integers(0, space.n_levels, space.n_groups)
+        pruned, _ = materialize(model, space, levels, x, never_prune=list(never_prune))
+        counted = independent_count(pruned, x)
+        assert (counted.flops, counted.params) == (space.cost("flops", levels), space.cost("params", levels))
+        batch = torch.randn(2, 3, side, side)
+        with torch.no_grad():
+            assert pruned.eval()(batch).shape == (2, CLASSES)
+        out = pruned.train()(batch)
+        assert (out if isinstance(out, torch.Tensor) else out[0]).shape == (2, CLASSES)
+    return space.n_groups
+
+
+def test_a_resnext_is_pruned_per_convolution_group_and_priced_exactly() -> None:
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    torch.manual_seed(0)
+    model = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=CLASSES, groups=4, width_per_group=4).eval()
+    assert _exact(model, 32) > 0
+
+
+def test_a_regnet_with_squeeze_excitation_is_priced_exactly() -> None:
+    from torchvision.models.regnet import BlockParams, RegNet
+
+    torch.manual_seed(0)
+    params = BlockParams.from_init_params(depth=3, w_0=16, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25)
+    assert _exact(RegNet(params, num_classes=CLASSES).eval(), 32) > 0
+
+
+def test_a_convnext_layer_scale_is_priced() -> None:
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    torch.manual_seed(0)
+    model = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=CLASSES).eval()
+    assert _exact(model, 32) > 0
+
+
+def test_a_vision_transformer_is_refused_with_a_line_that_leaves_its_stream_whole() -> None:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                              num_classes=CLASSES).eval()
+    with pytest.raises(UserError) as refused:
+        build_search_space(model, torch.randn(1, 3, 32, 32), grid=GRID, never_prune=[])
+    message = str(refused.value)
+    assert "the model fails once pruned, right after layer 'conv_proj' (Conv2d)" in message, message
+    never_prune = yaml.safe_load(message.split("--space file: ")[1])["never_prune"]
+    assert _exact(model, 32, never_prune=never_prune) == 2  # the MLPs; attention priced whole, projections included
+
+
+@pytest.mark.parametrize("repeats", [[2, 1, 1], [1, 1, 2]])
+def test_a_channel_shuffle_is_refused_in_one_sentence_naming_every_unit_that_shuffles(repeats: list[int]) -> None:
+    """Torch-Pruning traces these small ShuffleNets, but pruning them removes the wrong channels."""
+    torch.manual_seed(0)
+    model = torchvision.models.ShuffleNetV2(repeats, [8, 16, 32, 64, 128], num_classes=CLASSES).eval()
+    units = [f"'stage{s}.{u}' (InvertedResidual)" for s, n in zip((2, 3, 4), repeats) for u in range(n)]
+    with pytest.raises(UserError) as refused:
+        build_search_space(model, torch.randn(1, 3, 32, 32), grid=GRID, never_prune=[])
+    assert str(refused.value) == (f"{', '.join(units)} split the channels into groups with a reshape (a channel "
+                                  "shuffle), which Torch-Pruning does not prune consistently; that is not supported "
+                                  "yet, so use another model.")
+
+
+def test_a_swin_transformer_is_refused_in_bounded_time() -> None:
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=[2, 2],
+                            num_classes=CLASSES).eval()
+    with pytest.raises(UserError, match=r"^Torch-Pruning's channel analysis of this model grew past"):
+        build_search_space(model, torch.randn(1, 3, 32, 32), grid=GRID, never_prune=[])
+
+
+@pytest.mark.slow
+def test_googlenet_auxiliary_heads_are_pruned_so_training_mode_runs() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(num_classes=CLASSES, init_weights=True).eval()
+    assert _exact(model, 32, n_candidates=2) > 0
+
+
+#: a model of each family by default; AUTOPRUNE_SURVEY=all for every classifier
+FAMILY = ["alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "inception_v3", "maxvit_t",
+          "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf", "resnet18", "resnext50_32x4d",
+          "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t", "vgg11", "vit_b_16", "wide_resnet50_2"]
+
+
+def _survey_models() -> list[str]:
+    if os.environ.get("AUTOPRUNE_SURVEY") == "all":
+        return torchvision.models.list_models(module=torchvision.models)
+    return FAMILY
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _survey_models())
+def test_every_classifier_is_built_exactly_or_refused_in_one_sentence(name: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    from torchvision_survey import run_isolated
+
+    row = run_isolated(name, candidates=1, memory_gb=6.0, time_limit=600)
+    assert row["outcome"] in ("built", "refused", "over the survey's memory cap"), row
+    if row["outcome"] == "built":
+        assert row["exact"] is True and row["train_forward"] is True, row
+    elif row["outcome"] == "refused":
+        assert "\n" not in row["detail"] and row["detail"].endswith((".", "]")), row
