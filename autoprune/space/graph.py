@@ -165,7 +165,7 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
         model.eval()
     traced = TracedGroups(graph=graph, groups={}, module_names=module_names)
     try:
-        found = list(_all_groups(graph, ignored))
+        found = list(_all_groups(graph, ignored, order=list(module_names)))
     except GroupTooLarge as exc:
         raise UserError(f"Torch-Pruning's channel analysis of this model grew past {exc} for one group (a product of "
                         "two activations, such as attention scores written out with reshapes, ties every channel to "
@@ -228,15 +228,20 @@ def _bounded_groups() -> Iterator[None]:
         module.Group = original
 
 
-def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]):
+def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], *, order: list[nn.Module]):
     """Torch-Pruning's ``get_all_groups`` one root at a time, so that a root whose group cannot
     be built is reported with its failure instead of ending the analysis:
     ``(root, group or None, exception or None)``. A walk past the index budget ends the
-    analysis (:class:`GroupTooLarge`): every other root would take as long."""
+    analysis (:class:`GroupTooLarge`): every other root would take as long.
+
+    Roots are tried in the model's own order (``order``, its ``named_modules``): the graph's
+    node order comes from tracing and varied between builds of the same model, and with it
+    which layer named a group, so a space and a later analysis of its model disagreed."""
     visited: set[nn.Module] = set()
     skip = set(ignored) | set(graph.IGNORED_LAYERS_IN_TRACING)
     roots = root_types()
-    for module in list(graph.module2node):
+    traced = set(graph.module2node)
+    for module in [m for m in order if m in traced]:
         if module in skip or module in visited or not isinstance(module, roots):
             continue
         pruner = graph.get_pruner_of_module(module)
