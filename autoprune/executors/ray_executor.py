@@ -31,7 +31,7 @@ from typing import Any
 from autoprune.errors import UserError
 from autoprune.executors.base import Executor, Job, T
 from autoprune.executors.ray_cluster import INSTALL_HINT, RaySession, connect, import_ray
-from autoprune.executors.ray_worker import EvaluationWorker, EvaluatorPayload, RunnerFactory, evaluator_runner
+from autoprune.executors.ray_worker import EvaluationWorker, RunnerFactory, worker_setup
 from autoprune.searchers.base import Result
 
 logger = logging.getLogger(__name__)
@@ -121,14 +121,7 @@ class RayExecutor(Executor):
                        gpus_per_worker: float | None = None, threads: int | None = None,
                        max_retries: int = 2) -> "RayExecutor":
         """Workers that each build an evaluator like ``evaluator`` (same model, data, space, settings)."""
-        setup = getattr(evaluator, "worker_setup", None)  # evaluators that are not the image one say how
-        if setup is not None:
-            factory, payload = setup()
-        else:
-            factory = evaluator_runner
-            payload = EvaluatorPayload(dense=evaluator.dense, data=evaluator.data, space=evaluator.space.to_dict(),
-                                       never_prune=tuple(evaluator.never_prune), config=evaluator.config,
-                                       importance=evaluator.importance)
+        factory, payload = worker_setup(evaluator)
         return cls(factory=factory, payload=payload, workers=workers, address=address,
                    gpus_per_worker=gpus_per_worker, threads=threads, max_retries=max_retries)
 

@@ -110,3 +110,15 @@ def _gpu_ids() -> list[str]:
         return [str(i) for i in ray.get_gpu_ids()]
     except Exception:  # outside Ray
         return []
+
+
+def worker_setup(evaluator: Any) -> tuple[RunnerFactory, Any]:
+    """How a worker builds an evaluator like ``evaluator``: the factory and the payload it is
+    shipped. Evaluators other than the image one say so themselves (``worker_setup()``)."""
+    own = getattr(evaluator, "worker_setup", None)
+    if own is not None:
+        return own()
+    payload = EvaluatorPayload(dense=evaluator.dense, data=evaluator.data, space=evaluator.space.to_dict(),
+                               never_prune=tuple(evaluator.never_prune), config=evaluator.config,
+                               importance=evaluator.importance)
+    return evaluator_runner, payload

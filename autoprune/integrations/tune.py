@@ -273,7 +273,7 @@ def make_trainable(pruning: Pruning, *, report_every: int | None = None, threads
     """The evaluator as a Tune trainable (for trials that :class:`AutopruneSearch` suggests),
     each trial reserving ``threads`` CPUs and reporting every ``report_every`` steps."""
     tune = import_tune()
-    from autoprune.executors.ray_worker import EvaluatorPayload, evaluator_runner
+    from autoprune.executors.ray_worker import worker_setup
 
     if report_every is not None and (not isinstance(report_every, int) or isinstance(report_every, bool)
                                      or report_every < 1):
@@ -281,14 +281,7 @@ def make_trainable(pruning: Pruning, *, report_every: int | None = None, threads
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     evaluator = pruning.evaluator
-    setup = getattr(evaluator, "worker_setup", None)  # evaluators that are not the image one say how
-    if setup is not None:
-        factory, payload = setup()
-    else:
-        factory = evaluator_runner
-        payload = EvaluatorPayload(dense=evaluator.dense, data=evaluator.data, space=evaluator.space.to_dict(),
-                                   never_prune=tuple(evaluator.never_prune), config=evaluator.config,
-                                   importance=evaluator.importance)
+    factory, payload = worker_setup(evaluator)
     shipped = TrainablePayload(token=uuid.uuid4().hex, factory=factory, payload=payload,
                                space=pruning.space.to_dict(), threads=threads, report_every=report_every)
     trainable = tune.with_parameters(evaluate_trial, shipped=shipped)
