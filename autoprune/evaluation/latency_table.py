@@ -159,7 +159,7 @@ def cached_latency_model(folder: Path, prefix: str, context: dict[str, Any],
     if path.is_file():
         try:
             return path, LatencyModel.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # damaged, or not a latency model at all
             logger.warning("cached latency model %s is unreadable; measuring again", path)
     return path, None
 

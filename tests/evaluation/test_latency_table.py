@@ -79,3 +79,17 @@ def test_built_once_then_read_from_the_cache(digitnet, tmp_path, monkeypatch) ->
     build_latency_model(**{**kwargs, "batch_size": 4})  # another batch size is another model
     assert [k["batch_size"] for k in calls] == [4]
     assert len(list(tmp_path.glob("latency-*.json"))) == 2
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"layers": 3}', "not json", '{"layers": [{"name": 1}]}'])
+def test_a_damaged_cached_latency_model_is_measured_again_not_trusted(tmp_path, text: str) -> None:
+    from autoprune.evaluation.latency_table import cached_latency_model
+    from autoprune.testing.searcher_suite import SUITE_GRID
+    from autoprune.testing.synthetic import chain_space
+
+    space = chain_space([4, 6, 8], SUITE_GRID)
+    path, cached = cached_latency_model(tmp_path, "latency", {"device": "cpu"}, space)
+    assert cached is None
+    path.write_text(text)
+    assert cached_latency_model(tmp_path, "latency", {"device": "cpu"}, space) == (path, None)
+    assert path.read_text() == text, "nothing deleted: the measurement writes over it"
