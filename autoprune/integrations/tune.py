@@ -37,6 +37,10 @@
   installed) and result tables show them. A searcher that continues a parent's training
   (``darwin``) gets the parent's weights through a safetensors file in the parent trial's
   directory, which a worker on another node reads only on shared storage.
+- An interrupted Tune run continues with ``tune.Tuner.restore(path, trainable=...)``:
+  :meth:`AutopruneSearch.save` keeps the searcher's state (as JSON) with each experiment
+  checkpoint and :meth:`AutopruneSearch.restore` replays it, so the search goes on as if
+  it had never stopped.
 - :func:`import_results` writes a Tune run's results into a new autoprune run directory
   (run.json, journal, front), so ``front``, ``export`` and ``report`` work on it. A
   trial stopped early is journaled at the steps it trained, so it stays off the front,
