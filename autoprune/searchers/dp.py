@@ -176,8 +176,8 @@ class DPSearcher(Searcher):
                 self._phase = "allocations"
                 self._queue = self._additivity_proposals() + self._allocations()
             else:
-                self._phase = "step"
                 self._queue = self._round_step()
+                self._phase = "step" if self._queue else "done"
         elif self._phase == "step":
             step = self._step
             if step is None or not step.ok:
@@ -350,10 +350,10 @@ class DPSearcher(Searcher):
     def plan(self, trials: int) -> str:
         n_alloc = len(self.budget_fractions)
         rounds = ("" if self.rounds == 1 else
-                  f"dp: {self.rounds} rounds, each measuring its curves on the last round's retrained allocation; "
-                  "the first round: ")
-        return (f"{rounds}dp: {len(self._probes) + 1} probes and {self.additivity_checks} additivity checks (measurements, "
-                f"not counted in --trials), then up to {n_alloc} allocations (one per budget fraction)"
+                  f" in the first of {self.rounds} rounds (each later round measures again on the last round's "
+                  "retrained allocation, itself a measurement)")
+        return (f"dp: {len(self._probes) + 1} probes{rounds} and {self.additivity_checks} additivity checks "
+                f"(measurements, not counted in --trials), then up to {n_alloc} allocations (one per budget fraction)"
                 + ("" if trials >= n_alloc else f"; --trials {trials} keeps only the first {trials}"))
 
     def report(self) -> dict[str, Any]:
@@ -371,7 +371,8 @@ class DPSearcher(Searcher):
                            f"over {check['checked']} multi-group candidates" if rho is not None else
                            f"additivity check: too few measured candidates ({check['checked']}) for a rank correlation")
         for entry in self._rounds_report:
-            limits = ", ".join(f"{r}<={v:.6g}" for r, v in entry["limits"].items())
+            limits = ", ".join(f"{r}<={v / self._dense_usage[r]:.3f} of dense" if self._dense_usage[r] > 0
+                               else f"{r}<={v:.6g}" for r, v in entry["limits"].items())
             summary.append(f"dp: round {entry['round']} of {self.rounds} allocated for {limits}"
                            + (f", retrained as measurement {entry['trial_id']}" if "trial_id" in entry else ""))
         if "error" in self._report:
