@@ -131,7 +131,8 @@ def run_loop(
                     stats.replayed += 1
                     bar.update(int(proposal.kind == TRIAL))
                 else:
-                    jobs.append(_job(trial_id, key, seed, searcher.keeps_checkpoints, checkpoints))
+                    parent_levels = None if proposal.parent is None else journal.result(proposal.parent).levels
+                    jobs.append(_job(trial_id, key, seed, searcher.keeps_checkpoints, checkpoints, parent_levels))
             results = executor.run(jobs)
             for done, result in enumerate(results, start=1):
                 result.kind = kinds[result.trial_id]  # the executors echo the job; the loop knows the kind
@@ -185,7 +186,10 @@ def run_loop(
     return stats
 
 
-def _job(trial_id: int, key: TrialKey, seed: int, keep_state: bool, checkpoints: CheckpointStore | None) -> Job:
+def _job(trial_id: int, key: TrialKey, seed: int, keep_state: bool, checkpoints: CheckpointStore | None,
+         parent_levels: np.ndarray | None = None) -> Job:
+    """The job of a new trial; one that continues a parent carries the parent's weights and
+    levels (a searcher may continue a parent at deeper levels: its weights are narrowed)."""
     levels, fidelity, eval_samples, parent, draw, kind = key
     init_state = None
     if parent is not None:
@@ -194,4 +198,5 @@ def _job(trial_id: int, key: TrialKey, seed: int, keep_state: bool, checkpoints:
             raise RuntimeError(f"trial {trial_id} continues trial {parent}, whose weights were not kept")
     return Job(trial_id=trial_id, levels=np.array(levels, dtype=np.int64), fidelity=fidelity,
                seed=draw_seed(seed, draw), eval_samples=eval_samples, parent=parent, draw=draw,
-               init_state=init_state, keep_state=keep_state, kind=kind)
+               init_state=init_state, init_levels=None if parent_levels is None else np.asarray(parent_levels),
+               keep_state=keep_state, kind=kind)

@@ -31,7 +31,7 @@ from autoprune.evaluation.training import (
 )
 from autoprune.space.counting import count
 from autoprune.space.level_database import LevelDatabase, UnsupportedModel
-from autoprune.space.materialize import Importance, materialize
+from autoprune.space.materialize import Importance, materialize, prune_to_indices
 from autoprune.space.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -171,21 +171,30 @@ class Evaluator:
         seed: int,
         eval_samples: int | None = None,
         init_state: dict[str, torch.Tensor] | None = None,
+        init_levels: np.ndarray | None = None,
         progress: Progress | None = None,
     ) -> Evaluated:
         """Materialise ``levels`` and retrain it ``fidelity`` steps (continuing from
         ``init_state`` when given, with a fresh schedule for the new steps), then score it on
         ``eval_samples`` held-out samples; ``progress`` hears held-out metrics on the way.
-        Raises :class:`EvaluationFailed` when it cannot."""
+        ``init_levels``: the levels ``init_state`` was trained at when they are not ``levels``
+        (every group keeping at most as many channels): its weights are narrowed to
+        ``levels``, the channels ``levels`` keeps being a subset of those it kept, and
+        BatchNorm statistics are recalibrated. Raises :class:`EvaluationFailed` when it cannot."""
         with torch.random.fork_rng(devices=[]):
             return self._run(levels, fidelity=fidelity, seed=seed, eval_samples=eval_samples, init_state=init_state,
-                             progress=progress)
+                             init_levels=init_levels, progress=progress)
 
     def _run(self, levels: np.ndarray, *, fidelity: int, seed: int, eval_samples: int | None,
-             init_state: dict[str, torch.Tensor] | None, progress: Progress | None = None) -> Evaluated:
+             init_state: dict[str, torch.Tensor] | None, init_levels: np.ndarray | None = None,
+             progress: Progress | None = None) -> Evaluated:
         started = time.perf_counter()
+        narrowed = (init_state is not None and init_levels is not None
+                    and not np.array_equal(self.space.kept_counts(init_levels), self.space.kept_counts(levels)))
         try:
             model, keep = self.build(levels)
+            if narrowed:
+                init_state = self._narrow(init_state, np.asarray(init_levels), keep)  # type: ignore[arg-type]
             if init_state is not None:
                 model.load_state_dict(init_state)
         except (RuntimeError, ValueError, IndexError) as exc:
@@ -199,7 +208,7 @@ class Evaluator:
         cfg = self.config
         bn_samples = 0
         try:
-            if init_state is None:  # continued weights carry statistics already adapted to them
+            if init_state is None or narrowed:  # continued weights carry statistics adapted to them
                 bn_samples = recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
                                                    batch_size=cfg.train.batch_size, seed=seed,
                                                    placement=self.placement)
@@ -243,6 +252,27 @@ class Evaluator:
             metrics["latency_iqr_ms"] = latency.iqr_ms
         metrics["seconds"] = time.perf_counter() - started
         return Evaluated(model=model.cpu(), keep_indices=keep, metrics=metrics)
+
+    def _narrow(self, state: dict[str, torch.Tensor], at: np.ndarray,
+                keep: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+        """``state`` (trained at levels ``at``) narrowed to the channels ``keep`` names:
+        the model at ``at`` is built, loaded and pruned again by Torch-Pruning to the
+        positions of ``keep`` among its own kept channels (kept sets are nested: every level
+        keeps a prefix of one importance order on the dense weights)."""
+        model, parent_keep = self.build(at)
+        model.load_state_dict(state)
+        positions: dict[str, list[int]] = {}
+        for group in self.space.groups:
+            had = parent_keep.get(group.name, list(range(group.size)))
+            wanted = keep.get(group.name, list(range(group.size)))
+            where = {channel: i for i, channel in enumerate(had)}
+            missing = [c for c in wanted if c not in where]
+            if missing:
+                raise ValueError(f"group {group.name!r} would keep channels {missing[:5]} its parent pruned")
+            if len(wanted) < len(had):
+                positions[group.name] = [where[c] for c in wanted]
+        prune_to_indices(model, positions, self.example_input, never_prune=self.never_prune)
+        return model.state_dict()
 
     def evaluate(self, levels: np.ndarray, *, fidelity: int, seed: int) -> dict[str, float]:
         """Metrics of ``levels`` after ``fidelity`` retraining steps."""

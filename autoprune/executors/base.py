@@ -26,7 +26,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Job:
     """One candidate to score: retrain ``fidelity`` steps with ``seed`` (continuing from
-    ``init_state`` when given), score on ``eval_samples`` held-out samples (None: all);
+    ``init_state`` when given: the trained weights of a trial at ``init_levels``, narrowed
+    to ``levels`` where they differ), score on ``eval_samples`` held-out samples (None: all);
     return the trained weights when ``keep_state``. ``draw`` is the proposal's, echoed in
     the result (``seed`` is already the draw's)."""
 
@@ -38,6 +39,8 @@ class Job:
     parent: int | None = None
     draw: int = 0
     init_state: Any = field(default=None, repr=False)
+    #: the levels ``init_state`` was trained at (None: ``levels``)
+    init_levels: np.ndarray | None = None
     #: the proposal's kind (a trial, or a searcher's measurement); the run loop labels results with it
     kind: str = TRIAL
     keep_state: bool = False
@@ -49,7 +52,7 @@ def run_job(evaluator: Evaluator, job: Job) -> Result:
               "eval_samples": job.eval_samples, "parent": job.parent, "draw": job.draw}
     try:
         evaluated = evaluator.run(job.levels, fidelity=job.fidelity, seed=job.seed, eval_samples=job.eval_samples,
-                                  init_state=job.init_state)
+                                  init_state=job.init_state, init_levels=job.init_levels)
         state = {k: v.detach().cpu() for k, v in evaluated.model.state_dict().items()} if job.keep_state else None
         return Result(status="ok", metrics=evaluated.metrics, state=state, **common)
     except EvaluationFailed as exc:

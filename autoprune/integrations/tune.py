@@ -37,6 +37,10 @@
   installed) and result tables show them. A searcher that continues a parent's training
   (``darwin``) gets the parent's weights through a safetensors file in the parent trial's
   directory, which a worker on another node reads only on shared storage.
+- An interrupted Tune run continues with ``tune.Tuner.restore(path, trainable=...)``:
+  :meth:`AutopruneSearch.save` keeps the searcher's state (as JSON) with each experiment
+  checkpoint and :meth:`AutopruneSearch.restore` replays it, so the search goes on as if
+  it had never stopped.
 - :func:`import_results` writes a Tune run's results into a new autoprune run directory
   (run.json, journal, front), so ``front``, ``export`` and ``report`` work on it. A
   trial stopped early is journaled at the steps it trained, so it stays off the front,
@@ -48,6 +52,7 @@ Ray is an optional dependency, imported when these are used.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import time
@@ -64,12 +69,15 @@ from autoprune.integrations.pruning import Pruning
 from autoprune.loop import MAX_IDLE_ASKS, draw_seed
 from autoprune.searchers import make_searcher
 from autoprune.searchers.base import TRIAL, Proposal, Result, Searcher
+from autoprune.store.journal import record_to_result, result_to_record
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'autoprune[tune]'"
 #: where a trial that keeps its weights leaves them, in its Tune trial directory
 STATE_FILE = "autoprune_state.safetensors"
+#: the format of the searcher state :meth:`AutopruneSearch.save` writes
+STATE_FORMAT = 1
 #: metrics every report carries besides the evaluator's scores
 COST_METRICS = ("flops", "params", "flops_ratio", "params_ratio")
 
@@ -196,6 +204,8 @@ class AutopruneSearch(_searcher_base()):  # type: ignore[misc]
             "kind": proposal.kind,
             "seed": draw_seed(self.seed, proposal.draw),
             "init_state": None if proposal.parent is None else self._states.get(proposal.parent),
+            "init_levels": (None if proposal.parent is None or proposal.parent not in self.results
+                            else [int(v) for v in self.results[proposal.parent].levels]),
             "keep_state": bool(self.wrapped.keeps_checkpoints),
         }
 
@@ -209,6 +219,92 @@ class AutopruneSearch(_searcher_base()):  # type: ignore[misc]
         outcome = result_of(ours, proposal, self.fidelity, result, error)
         if outcome.ok and result is not None and result.get("autoprune_state"):
             self._states[ours] = str(result["autoprune_state"])
+        self._record(ours, proposal, outcome)
+        if all(r is not None for r in batch.results):
+            self._batch = None
+            self.wrapped.tell([r for r in batch.results if r is not None])
+
+    # -- an interrupted Tune experiment: Tuner.restore --------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """What :meth:`restore` needs, as JSON: every result told or waiting in the open
+        batch, the open batch's hand-out position and which Tune trial holds which of its
+        proposals, and the weights files later proposals may continue."""
+        batch = self._batch
+        return {
+            "format": STATE_FORMAT,
+            "searcher": self.wrapped.name, "seed": self.wrapped.seed, "options": self.wrapped.options(),
+            "fidelity": self.fidelity, "run_seed": self.seed,
+            "results": {str(t): result_to_record(r) for t, r in sorted(self.results.items())},
+            "batch": None if batch is None else {"next_out": batch.next_out},
+            "by_tune_id": {k: list(v) for k, v in self._by_tune_id.items()},
+            "states": {str(t): path for t, path in self._states.items()},
+            "next_id": self._next_id, "finished": self._finished,
+        }
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune's searcher checkpoint (``Tuner.fit`` calls it with each experiment
+        checkpoint): :meth:`get_state` as JSON, never a pickle."""
+        Path(checkpoint_path).write_text(json.dumps(self.get_state()))
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Continue where :meth:`save` left off (``tune.Tuner.restore`` calls it on the
+        searcher it unpickles from the experiment, which has not proposed anything yet).
+
+        Resume is replay, as for ``autoprune search --resume``: the searcher is asked again
+        and told the saved results batch by batch, so it reaches the state it had, and the
+        open batch's proposals Tune still holds (its unfinished trials, which it runs again)
+        are completed under their old trial ids; nothing already scored is suggested again."""
+        try:
+            state = json.loads(Path(checkpoint_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"the autoprune searcher state {checkpoint_path} cannot be read ({exc}); "
+                            "restore from the experiment folder Tune wrote.") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise UserError(f"{checkpoint_path} is not an autoprune searcher state of format {STATE_FORMAT}; "
+                            "restore from the experiment folder Tune wrote.")
+        if self.wrapped.n_asked or self.results:
+            raise RuntimeError("restore needs an AutopruneSearch that has not suggested anything yet")
+        mine = {"searcher": self.wrapped.name, "seed": self.wrapped.seed, "fidelity": self.fidelity,
+                "run_seed": self.seed}
+        theirs = {k: state.get(k) for k in mine}
+        if theirs != mine:
+            raise UserError(f"the saved searcher state is for {theirs}, not this search's {mine}; restore the "
+                            "experiment with the search it was started with.")
+        done = {int(t): record_to_result(r) for t, r in state["results"].items()}
+        self._states = {int(t): str(path) for t, path in state.get("states", {}).items()}
+        while state["batch"] is not None or len(self.results) < len(done):
+            if not self._new_batch():
+                break
+            batch = self._batch
+            assert batch is not None
+            for i, (proposal, ours) in enumerate(zip(batch.proposals, batch.trial_ids)):
+                if ours is None or ours not in done:
+                    continue
+                if not np.array_equal(done[ours].levels, proposal.levels):
+                    raise UserError(f"the Tune experiment cannot be restored: trial {ours} in the saved state "
+                                    "differs from what the searcher proposes now (another autoprune version, "
+                                    "searcher or search space); start a new experiment.")
+                self._record(ours, proposal, done[ours])
+            if all(r is not None for r in batch.results):
+                self._batch = None
+                self.wrapped.tell([r for r in batch.results if r is not None])
+            else:
+                break
+        if (self._batch is None) != (state["batch"] is None) or len(self.results) != len(done):
+            raise UserError("the Tune experiment cannot be restored: the searcher's replay does not reach the "
+                            "saved state (another autoprune version or searcher); start a new experiment.")
+        if self._batch is not None:
+            self._batch.next_out = int(state["batch"]["next_out"])
+        self._by_tune_id = {str(k): (int(v[0]), int(v[1])) for k, v in state["by_tune_id"].items()}
+        self._finished = bool(state["finished"])
+        logger.info("restored the %s searcher: %d results replayed, %d trials still held by Tune",
+                    self.wrapped.name, len(done), len(self._by_tune_id))
+
+    def _record(self, ours: int, proposal: Proposal, outcome: Result) -> None:
+        """Keep ``outcome`` of trial ``ours`` and fill the open batch's places it answers."""
+        batch = self._batch
+        assert batch is not None
         self.results[ours] = outcome
         self._seen[self._key(proposal)] = outcome
         for i, t in enumerate(batch.trial_ids):
@@ -217,9 +313,6 @@ class AutopruneSearch(_searcher_base()):  # type: ignore[misc]
         for i, t in enumerate(batch.trial_ids):  # answers from memory of this same batch's proposals
             if t is None and batch.results[i] is None:
                 batch.results[i] = self._seen.get(self._key(batch.proposals[i]))
-        if all(r is not None for r in batch.results):
-            self._batch = None
-            self.wrapped.tell([r for r in batch.results if r is not None])
 
 
 def result_of(trial_id: int, proposal: Proposal, default_fidelity: int, reported: dict[str, Any] | None,
@@ -334,6 +427,8 @@ def evaluate_trial(config: dict[str, Any], shipped: TrainablePayload) -> None:
     else:
         kwargs: dict[str, Any] = {"fidelity": int(config["fidelity"]), "seed": int(config["seed"]),
                                   "eval_samples": config.get("eval_samples"), "init_state": init_state}
+        if config.get("init_levels") is not None:  # a parent continued at deeper levels (dp's rounds)
+            kwargs["init_levels"] = np.array(config["init_levels"], dtype=np.int64)
         if shipped.report_every is not None and "progress" in inspect.signature(evaluator.run).parameters:
             kwargs["progress"] = Progress(every=shipped.report_every, report=report)
         evaluated = evaluator.run(levels, **kwargs)  # EvaluationFailed: the trial errs, and is journaled failed
@@ -349,7 +444,8 @@ def _run_job(runner: Any, config: dict[str, Any], levels: np.ndarray, init_state
 
     job = Job(trial_id=int(config["autoprune_trial"]), levels=levels, fidelity=int(config["fidelity"]),
               seed=int(config["seed"]), eval_samples=config.get("eval_samples"), parent=config.get("parent"),
-              draw=int(config.get("draw", 0)), init_state=init_state, keep_state=False)
+              draw=int(config.get("draw", 0)), init_state=init_state, keep_state=False,
+              init_levels=None if config.get("init_levels") is None else np.array(config["init_levels"]))
     result = runner(job)
     if not result.ok:
         raise EvaluationFailed(result.error or "the evaluation failed")
@@ -378,7 +474,7 @@ def import_results(results: Any, *, pruning: Pruning, run_dir: str | os.PathLike
     then names (else the configuration's). A trial that failed is journaled failed; one
     stopped early, at the steps it trained (off the front)."""
     from autoprune.api import Run, new_run_record
-    from autoprune.store.journal import Journal, result_to_record
+    from autoprune.store.journal import Journal
 
     path = Path(run_dir)
     records = _trial_records(results)

@@ -1,7 +1,7 @@
 """Score one pruned language model: build, distil briefly from the dense model, measure.
 
 The language-model counterpart of :class:`autoprune.evaluation.evaluator.Evaluator`, with
-the same ``run(levels, fidelity=, seed=, eval_samples=, init_state=) -> Evaluated``
+the same ``run(levels, fidelity=, seed=, eval_samples=, init_state=, init_levels=) -> Evaluated``
 interface and the same failures (:class:`EvaluationFailed`), so every searcher and
 executor drives it unchanged. What differs is what quality means:
 
@@ -294,10 +294,17 @@ class LMEvaluator:
         seed: int,
         eval_samples: int | None = None,
         init_state: dict[str, torch.Tensor] | None = None,
+        init_levels: np.ndarray | None = None,
     ) -> Evaluated:
         """Build ``levels``, distil it ``fidelity`` steps (continuing from ``init_state`` when
         given, with a fresh schedule), then score it on ``eval_samples`` held-out sequences.
+        ``init_levels`` (the levels ``init_state`` was trained at) must keep what ``levels``
+        keeps: narrowing a language model's trained weights to deeper levels is not built.
         Raises :class:`EvaluationFailed` when it cannot."""
+        if (init_state is not None and init_levels is not None
+                and not np.array_equal(np.asarray(init_levels), np.asarray(levels))):
+            raise EvaluationFailed("a language model cannot continue a trial at other levels than its own "
+                                   "(dp's rounds need it; use rounds=1)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self._run(levels, fidelity=fidelity, seed=seed, eval_samples=eval_samples, init_state=init_state)

@@ -61,9 +61,10 @@ class Proposal:
 
     ``fidelity``: retraining steps (``None``: the run's default; 0: no retraining, e.g. for
     a cheap output-distance fitness). ``eval_samples``: how many held-out samples to score
-    on (``None``: all). ``parent``: id of an evaluated trial with the same levels whose
-    trained weights this evaluation continues from, so staged selection does not pay for
-    the same steps twice. ``draw``: which draw of the training randomness (batch order,
+    on (``None``: all). ``parent``: id of an evaluated trial whose trained weights this
+    evaluation continues from, so staged selection does not pay for the same steps twice;
+    usually at the same levels, else at levels where every group keeps at most the
+    parent's channels (``dp``'s rounds: its weights are narrowed to them). ``draw``: which draw of the training randomness (batch order,
     BatchNorm batches) to retrain with; trials of the same draw share it (common random
     numbers, so they differ only by their allocation), and draw 0 is the run's seed itself.
     A searcher scores a candidate again on a new draw to average out a lucky one.

@@ -29,9 +29,21 @@ As built here:
   ``budget_fractions`` of the limits: one run gives a front. They are trials, retrained
   at the run's ``--fidelity`` and scored like any other.
 
-Not built: the paper's iterative mode (rounds of pruning with fine-tuning in between,
-each measuring curves on the fine-tuned model), which needs probes that continue a
-pruned trial's weights at other levels than its own.
+- Rounds (``rounds``, default 1: one-shot): the paper's iterative mode. Round ``r`` of
+  ``R`` measures the curves on the model round ``r - 1`` pruned and fine-tuned (round 1:
+  the dense model): every probe and the baseline name that trial as ``parent``, so the
+  evaluator narrows its trained weights to the probe's levels (BatchNorm recalibrated)
+  instead of pruning the dense model. Only levels at least as deep as that model's can be
+  chosen (its channels are gone: curves are infinite above them, 0 at them). An
+  intermediate round allocates for the budget ``dense · (limit / dense) ** (r / R)`` of
+  every bounded resource (geometric: each round removes the same fraction of what is
+  left, from dense to the target), and proposes that one allocation, continuing the last
+  round's model and retrained ``round_steps`` steps (default: the run's ``--fidelity``),
+  as a *measurement*: it is over the final budget by design, so it is journaled and
+  replayed but never on the front. The last round proposes the requested budget's
+  allocations (and the spread below it) as trials that continue the last intermediate
+  model, retrained at the run's ``--fidelity``; their ``total_steps`` count the rounds'
+  fine-tuning. The additivity check runs in the last round, on its model.
 """
 
 from __future__ import annotations
@@ -67,6 +79,8 @@ class DPSearcher(Searcher):
         additivity_checks: int = 8,
         budget_fractions: tuple[float, ...] | list[float] = DEFAULT_FRACTIONS,
         buckets: int = 2000,
+        rounds: int = 1,
+        round_steps: int | None = None,
     ) -> None:
         super().__init__(problem=problem, seed=seed)
         if distortion not in DISTORTIONS:
@@ -74,38 +88,73 @@ class DPSearcher(Searcher):
         self.distortion = distortion
         self.metric = DISTORTIONS[distortion]
         for what, value, least in (("calibration_samples", calibration_samples, 1),
-                                   ("additivity_checks", additivity_checks, 0), ("buckets", buckets, 1)):
+                                   ("additivity_checks", additivity_checks, 0), ("buckets", buckets, 1),
+                                   ("rounds", rounds, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"{what} must be a whole number >= {least}, got {value!r}")
+        if round_steps is not None and (isinstance(round_steps, bool) or not isinstance(round_steps, (int, np.integer))
+                                        or round_steps < 0):
+            raise ValueError(f"round_steps must be a whole number >= 0 or null (the run's --fidelity), "
+                             f"got {round_steps!r}")
         self.calibration_samples = int(calibration_samples)
         self.additivity_checks = int(additivity_checks)
         self.buckets = int(buckets)
+        self.rounds = int(rounds)
+        self.round_steps = None if round_steps is None else int(round_steps)
+        #: the rounds continue each other's trained weights, which the run must keep
+        self.keeps_checkpoints = self.rounds > 1
         fractions = list(budget_fractions) if isinstance(budget_fractions, (list, tuple)) else None
         if (not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
                                  for f in fractions)):
             raise ValueError(f"budget_fractions must be a non-empty list of fractions in (0, 1], got {budget_fractions!r}")
         self.budget_fractions = sorted({float(f) for f in fractions}, reverse=True)
-        kept = np.array([g.kept for g in self.space.groups], dtype=np.int64)
-        #: (group, level) of each probe: the first level of every distinct kept count below dense
-        self._probes = [(g, level) for g in range(self.space.n_groups) for level in range(1, self.space.n_levels)
-                        if kept[g, level] not in kept[g, :level]]
-        self._kept = kept
+        self._kept = np.array([g.kept for g in self.space.groups], dtype=np.int64)
+        dense = self.space.uniform_candidate(0)
+        self._dense_usage = {r: float(v[0]) for r, v in self.problem.constraints.usage(self.space, dense).items()}
+        self._round = 0
+        self._base: int | None = None  # trial id of the model this round measures on (None: dense)
+        self._base_levels = dense
+        self._probes = self._probes_of(self._base_levels)
         self._queue: list[Proposal] = []
         self._phase = "start"
         self._outstanding = 0
-        self._probe_values: dict[int, float] = {}  # trial id -> measured distortion (failed: inf)
+        self._probe_values: dict[int, float] = {}  # probe index -> measured distortion (failed: inf)
         self._probe_ids: list[int] = []
         self._baseline: float | None = None
         self._checks: list[np.ndarray] = []
         self._check_values: list[float] = []
+        self._step: Result | None = None
         self.curves: np.ndarray | None = None
         self.solution: DPSolution | None = None
         self._report: dict[str, Any] = {}
+        self._rounds_report: list[dict[str, Any]] = []
         self._warned = False
+
+    def _probes_of(self, base: np.ndarray) -> list[tuple[int, int]]:
+        """(group, level) of each probe on a model at ``base``: the first level of every
+        distinct kept count below the one ``base`` keeps."""
+        kept = self._kept
+        return [(g, level) for g in range(self.space.n_groups) for level in range(int(base[g]) + 1, self.space.n_levels)
+                if kept[g, level] not in kept[g, :level]]
+
+    def round_limits(self, round_index: int) -> dict[str, float]:
+        """The limits round ``round_index`` (0-based) allocates for: geometric from dense to
+        the requested limits, which the last round meets."""
+        limits = self.problem.constraints.limits
+        if round_index >= self.rounds - 1:
+            return dict(limits)
+        t = (round_index + 1) / self.rounds
+        return {r: self._dense_usage[r] * (v / self._dense_usage[r]) ** t if self._dense_usage[r] > 0 else v
+                for r, v in limits.items()}
 
     # -- proposals ---------------------------------------------------------------------
     def _measurement(self, levels: np.ndarray) -> Proposal:
-        return Proposal(levels=levels, fidelity=0, eval_samples=self.calibration_samples, kind=MEASUREMENT)
+        return Proposal(levels=levels, fidelity=0, eval_samples=self.calibration_samples, parent=self._base,
+                        kind=MEASUREMENT)
+
+    @property
+    def _last_round(self) -> bool:
+        return self._round == self.rounds - 1
 
     def _ask(self, n: int) -> list[Proposal]:
         if not self._queue and self._outstanding == 0:
@@ -120,54 +169,99 @@ class DPSearcher(Searcher):
     def _advance(self) -> None:
         """Fill the queue with the next phase's proposals (all of the last one are told)."""
         if self._phase == "start":
-            self._phase = "probes"
-            dense = self.space.uniform_candidate(0)
-            self._queue = [self._measurement(dense)]
-            for g, level in self._probes:
-                levels = dense.copy()
-                levels[g] = level
-                self._queue.append(self._measurement(levels))
+            self._start_round()
         elif self._phase == "probes":
-            self._phase = "allocations"
             self._build_curves()
-            self._queue = self._additivity_proposals() + self._allocations()
+            if self._last_round:
+                self._phase = "allocations"
+                self._queue = self._additivity_proposals() + self._allocations()
+            else:
+                self._queue = self._round_step()
+                self._phase = "step" if self._queue else "done"
+        elif self._phase == "step":
+            step = self._step
+            if step is None or not step.ok:
+                self._report["error"] = (f"the round {self._round + 1} allocation failed to retrain "
+                                         f"({'not told' if step is None else step.error}); no later round runs")
+                logger.error("dp: %s", self._report["error"])
+                self._phase = "done"
+                return
+            self._rounds_report[-1]["trial_id"] = step.trial_id
+            self._round += 1
+            self._base, self._base_levels = step.trial_id, np.asarray(step.levels, dtype=np.int64).copy()
+            self._probes = self._probes_of(self._base_levels)
+            self._start_round()
         else:
             self._phase = "done"
 
+    def _start_round(self) -> None:
+        self._phase = "probes"
+        self._probe_values, self._probe_ids = {}, []
+        self._step = None
+        self._queue = [self._measurement(self._base_levels.copy())]
+        for g, level in self._probes:
+            levels = self._base_levels.copy()
+            levels[g] = level
+            self._queue.append(self._measurement(levels))
+
+    def _round_step(self) -> list[Proposal]:
+        """The intermediate round's allocation, to be retrained and measured on next round."""
+        limits = self.round_limits(self._round)
+        entry: dict[str, Any] = {"round": self._round + 1, "limits": limits, "parent": self._base}
+        self._rounds_report.append(entry)
+        found = self._solve(limits)
+        if found is None:
+            self._report.setdefault("error", f"no allocation meets the round {self._round + 1} limits")
+            return []
+        levels = np.maximum(found, self._base_levels)  # a plateau level above the base keeps the same channels
+        entry["levels"] = levels.tolist()
+        return [Proposal(levels=levels, fidelity=self.round_steps, parent=self._base, kind=MEASUREMENT)]
+
+    def _solve(self, limits: dict[str, float]) -> np.ndarray | None:
+        """Solve for ``limits`` on this round's curves; the allocation at them (None: none)."""
+        assert self.curves is not None
+        started = time.perf_counter()
+        try:
+            self.solution = solve(self.curves, problem_costs(self.problem), limits, buckets=self.buckets)
+        except CouplingTooWide as exc:
+            logger.error("dp: %s; no allocation is proposed", exc)
+            self._report["error"] = str(exc)
+            return None
+        self._report["solve_seconds"] = self._report.get("solve_seconds", 0.0) + time.perf_counter() - started
+        self._report["frontier"] = self.solution.frontier
+        found = self.solution.allocate(limits)
+        return None if found is None else found[0]
+
     def _additivity_proposals(self) -> list[Proposal]:
-        """Random candidates from mild to severe, each pruning several groups."""
+        """Random candidates from mild to severe, each pruning several groups further than
+        this round's model."""
         n_groups, n_levels = self.space.n_groups, self.space.n_levels
-        if n_groups < 2:
+        base = self._base_levels
+        deeper = np.flatnonzero(base < n_levels - 1)
+        if len(deeper) < 2:
             return []
         proposals = []
         for k in range(self.additivity_checks):
             top = max(1, int(round((k + 1) / self.additivity_checks * (n_levels - 1))))
-            levels = self.rng.integers(0, top + 1, size=n_groups)
-            while np.count_nonzero(levels) < 2:
-                levels[self.rng.integers(0, n_groups)] = self.rng.integers(1, top + 1)
+            levels = np.maximum(self.rng.integers(0, top + 1, size=n_groups), base)
+            while np.count_nonzero(levels > base) < 2:
+                g = int(deeper[self.rng.integers(0, len(deeper))])
+                levels[g] = self.rng.integers(int(base[g]) + 1, max(top, int(base[g]) + 1) + 1)
             self._checks.append(levels.astype(np.int64))
             proposals.append(self._measurement(levels.astype(np.int64)))
         return proposals
 
     def _allocations(self) -> list[Proposal]:
-        assert self.curves is not None
-        started = time.perf_counter()
-        try:
-            self.solution = solve(self.curves, problem_costs(self.problem), self.problem.constraints.limits,
-                                  buckets=self.buckets)
-        except CouplingTooWide as exc:
-            logger.error("dp: %s; no allocation is proposed", exc)
-            self._report["error"] = str(exc)
+        if self._solve(self.problem.constraints.limits) is None:
             return []
-        self._report["solve_seconds"] = time.perf_counter() - started
-        self._report["frontier"] = self.solution.frontier
+        assert self.solution is not None
         proposals, seen = [], set()
         for fraction in self.budget_fractions:
             limits = {r: v * fraction for r, v in self.problem.constraints.limits.items()}
             found = self.solution.allocate(limits)
             if found is None:
                 continue
-            levels, _ = found
+            levels = np.maximum(found[0], self._base_levels)
             key = tuple(self.space.kept_counts(levels).tolist())
             if key in seen:
                 continue
@@ -175,7 +269,7 @@ class DPSearcher(Searcher):
                 logger.error("dp: the allocation at %.2f of the budget is over it; skipped", fraction)
                 continue
             seen.add(key)
-            proposals.append(Proposal(levels=levels))
+            proposals.append(Proposal(levels=levels, parent=self._base))
         if not proposals:
             logger.warning("dp: no allocation meets the budget with the measured curves")
         return proposals
@@ -199,6 +293,8 @@ class DPSearcher(Searcher):
             if self._phase == "probes":
                 self._probe_ids.append(result.trial_id)
                 self._probe_values[len(self._probe_ids) - 1] = self._value(result)
+            elif self._phase == "step":
+                self._step = result
             elif self._phase == "allocations" and result.kind == MEASUREMENT:
                 self._check_values.append(self._value(result))
         self._outstanding = max(self._outstanding, 0)
@@ -207,22 +303,27 @@ class DPSearcher(Searcher):
             self._check_additivity()
 
     def _build_curves(self) -> None:
-        """Distortion per group and level from the probes (plateau levels share a probe's)."""
+        """Distortion per group and level from this round's probes, relative to its model
+        (plateau levels share a probe's; levels that keep channels the model lost: inf)."""
         values = [self._probe_values.get(i, float("inf")) for i in range(len(self._probes) + 1)]
         baseline = values[0] if np.isfinite(values[0]) else 0.0
         self._baseline = baseline
         curves = np.full(self._kept.shape, np.inf)
-        curves[:, 0] = 0.0
         measured = {(g, int(self._kept[g, level])): v - baseline
                     for (g, level), v in zip(self._probes, values[1:])}
         for g in range(self.space.n_groups):
-            for level in range(1, self.space.n_levels):
+            here = int(self._kept[g, self._base_levels[g]])
+            for level in range(self.space.n_levels):
                 kept = int(self._kept[g, level])
-                curves[g, level] = 0.0 if kept == self._kept[g, 0] else measured.get((g, kept), np.inf)
-        self.curves = np.maximum(curves, 0.0)  # below the dense model's own distortion counts as none
+                if kept == here:
+                    curves[g, level] = 0.0
+                elif kept < here:
+                    curves[g, level] = measured.get((g, kept), np.inf)
+        self.curves = np.maximum(curves, 0.0)  # below the model's own distortion counts as none
         failed = int(np.sum(~np.isfinite(values)))
-        self._report.update({"distortion": self.distortion, "probes": len(values), "failed_probes": failed,
-                             "baseline": baseline,
+        self._report["probes"] = self._report.get("probes", 0) + len(values)
+        self._report["failed_probes"] = self._report.get("failed_probes", 0) + failed
+        self._report.update({"distortion": self.distortion, "baseline": baseline,
                              "curves": [[v if np.isfinite(v) else None for v in row] for row in self.curves.tolist()]})
 
     def _check_additivity(self) -> None:
@@ -236,11 +337,23 @@ class DPSearcher(Searcher):
         self._report["additivity"] = {"spearman": rho, "checked": len(pairs), "predicted": predicted,
                                       "measured": [m if np.isfinite(m) else None for m in measured]}
 
+    def live_checkpoints(self) -> set[int] | None:
+        """Only the model the current round continues (and, once told, the next one)."""
+        if not self.keeps_checkpoints:
+            return None
+        live = set() if self._base is None or self._phase == "done" else {self._base}
+        if self._step is not None and self._step.ok:
+            live.add(self._step.trial_id)
+        return live
+
     # -- what the rest of autoprune reads ----------------------------------------------
     def plan(self, trials: int) -> str:
         n_alloc = len(self.budget_fractions)
-        return (f"dp: {len(self._probes) + 1} probes and {self.additivity_checks} additivity checks (measurements, "
-                f"not counted in --trials), then up to {n_alloc} allocations (one per budget fraction)"
+        rounds = ("" if self.rounds == 1 else
+                  f" in the first of {self.rounds} rounds (each later round measures again on the last round's "
+                  "retrained allocation, itself a measurement)")
+        return (f"dp: {len(self._probes) + 1} probes{rounds} and {self.additivity_checks} additivity checks "
+                f"(measurements, not counted in --trials), then up to {n_alloc} allocations (one per budget fraction)"
                 + ("" if trials >= n_alloc else f"; --trials {trials} keeps only the first {trials}"))
 
     def report(self) -> dict[str, Any]:
@@ -257,11 +370,17 @@ class DPSearcher(Searcher):
             summary.append(f"additivity check: Spearman {rho:.2f} between summed curves and measured distortion "
                            f"over {check['checked']} multi-group candidates" if rho is not None else
                            f"additivity check: too few measured candidates ({check['checked']}) for a rank correlation")
+        for entry in self._rounds_report:
+            limits = ", ".join(f"{r}<={v / self._dense_usage[r]:.3f} of dense" if self._dense_usage[r] > 0
+                               else f"{r}<={v:.6g}" for r, v in entry["limits"].items())
+            summary.append(f"dp: round {entry['round']} of {self.rounds} allocated for {limits}"
+                           + (f", retrained as measurement {entry['trial_id']}" if "trial_id" in entry else ""))
         if "error" in self._report:
             summary.append(f"dp: {self._report['error']}")
-        return {**self._report, "summary": summary}
+        rounds = {"rounds": list(self._rounds_report)} if self._rounds_report else {}
+        return {**self._report, **rounds, "summary": summary}
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "distortion": self.distortion, "calibration_samples": self.calibration_samples,
                 "additivity_checks": self.additivity_checks, "budget_fractions": list(self.budget_fractions),
-                "buckets": self.buckets}
+                "buckets": self.buckets, "rounds": self.rounds, "round_steps": self.round_steps}

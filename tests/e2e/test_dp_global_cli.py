@@ -90,3 +90,44 @@ def test_global_refuses_an_unknown_importance(tmp_path: Path, capsys) -> None:
     assert code == 2
     err = capsys.readouterr().err
     assert "importance" in err and "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_dp_rounds_continue_the_last_rounds_model_and_resume(tmp_path: Path, capsys) -> None:
+    """Two rounds on digits: round 2's probes and the final trials continue round 1's
+    retrained allocation (a measurement over the final budget, off the front); a run
+    stopped mid-round-2 resumes to the same journal."""
+    path = tmp_path / "rounds"
+    rounds = [*DP, "--searcher-option", "rounds=2", "--searcher-option", "round_steps=5"]
+    assert main([*COMMON, *rounds, "--trials", "2", "--run-dir", str(path)]) == 0
+    info = json.loads((path / "run.json").read_text())
+    records = _journal(path)
+    (step,) = [r for r in records if r.get("kind") == "measurement" and r["fidelity"] == 5]
+    assert step["parent"] is None and step["status"] == "ok"
+    assert step["metrics"]["flops"] > 0.3 * info["dense"]["flops"], "round 1 allocates for an intermediate budget"
+    second = [r for r in records if r.get("kind") == "measurement" and r["parent"] == step["trial_id"]]
+    assert second and all(r["status"] == "ok" and r["fidelity"] == 0 for r in second)
+    assert all(r["metrics"]["flops"] <= step["metrics"]["flops"] for r in second), "round 2 prunes round 1's model"
+    trials = [r for r in records if "kind" not in r]
+    assert len(trials) == 2
+    assert all(t["parent"] == step["trial_id"] and t["metrics"]["total_steps"] == 10 for t in trials)
+    assert all(t["metrics"]["flops"] <= 0.3 * info["dense"]["flops"] for t in trials)
+    front = (path / "front.csv").read_text().splitlines()
+    assert {int(line.split(",")[0]) for line in front[1:]} <= {t["trial_id"] for t in trials}
+    assert info["searcher"]["rounds"] == 2 and len(info["searcher_report"]["rounds"]) == 1
+    assert "dp: round 1 of 2 allocated for flops<=" in capsys.readouterr().out
+
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "run.json").write_bytes((path / "run.json").read_bytes())
+    cut = second[len(second) // 2]["trial_id"]
+    lines = [line for line in (path / "trials.jsonl").read_text().splitlines() if json.loads(line)["trial_id"] < cut]
+    (stopped / "trials.jsonl").write_text("\n".join(lines) + "\n")
+    (stopped / "checkpoints").mkdir()
+    kept = path / "checkpoints" / f"trial-{step['trial_id']}.safetensors"
+    (stopped / "checkpoints" / kept.name).write_bytes(kept.read_bytes())
+    assert main(["-q", "search", "--resume", str(stopped)]) == 0
+    resumed = _journal(stopped)
+    strip = [{k: v for k, v in r.items() if k not in ("finished_at", "metrics")} for r in resumed]
+    assert strip == [{k: v for k, v in r.items() if k not in ("finished_at", "metrics")} for r in records]
+    session = json.loads((stopped / "run.json").read_text())["sessions"][-1]
+    assert session["replayed"] == len(lines) and session["evaluated"] == len(records) - len(lines)

@@ -99,3 +99,80 @@ def test_bad_arguments_are_refused(kwargs: dict[str, Any], named: str) -> None:
         AutopruneSearch(make_searcher("random", problem=case.problem, seed=0), seed=0, **kwargs)
     with pytest.raises(ValueError, match="searcher"):
         AutopruneSearch("random", fidelity=8, seed=0)  # type: ignore[arg-type]
+
+
+class _Tune:
+    """Plays Tune's part step by step: suggest while trials are left, else complete the
+    oldest pending trial; ``pending`` survives an interruption, as Tune re-runs its
+    unfinished trials after ``Tuner.restore``."""
+
+    def __init__(self, case: Any, trials: int) -> None:
+        self.case, self.trials = case, trials
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.configs: list[dict[str, Any]] = []
+
+    def run(self, search: AutopruneSearch, *, completions: int | None = None) -> None:
+        done = 0
+        while len(self.configs) < self.trials or self.pending:
+            if completions is not None and done >= completions:
+                return
+            config = search.suggest(f"tune-{len(self.configs)}") if len(self.configs) < self.trials else None
+            if isinstance(config, dict):
+                self.configs.append(config)
+                self.pending.append((f"tune-{len(self.configs) - 1}", config))
+                continue
+            if config == search.FINISHED and not self.pending:
+                return
+            tune_id, config = self.pending.pop(0)
+            search.on_trial_complete(tune_id, _reported(self.case, config))
+            done += 1
+
+
+def _fingerprint(configs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(c["autoprune_trial"], tuple(c["levels"]), c["fidelity"], c["parent"], c["kind"]) for c in configs]
+
+
+@pytest.mark.parametrize(("name", "options", "stop_after"), [
+    ("darwin", {"offspring": 4, "survivors": [2, 1], "stage_steps": [3, 8], "stage_samples": [64, 128]}, 7),
+    ("darwin", {"offspring": 4, "survivors": [2, 1], "stage_steps": [3, 8], "stage_samples": [64, 128]}, 13),
+    ("dp", {"rounds": 2, "additivity_checks": 2}, 23),
+])
+def test_a_restored_search_continues_as_if_never_interrupted(name: str, options: dict[str, Any], stop_after: int,
+                                                             tmp_path: Any) -> None:
+    case = build_case("chain-flops0.4-params0.3")
+
+    def fresh() -> AutopruneSearch:
+        return AutopruneSearch(make_searcher(name, problem=case.problem, seed=3, options=options), fidelity=8, seed=3)
+
+    whole, whole_search = _Tune(case, 40), fresh()
+    whole.run(whole_search)
+    interrupted = _Tune(case, 40)
+    first = fresh()
+    interrupted.run(first, completions=stop_after)
+    assert interrupted.pending, "interrupted with trials in flight"
+    first.save(str(tmp_path / "state.json"))
+    second = fresh()
+    second.restore(str(tmp_path / "state.json"))
+    interrupted.run(second)
+    assert _fingerprint(interrupted.configs) == _fingerprint(whole.configs)
+    assert sorted(second.results) == sorted(c["autoprune_trial"] for c in whole.configs), "each trial told once"
+    assert second.wrapped.n_told == whole_search.wrapped.n_told
+
+
+def test_restore_refuses_another_search_and_unreadable_state(tmp_path: Any) -> None:
+    from autoprune.errors import UserError
+
+    case = build_case("separable-flops0.4")
+    search = AutopruneSearch(make_searcher("random", problem=case.problem, seed=0), fidelity=8, seed=0)
+    _Tune(case, 4).run(search, completions=2)
+    path = tmp_path / "state.json"
+    search.save(str(path))
+    other = AutopruneSearch(make_searcher("random", problem=case.problem, seed=1), fidelity=8, seed=1)
+    with pytest.raises(UserError, match="restore the experiment with the search it was started with"):
+        other.restore(str(path))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot be read"):
+        AutopruneSearch(make_searcher("random", problem=case.problem, seed=0), fidelity=8, seed=0).restore(
+            str(tmp_path / "bad.json"))
+    with pytest.raises(RuntimeError, match="not suggested anything"):
+        search.restore(str(path))
