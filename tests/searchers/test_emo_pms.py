@@ -15,11 +15,11 @@ import pytest
 
 from autoprune.errors import UserError
 from autoprune.searchers import emo_pms_parts, make_searcher
-from autoprune.searchers.base import MEASUREMENT, TRIAL, Problem, Result, Searcher
+from autoprune.searchers.base import MEASUREMENT, TRIAL, Problem, Result
 from autoprune.searchers.emo_pms_parts import best_combinations
 from autoprune.space.stage_split import OUTPUT, StageSplit
 from autoprune.testing.driver import drive, evaluate
-from autoprune.testing.searcher_suite import SIZES, SUITE_GRID, SearcherTestCase, build_case
+from autoprune.testing.searcher_suite import SIZES, SUITE_GRID, SearcherTestCase
 from autoprune.testing.synthetic import (
     SeparableQuality,
     even_stages,
@@ -35,16 +35,13 @@ SMALL = {"pop_size": 6, "generations": 2, "calibration_samples": 64}
 
 
 def with_stages(problem: Problem, n_stages: int) -> Problem:
-    return dataclasses.replace(problem, stages=lambda: even_stages(problem.space, min(n_stages, problem.space.n_groups)))
+    return dataclasses.replace(problem, stages=lambda: even_stages(problem.space, n_stages))
 
 
 class TestEmoPms(SearcherTestCase):
     searcher_name = "emo-pms"
     searcher_options = MappingProxyType(SMALL)
     max_proposals = 120
-
-    def make_searcher(self, problem: Problem, seed: int) -> Searcher:
-        return make_searcher("emo-pms", problem=with_stages(problem, 3), seed=seed, options=dict(SMALL))
 
 
 def _separable(ratio: float, seed: int = 3) -> tuple[Problem, SeparableQuality]:
@@ -127,7 +124,7 @@ def test_merging_fronts_equals_enumerating_them_when_costs_add_up(monkeypatch: p
 
 
 def test_refuses_a_problem_without_stages_in_one_sentence() -> None:
-    problem = build_case("separable-flops0.4").problem
+    problem = make_problem(separable_space(SIZES, SUITE_GRID), 0.4)
     with pytest.raises(UserError, match="stage boundaries.*use emo"):
         make_searcher("emo-pms", problem=problem, seed=0)
 
