@@ -29,6 +29,11 @@ def test_emo_pms_searches_sub_networks_then_proposes_whole_networks(tmp_path: Pa
     assert report["split"]["boundaries"] == ["stages.0", "output"] and len(report["fronts"]) == 2
     out = capsys.readouterr().out
     assert "emo-pms: 2 sub-networks ending at stages.0, output" in out
+    assert main(["front", str(run)]) == 0  # the hypervolume and its fixed reference point
+    shown = capsys.readouterr().out
+    dense_error = 1.0 - info["dense"]["accuracy"]
+    assert f"up to the reference point: error {dense_error + 0.25:.4f} (the dense model's {dense_error:.4f} + 0.25)" \
+        in shown
     assert main(["-q", "search", "--resume", str(run)]) == 0
     assert "this session evaluated 0" in capsys.readouterr().out
     assert [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()] == records
