@@ -137,7 +137,7 @@ class Evaluator:
         if (config.cache_teacher_logits and config.train.distill_weight > 0
                 and len(data.train) * data.num_classes <= MAX_CACHED_LOGITS):
             self._teacher_cache = TeacherCache(self._teacher, len(data.train), data.num_classes)
-        self._features = (FeatureDistortion(dense=self.dense, data=data, space=space, placement=self.placement)
+        self._features = (FeatureDistortion(dense=self._teacher, data=data, space=space, placement=self.placement)
                           if config.feature_distortion else None)
         self._database: LevelDatabase | None = None
         self._database_tried = not config.level_database

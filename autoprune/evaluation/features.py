@@ -20,7 +20,6 @@ before it. Reported as ``feature_distortion:<boundary>`` metrics (``output`` for
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 
@@ -66,6 +65,8 @@ class FeatureDistortion:
     """Measures ``feature_distortion:<boundary>`` of pruned models against one dense model."""
 
     def __init__(self, *, dense: nn.Module, data: TaskData, space: SearchSpace, placement: Placement) -> None:
+        """``dense`` is the dense model already on the placement's device (the evaluator's
+        teacher: hooks are added to it only while measuring)."""
         self.data = data
         self.space = space
         self.placement = placement
@@ -73,7 +74,7 @@ class FeatureDistortion:
         if self.split is None:
             logger.warning("feature distortion: the model has no stage boundaries; only the output is compared")
             self.split = StageSplit(boundaries=(OUTPUT,), owner=(0,) * space.n_groups, carried=(None,))
-        self._dense = placement.place(copy.deepcopy(dense)).eval()
+        self._dense = dense.eval()
 
     def measure(self, model: nn.Module, keep: dict[str, list[int]], *, limit: int | None) -> dict[str, float]:
         """The distortion of ``model`` (on the placement's device; kept indices ``keep`` per

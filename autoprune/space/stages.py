@@ -90,7 +90,17 @@ def _is_cut(model: nn.Module, module: nn.Module, a: torch.Tensor, b_output: torc
 
 def find_stages(dense: nn.Module, example_input: torch.Tensor, space: SearchSpace) -> StageSplit | None:
     """The stages of ``dense`` (see the module docstring); None when it has no cut that
-    divides its groups into two or more stages."""
+    divides its groups into two or more stages, or does not run on random inputs of the
+    example's shape."""
+    try:
+        return _find_stages(dense, example_input, space)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        logger.warning("stages: the model did not run on random inputs of its example's shape (%s: %s); no stages",
+                       type(exc).__name__, exc)
+        return None
+
+
+def _find_stages(dense: nn.Module, example_input: torch.Tensor, space: SearchSpace) -> StageSplit | None:
     model = copy.deepcopy(dense).cpu().float().eval()
     generator = torch.Generator().manual_seed(0)
     a = torch.randn((2, *example_input.shape[1:]), generator=generator)
