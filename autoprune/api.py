@@ -273,9 +273,10 @@ def _resume_locked(run: Run, lock: RunLock, *, progress: bool, changes: dict[str
     done = len(journal)  # a count: no need to build the trials table
     recorded = sum(int(session.get("evaluated", 0)) for session in run.record.sessions if isinstance(session, dict))
     if done < recorded:  # sessions record what they journaled: fewer lines means the file lost some
-        logger.warning("%s holds %d trials, but the run's sessions journaled %d: %d were lost (the file was "
-                       "truncated or replaced); they are evaluated again", journal.path, done, recorded,
-                       recorded - done)
+        lost = recorded - done
+        logger.warning("%s holds %d trials, but the run's sessions journaled %d: %d %s lost (the file was "
+                       "truncated or replaced); %s evaluated again", journal.path, done, recorded, lost,
+                       "was" if lost == 1 else "were", "it is" if lost == 1 else "they are")
     trials = changes.get("trials")
     candidates = sum(record.get("kind", TRIAL) == TRIAL for record in journal.records.values())  # not measurements
     if isinstance(trials, int) and trials < candidates:

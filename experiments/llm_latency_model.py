@@ -6,8 +6,9 @@ model of :mod:`autoprune.llm.latency` is built as a latency-budget run builds it
 sub-blocks) are pruned and their prefill timed twice. Reported: Spearman's rank
 correlation of predicted against measured latency, of params against measured (what a
 params budget would assume), and of the two measurements against each other (the
-ceiling measurement noise allows), the median relative error, and the time it took to
-build the model.
+ceiling measurement noise allows), the median absolute error, and the time it took to
+build the model. Latencies are relative to the dense model timed just before each
+candidate, so load that comes and goes on a shared machine cancels out.
 
 Run::
 
@@ -48,12 +49,19 @@ def measure(config_name: str, args: argparse.Namespace) -> dict:
     build_seconds = time.perf_counter() - started
     rng = np.random.default_rng(1)
     candidates = rng.integers(0, space.n_levels, size=(args.candidates, space.n_groups))
+    dense_predicted = float(model.predict(space.dense_candidate())[0])
+
+    def relative(pruned: torch.nn.Module, seed: int) -> float:
+        """The candidate's time over the dense model's timed just before it (load drifts cancel)."""
+        dense_ms = measure_lm_latency(dense, config, args.seq_len, seed=seed, decode_too=False)["latency_ms"]
+        return measure_lm_latency(pruned, config, args.seq_len, seed=seed, decode_too=False)["latency_ms"] / dense_ms
+
     predicted, first, second = [], [], []
     for levels in candidates:
         pruned = prune(dense, space, levels)[0]
-        first.append(measure_lm_latency(pruned, config, args.seq_len, decode_too=False)["latency_ms"])
-        second.append(measure_lm_latency(pruned, config, args.seq_len, seed=1, decode_too=False)["latency_ms"])
-        predicted.append(float(model.predict(levels)[0]))
+        first.append(relative(pruned, 0))
+        second.append(relative(pruned, 1))
+        predicted.append(float(model.predict(levels)[0]) / dense_predicted)
     measured = np.array(first)
     params = space.relative_cost("params", candidates)
     return {
@@ -63,10 +71,10 @@ def measure(config_name: str, args: argparse.Namespace) -> dict:
         "spearman_model": float(spearmanr(predicted, measured)[0]),
         "spearman_params": float(spearmanr(params, measured)[0]),
         "spearman_remeasure": float(spearmanr(first, second)[0]),
-        "median_rel_error": float(np.median(np.abs(np.array(predicted) - measured) / measured)),
-        "measured_ms_min": float(measured.min()),
-        "measured_ms_max": float(measured.max()),
-        "dense_ms_predicted": float(model.predict(space.dense_candidate())[0]),
+        "median_abs_error": float(np.median(np.abs(np.array(predicted) - measured))),
+        "measured_min": float(measured.min()),
+        "measured_max": float(measured.max()),
+        "dense_ms_predicted": dense_predicted,
         "build_s": build_seconds,
     }
 
@@ -89,9 +97,12 @@ def main() -> None:
         *command_and_machine("llm_latency_model.py"),
         "",
         f"{args.candidates} random candidates of the default space per geometry (random weights), prefill of "
-        f"1 x {args.seq_len} tokens, median of {args.repeats}. `spearman_model`: the latency model's prediction "
+        f"1 x {args.seq_len} tokens, median of {args.repeats}. Every latency is relative: a candidate's time over "
+        "the dense model's timed just before it (so load that comes and goes on a shared machine cancels), and "
+        "the prediction over the predicted dense time. `spearman_model`: the latency model's prediction "
         "against measured; `spearman_params`: the candidates' params alone against measured; "
-        "`spearman_remeasure`: two measurements of the same candidates against each other (the noise ceiling).",
+        "`spearman_remeasure`: two measurements of the same candidates against each other (the noise ceiling); "
+        "`median_abs_error`: of the relative latency; `measured_min`/`max`: the candidates' relative latencies.",
         "",
         markdown(pd.DataFrame(rows)),
     ]

@@ -5,9 +5,10 @@ The latency that counts is what every trial measures as ``latency_ms``: one pref
 what pruning one block's attention (or MLP) to a level saves does not depend on which
 block it is. Per group kind and per distinct kept count, the model with *every* block's
 group of that kind at that level (the other kind dense) is timed end to end; the saving
-per block is the difference to the dense model divided by the number of blocks. That is
-about twenty whole-model timings instead of one per group and level, and each per-block
-figure is averaged over every block. A candidate's prediction is the dense latency minus
+per block is the difference to the dense model (timed just before it, so that a change
+of the machine's load during the build does not enter the difference) divided by the
+number of blocks. That is about twenty pairs of whole-model timings instead of one per
+group and level, and each per-block figure is averaged over every block. A candidate's prediction is the dense latency minus
 its blocks' savings (a removed sub-block saves its whole time), in the same
 :class:`~autoprune.space.latency_model.LatencyModel` the image models use (one table per
 group), then calibrated on a few random candidates timed end to end, as NetAdapt-style
@@ -70,7 +71,7 @@ def build_lm_latency_model(request: LMLatencyRequest) -> LatencyModel:
     space, config = request.space, request.config
     context = {**request.cache_key, "kind": "language-model prefill", "seq_len": request.seq_len,
                "batch_size": config.latency_batch_size, "device": config.device,
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "version": 1}
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "version": 2}
     folder = Path(request.cache_folder) if request.cache_folder is not None else cache_dir()
     path, cached = cached_latency_model(folder, "latency-lm", context, space)
     if cached is not None:
@@ -86,7 +87,14 @@ def build_lm_latency_model(request: LMLatencyRequest) -> LatencyModel:
         return measure_lm_latency(model, timing, request.seq_len, seed=request.seed, decode_too=False)["latency_ms"]
 
     prefill_ms(space.dense_candidate())  # the first model timed pays for warming up the allocator and caches
-    dense_ms = prefill_ms(space.dense_candidate())
+    dense_timings = [prefill_ms(space.dense_candidate())]
+
+    def saving_ms(candidate: np.ndarray) -> float:
+        """The dense model's time minus ``candidate``'s, timed back to back: a change of the
+        machine's load during the build then shifts both alike instead of entering the table."""
+        dense_timings.append(prefill_ms(space.dense_candidate()))
+        return dense_timings[-1] - prefill_ms(candidate)
+
     tables = np.zeros((space.n_groups, space.n_levels))
     kinds = {group_kind(name) for name in space.group_names}
     for kind in sorted(kinds):
@@ -98,7 +106,7 @@ def build_lm_latency_model(request: LMLatencyRequest) -> LatencyModel:
             candidate = np.where(members, level, 0).astype(np.int64)
             kept_at[level] = kept = int(space.kept_counts(candidate)[first])
             if kept not in timed:
-                timed[kept] = (dense_ms - prefill_ms(candidate)) / members.sum()
+                timed[kept] = saving_ms(candidate) / members.sum()
         saved = monotone_savings(timed)
         for level, kept in kept_at.items():
             tables[members, level] = -saved[kept]
@@ -111,6 +119,7 @@ def build_lm_latency_model(request: LMLatencyRequest) -> LatencyModel:
     calibration = [space.dense_candidate(), space.uniform_candidate(space.n_levels // 2)]
     calibration += [rng.integers(0, space.n_levels, size=space.n_groups) for _ in range(CALIBRATION_CANDIDATES)]
     # the tables are savings below the dense time, which joins the sum as one more table
+    dense_ms = float(np.median(dense_timings))
     latency_model.layers.append(LayerTable(name="dense", in_group=-1, out_group=-1, table=np.array([[dense_ms]])))
     calibrate(latency_model, calibration, prefill_ms)
     write_json_atomic(path, latency_model.to_dict())

@@ -43,7 +43,8 @@ class GlobalSearcher(Searcher):
         if importance not in IMPORTANCES:
             raise ValueError(f"importance must be one of {', '.join(IMPORTANCES)}, got {importance!r}")
         if problem.channel_scores is None:
-            raise ValueError("it needs per-channel importance scores, which this kind of model does not provide")
+            raise ValueError("it ranks channels by Torch-Pruning's importance scores, which a language model does "
+                             "not have; use dp, or an evolutionary searcher such as darwin, tyr or emo")
         self.importance = importance
         self.removed: int | None = None
 

@@ -21,11 +21,15 @@ from autoprune.testing.tiny_lm import save_tiny_model_dir, tiny_model  # noqa: E
 PROSE = Path(__file__).resolve().parents[1] / "data" / "prose_en.txt"
 
 
-def _fake_clock(monkeypatch: pytest.MonkeyPatch, calls: list[int]) -> None:
-    """Milliseconds that grow exactly with the parameters a model keeps, plus a fixed overhead."""
+def _fake_clock(monkeypatch: pytest.MonkeyPatch, calls: list[int], *, load_after: int | None = None,
+                load_ms: float = 0.0) -> None:
+    """Milliseconds that grow exactly with the parameters a model keeps, plus a fixed overhead;
+    from timing number ``load_after`` on, other work on the machine adds ``load_ms`` to each."""
     def timed(model, config, seq_len, *, seed=0, decode_too=True):  # noqa: ANN001, ANN202
         calls.append(1)
-        return {"latency_ms": 0.5 + 1e-4 * sum(p.numel() for p in model.parameters()), "latency_iqr_ms": 0.0}
+        busy = load_ms if load_after is not None and len(calls) > load_after else 0.0
+        return {"latency_ms": 0.5 + busy + 1e-4 * sum(p.numel() for p in model.parameters()),
+                "latency_iqr_ms": 0.0}
 
     monkeypatch.setattr(lm_latency, "measure_lm_latency", timed)
 
@@ -40,8 +44,8 @@ def test_tables_built_from_uniform_timings_predict_any_candidate(family: str, tm
     request = lm_latency.LMLatencyRequest(dense=dense, space=space, config=LMEvaluatorConfig(device="cpu"),
                                           seq_len=16, cache_folder=tmp_path)
     model = lm_latency.build_lm_latency_model(request)
-    # one timing per distinct kept count of each kind, the dense model, and the calibration
-    assert len(calls) < 2 * space.n_levels + 1 + 2 + lm_latency.CALIBRATION_CANDIDATES
+    # per kind, one pair (dense, candidate) per distinct kept count; warm-up, dense, and the calibration
+    assert len(calls) <= 2 * 2 * (space.n_levels - 1) + 2 + 2 + lm_latency.CALIBRATION_CANDIDATES
     truth = lambda levels: 0.5 + 1e-4 * sum(p.numel() for p in lm_latency.prune(dense, space, levels)[0].parameters())  # noqa: E731
     rng = np.random.default_rng(0)
     for levels in [space.dense_candidate(), space.sparsest_candidate(),
@@ -50,6 +54,22 @@ def test_tables_built_from_uniform_timings_predict_any_candidate(family: str, tm
     calls.clear()
     again = lm_latency.build_lm_latency_model(request)  # measured once per machine: read from the cache
     assert not calls and again.to_dict() == model.to_dict()
+
+
+def test_load_that_arrives_during_the_build_does_not_enter_the_savings(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other work starts right after the first dense timing and stays: compared with that one
+    timing, every candidate would look slower than dense (no saving at all); compared with
+    the dense model timed just before it, each saving is exact."""
+    dense = tiny_model("llama")
+    space = build_lm_space(dense, grid=LevelGrid.from_step(step=0.25, min_ratio=0.25), seq_len=16)
+    _fake_clock(monkeypatch, [], load_after=2, load_ms=50.0)
+    model = lm_latency.build_lm_latency_model(lm_latency.LMLatencyRequest(
+        dense=dense, space=space, config=LMEvaluatorConfig(device="cpu"), seq_len=16, cache_folder=tmp_path))
+    truth = lambda levels: 50.5 + 1e-4 * sum(p.numel() for p in lm_latency.prune(dense, space, levels)[0].parameters())  # noqa: E731
+    for levels in [space.dense_candidate(), space.sparsest_candidate(),
+                   *np.random.default_rng(1).integers(0, space.n_levels, size=(6, space.n_groups))]:
+        assert model.predict(levels)[0] == pytest.approx(truth(levels), rel=1e-6)
 
 
 def test_savings_fall_as_more_is_kept_and_are_never_negative() -> None:

@@ -64,3 +64,14 @@ def test_a_trial_written_twice_is_named(run_copy: Path) -> None:
     resumed = cli("search", "--resume", str(run_copy), "--trials", "6")
     assert resumed.returncode == 2
     assert "line 5 of" in resumed.stderr and "trial 0 appears on an earlier line too" in resumed.stderr
+
+
+@pytest.mark.parametrize("kept, told", [(3, "1 was lost (the file was truncated or replaced); it is evaluated again"),
+                                        (2, "2 were lost (the file was truncated or replaced); they are evaluated again")])
+def test_a_journal_cut_at_a_line_boundary_is_told_and_its_trials_evaluated_again(run_copy: Path, kept: int,
+                                                                                  told: str) -> None:
+    (run_copy / "trials.jsonl").write_bytes(b"".join(lines(run_copy)[:kept]))  # no torn line: nothing to see but a count
+    resumed = cli("search", "--resume", str(run_copy), "--trials", "6")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"holds {kept} trials, but the run's sessions journaled 4: {told}" in resumed.stderr
+    assert sorted(trial_ids(run_copy)) == list(range(6)), "every trial once"
