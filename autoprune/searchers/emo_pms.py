@@ -116,7 +116,8 @@ class EmoPmsSearcher(Searcher):
         fractions = list(budget_fractions) if isinstance(budget_fractions, (list, tuple)) else None
         if (not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
                                  for f in fractions)):
-            raise ValueError(f"budget_fractions must be a non-empty list of fractions in (0, 1], got {budget_fractions!r}")
+            raise ValueError(f"budget_fractions must be a non-empty list of fractions in (0, 1], "
+                             f"got {budget_fractions!r}")
         self.budget_fractions = sorted({float(f) for f in fractions}, reverse=True)
         found = problem.stages() if problem.stages is not None else None
         if found is None:
@@ -292,10 +293,10 @@ class EmoPmsSearcher(Searcher):
     def plan(self, trials: int) -> str:
         k = self.split.n_stages
         most = k * self.pop_size * self.generations
+        kept = "" if trials >= len(self.budget_fractions) else f"; --trials {trials} keeps only the first {trials}"
         return (f"emo-pms: {k} sub-networks, each up to {self.generations} generations of {self.pop_size} "
                 f"(at most {most} measurements, then GPIR's; not counted in --trials), then up to "
-                f"{len(self.budget_fractions)} whole networks"
-                + ("" if trials >= len(self.budget_fractions) else f"; --trials {trials} keeps only the first {trials}"))
+                f"{len(self.budget_fractions)} whole networks{kept}")
 
     def report(self) -> dict[str, Any]:
         if not self._report:

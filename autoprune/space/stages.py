@@ -76,7 +76,8 @@ def _record(model: nn.Module, x: torch.Tensor) -> tuple[list[_Candidate], dict[s
     return candidates, started, outputs
 
 
-def _is_cut(model: nn.Module, module: nn.Module, a: torch.Tensor, b_output: torch.Tensor, b_result: torch.Tensor) -> bool:
+def _is_cut(model: nn.Module, module: nn.Module, a: torch.Tensor, b_output: torch.Tensor,
+            b_result: torch.Tensor) -> bool:
     """Whether the model's output on ``a`` with ``module``'s output swapped for its output on
     ``b`` is the model's output on ``b``."""
     handle = module.register_forward_hook(lambda _m, _i, _o: b_output.clone())

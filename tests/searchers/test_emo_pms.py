@@ -234,3 +234,10 @@ def test_a_run_killed_mid_search_resumes_by_replay(tmp_path: Path, stop_after: i
     assert not set(second.evaluated) & {r["trial_id"] for r in partial}, "a journaled measurement was redone"
     strip = [{k: v for k, v in r.items() if k != "finished_at"} for r in resumed]
     assert strip == [{k: v for k, v in r.items() if k != "finished_at"} for r in whole]
+
+
+def test_plan_counts_the_measurements_apart_from_the_trials() -> None:
+    problem, _ = _separable(0.4)
+    searcher = make_searcher("emo-pms", problem=problem, seed=0, options={"pop_size": 8, "generations": 2})
+    assert "3 sub-networks" in searcher.plan(40) and "at most 48 measurements" in searcher.plan(40)
+    assert "--trials 3 keeps only the first 3" in searcher.plan(3)
