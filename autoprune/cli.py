@@ -287,6 +287,12 @@ def cmd_front(args: argparse.Namespace) -> int:
             f"{'up' if quality.higher_is_better else 'down'}, FLOPs, params, latency down)")
     print(f"\n{what}; FLOPs are multiply-accumulates (MACs) per input; "
           f"latency: batch {run.config.latency_batch_size}, median ms where the trials ran")
+    if not args.all:
+        from autoprune.store.front import describe_reference, reference_point
+
+        reference = reference_point(run.front, run.dense, quality)
+        print(f"hypervolume {run.hypervolume:.4f} of {quality.label} error and cost ratios to the dense model, "
+              f"up to the reference point: {describe_reference(reference, run.dense, quality)}")
     return 0
 
 

@@ -40,6 +40,7 @@ from autoprune.space.graph import unmatched_patterns
 from autoprune.space.latency_model import LatencyModel
 from autoprune.space.materialize import materialize
 from autoprune.space.search_space import SearchSpace
+from autoprune.space.stage_split import StageSplit
 from autoprune.store.quality import ACCURACY, Quality
 from autoprune.tasks import Task, cache_dir, prepare_task, warn_if_near_chance
 
@@ -75,13 +76,14 @@ class Prepared:
 
     @property
     def problem(self) -> Problem:
-        scores = None
+        scores = stages = None
         if isinstance(self.task, Task):  # image models: Torch-Pruning's importance classes apply
             from autoprune.space.channel_scores import channel_scores_provider
 
             scores = channel_scores_provider(self.task.dense, self.task.data, self.space,
                                              never_prune=list(self.task.space_config.never_prune))
-        return Problem(space=self.space, constraints=self.constraints, channel_scores=scores)
+            stages = stages_provider(self.task.dense, self.task.example_input(), self.space)
+        return Problem(space=self.space, constraints=self.constraints, channel_scores=scores, stages=stages)
 
 
 def latency_settings(config: SearchConfig) -> dict[str, Any]:
@@ -111,8 +113,33 @@ def evaluator_config(config: SearchConfig) -> EvaluatorConfig:
                                           else config.distill_weight)),
         latency_batch_size=config.latency_batch_size,
         device=config.device,
+        feature_distortion=needs_feature_distortion(config),
         **latency_settings(config),
     )
+
+
+def needs_feature_distortion(config: SearchConfig) -> bool:
+    """Whether the run's searcher reads feature distortion at stage boundaries
+    (``Searcher.needs_feature_distortion``, e.g. emo-pms)."""
+    from autoprune.searchers import SEARCHERS
+
+    searcher = SEARCHERS.get(config.searcher)
+    return searcher is not None and searcher.needs_feature_distortion(config.searcher_options)
+
+
+def stages_provider(dense: nn.Module, example_input: torch.Tensor,
+                    space: SearchSpace) -> Callable[[], StageSplit | None]:
+    """The model's stages, found on first call and remembered (:mod:`autoprune.space.stages`)."""
+    from autoprune.space.stages import find_stages
+
+    found: list[StageSplit | None] = []
+
+    def stages() -> StageSplit | None:
+        if not found:
+            found.append(find_stages(dense, example_input, space))
+        return found[0]
+
+    return stages
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from torch import nn
 
 from autoprune.data.base import TaskData
 from autoprune.evaluation.allocator import keep_freed_memory
+from autoprune.evaluation.features import FeatureDistortion
 from autoprune.evaluation.latency import measure_latency
 from autoprune.evaluation.training import (
     TeacherCache,
@@ -66,6 +67,10 @@ class EvaluatorConfig:
     #: remember the dense model's logits per training sample (see ``TeacherCache``) instead
     #: of a dense forward pass per step; the same targets up to float rounding
     cache_teacher_logits: bool = True
+    #: also report ``feature_distortion:<boundary>`` at every stage boundary (see
+    #: :mod:`autoprune.evaluation.features`; one more pass of the dense and the pruned
+    #: model over the scored samples), for searchers that divide the network (``emo-pms``)
+    feature_distortion: bool = False
 
     def __post_init__(self) -> None:
         if self.fidelity < 0:
@@ -132,6 +137,8 @@ class Evaluator:
         if (config.cache_teacher_logits and config.train.distill_weight > 0
                 and len(data.train) * data.num_classes <= MAX_CACHED_LOGITS):
             self._teacher_cache = TeacherCache(self._teacher, len(data.train), data.num_classes)
+        self._features = (FeatureDistortion(dense=self._teacher, data=data, space=space, placement=self.placement)
+                          if config.feature_distortion else None)
         self._database: LevelDatabase | None = None
         self._database_tried = not config.level_database
         self._built = 0
@@ -227,6 +234,11 @@ class Evaluator:
             trained = time.perf_counter()
             scores = score(model, self.data, self.data.val, limit=eval_samples, reference=self._dense_logits,
                            placement=self.placement)
+            if self._features is not None:
+                try:
+                    scores.update(self._features.measure(model, keep, limit=eval_samples))
+                except ValueError as exc:  # features the carried group cannot place
+                    raise EvaluationFailed(f"feature distortion: {exc}") from exc
         except torch.OutOfMemoryError as exc:
             raise EvaluationFailed(f"out of memory: {exc}") from exc
         except RuntimeError as exc:  # other runtime failures of this candidate

@@ -10,6 +10,7 @@ from autoprune.searchers.base import Problem, Proposal, Result, Searcher
 from autoprune.searchers.darwin import DarwinSearcher
 from autoprune.searchers.dp import DPSearcher
 from autoprune.searchers.emo import EmoSearcher
+from autoprune.searchers.emo_pms import EmoPmsSearcher
 from autoprune.searchers.global_ranking import GlobalSearcher
 from autoprune.searchers.optuna_sampler import OptunaSearcher
 from autoprune.searchers.random_search import RandomSearcher
@@ -17,8 +18,8 @@ from autoprune.searchers.tyr import TyrSearcher
 from autoprune.searchers.uniform import UniformSearcher
 
 SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher, DPSearcher,
-                           GlobalSearcher, OptunaSearcher)
+    cls.name: cls for cls in (UniformSearcher, RandomSearcher, DarwinSearcher, TyrSearcher, EmoSearcher,
+                              EmoPmsSearcher, DPSearcher, GlobalSearcher, OptunaSearcher)
 }
 
 
@@ -42,16 +43,17 @@ def check_searcher(name: str, options: dict[str, Any] | None) -> None:
     training a dense model on first use can take many minutes): the searcher is built once
     on a small stand-in problem, which runs the checks its constructor runs on the real one.
     The stand-in has a latency model, so an option that needs one (``emo``'s latency
-    objective) is checked against the real problem only, when the searcher is built."""
+    objective) is checked against the real problem only, when the searcher is built; it
+    has three stages, as ``emo-pms`` needs."""
     from autoprune.space.budget import Constraints
     from autoprune.space.levels import LevelGrid
-    from autoprune.testing.synthetic import (chain_latency_model, chain_space, make_problem,
+    from autoprune.testing.synthetic import (chain_latency_model, chain_space, even_stages, make_problem,
                                             synthetic_channel_scores)
 
     space = chain_space([16, 16, 16], LevelGrid.from_step(step=1 / 16, min_ratio=1 / 16))
     limits = make_problem(space, 0.5).constraints.limits
     stand_in = Problem(space=space, constraints=Constraints(limits=limits, latency_model=chain_latency_model(space)),
-                       channel_scores=synthetic_channel_scores(space))
+                       channel_scores=synthetic_channel_scores(space), stages=lambda: even_stages(space, 3))
     make_searcher(name, problem=stand_in, seed=0, options=options)
 
 

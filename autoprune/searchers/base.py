@@ -22,6 +22,7 @@ import numpy as np
 
 from autoprune.space.budget import Constraints
 from autoprune.space.search_space import SearchSpace
+from autoprune.space.stage_split import StageSplit
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ KINDS = (TRIAL, MEASUREMENT)
 #: per-channel importance of every group (one array per group, in space order, over the
 #: group's channels), by the name of an importance criterion ("magnitude", "taylor", "bn_scale")
 ChannelScores = Callable[[str], list[np.ndarray]]
+#: the model's stages (:class:`~autoprune.space.stage_split.StageSplit`), found on the dense
+#: model when first asked; None where it has no stage boundaries
+Stages = Callable[[], StageSplit | None]
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,14 @@ class Problem:
 
     ``channel_scores`` computes per-channel importance on the dense model (the torch side
     provides it for image models; None where the task has none): searchers that rank
-    channels, as Torch-Pruning's global pruning does, ask for it by criterion."""
+    channels, as Torch-Pruning's global pruning does, ask for it by criterion. ``stages``
+    finds where the model divides into stages (image models; None where the task has no
+    such notion, as for language models), for searchers that divide the network."""
 
     space: SearchSpace
     constraints: Constraints
     channel_scores: ChannelScores | None = field(default=None, compare=False)
+    stages: Stages | None = field(default=None, compare=False)
 
     def feasible(self, levels: np.ndarray) -> np.ndarray:
         return self.constraints.feasible(self.space, levels)
@@ -185,6 +192,12 @@ class Searcher(ABC):
     def needs_latency_model(cls, options: dict[str, Any]) -> bool:
         """Whether a run with these searcher ``options`` needs the latency model without a
         latency budget (an objective that predicts latency): the run then measures it."""
+        return False
+
+    @classmethod
+    def needs_feature_distortion(cls, options: dict[str, Any]) -> bool:
+        """Whether the run's evaluator must report ``feature_distortion:<boundary>`` at every
+        stage boundary (:mod:`autoprune.evaluation.features`), e.g. for ``emo-pms``."""
         return False
 
     def live_checkpoints(self) -> set[int] | None:

@@ -35,8 +35,15 @@ this module hands its populations to the run loop and its results back.
 - Length: ``generations`` bounds the search (None: the run's trial or time budget ends
   it); a generation costs at most ``pop_size`` trials, fewer when members repeat.
 
-Not done: a training-aware mode (offspring at a low fidelity, survivors continued at a
-higher one, as ``darwin``); every trial is scored at the run's ``--fidelity``.
+- Training-aware (``fidelities: [low, high]``, cumulative retraining steps; off by default,
+  when every trial is scored at the run's ``--fidelity``): as ``darwin``'s stages, every
+  new member is scored after ``low`` steps, and each member that survives into pymoo's
+  next population is continued from its own weights (``Proposal.parent``) to ``high``
+  steps, once. Selection compares low-fidelity scores only, so every comparison is
+  between equally trained candidates; the continued scores are what the front ranks
+  (it keeps the trials of the run's highest per-trial steps, so ``high - low`` must
+  exceed ``low``). Every trial's weights are kept (a survivor of a later generation may
+  be a candidate first scored long before).
 """
 
 from __future__ import annotations
@@ -74,7 +81,7 @@ from autoprune.searchers.objectives import (
     error_of,
     names_latency,
 )
-from autoprune.searchers.staged import check_int
+from autoprune.searchers.staged import check_int, check_ints
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +125,7 @@ class EmoSearcher(Searcher):
         mutation: str = "pm",
         mutation_eta: float = 3.0,
         use_budget: bool = False,
+        fidelities: Sequence[int] | None = None,
     ) -> None:
         super().__init__(problem=problem, seed=seed)
         self.objectives = check_objectives(objectives, problem)
@@ -131,6 +139,18 @@ class EmoSearcher(Searcher):
         if not isinstance(use_budget, bool):
             raise ValueError(f"use_budget must be true or false, got {use_budget!r}")
         self.use_budget = use_budget
+        self.fidelities = None if fidelities is None else check_ints("fidelities", fidelities, 0)
+        if self.fidelities is not None and len(self.fidelities) != 2:
+            raise ValueError(f"fidelities must be two step counts [low, high], got {fidelities!r}")
+        if self.fidelities is not None and not self.fidelities[1] - self.fidelities[0] > self.fidelities[0]:
+            raise ValueError(f"fidelities [low, high] must continue survivors more steps than offspring get "
+                             f"(high - low > low, so the front holds the continued survivors), got {fidelities!r}")
+        #: survivors continue their low-fidelity weights
+        self.keeps_checkpoints = self.fidelities is not None
+        self._trial_of: dict[tuple[int, ...], int] = {}  # the ok low-fidelity trial of each candidate
+        self._continue_queue: list[Proposal] = []
+        self._continuing: list[Proposal] = []  # continuations handed out, not told
+        self._continued: set[tuple[int, ...]] = set()
         self._error_column = self.objectives.index("error")
         self.level_problem = LevelProblem(problem, len(self.objectives))
         self.algorithm = self._algorithm()
@@ -186,12 +206,18 @@ class EmoSearcher(Searcher):
         return False
 
     def _ask(self, n: int) -> list[Proposal]:
+        continuations, self._continue_queue = self._continue_queue[:n], self._continue_queue[n:]
+        self._continuing.extend(continuations)
+        if len(continuations) == n:
+            return continuations
         if self._population is None and not self._next_population():
-            self.finished = True
-            return []
-        handed, self._queue = self._queue[:n], self._queue[n:]
+            if not continuations and not self._continuing:
+                self.finished = True
+            return continuations
+        handed, self._queue = self._queue[:n - len(continuations)], self._queue[n - len(continuations):]
         self._outstanding.extend(handed)
-        return [Proposal(levels=self._levels[i].copy()) for i in handed]
+        fidelity = None if self.fidelities is None else self.fidelities[0]
+        return continuations + [Proposal(levels=self._levels[i].copy(), fidelity=fidelity) for i in handed]
 
     def _tell(self, results: list[Result]) -> None:
         for result in results:
@@ -201,12 +227,19 @@ class EmoSearcher(Searcher):
 
     def _record(self, result: Result) -> None:
         """File ``result`` under the member it answers (matched by levels, unique in a population)."""
+        if result.parent is not None:
+            for position, proposal in enumerate(self._continuing):
+                if proposal.parent == result.parent and np.array_equal(result.levels, proposal.levels):
+                    del self._continuing[position]  # a survivor's continuation: for the front, not for pymoo
+                    return
         for position, i in enumerate(self._outstanding):
             if np.array_equal(result.levels, self._levels[i]):
                 del self._outstanding[position]
                 answer = self._answer(result)
                 self._answers[i] = answer
                 self._known[self._key(self._levels[i])] = answer
+                if result.ok:
+                    self._trial_of[self._key(self._levels[i])] = result.trial_id
                 return
         logger.warning("emo: ignoring result of trial %s: it answers no outstanding proposal", result.trial_id)
 
@@ -229,6 +262,19 @@ class EmoSearcher(Searcher):
         self.algorithm.tell(infills=self._population)
         self.n_generations += 1
         self._population = None
+        if self.fidelities is not None:
+            self._continue_survivors()
+
+    def _continue_survivors(self) -> None:
+        """Queue every survivor not continued yet to the high fidelity, from its own weights."""
+        assert self.fidelities is not None
+        low, high = self.fidelities
+        for row in np.asarray(self.algorithm.pop.get("X")).astype(np.int64):
+            key = self._key(row)
+            if key in self._continued or key not in self._trial_of:
+                continue  # continued before, or failed at the low fidelity
+            self._continued.add(key)
+            self._continue_queue.append(Proposal(levels=row.copy(), fidelity=high - low, parent=self._trial_of[key]))
 
     def plan(self, trials: int) -> str:
         generations = trials // self.pop_size
@@ -238,9 +284,14 @@ class EmoSearcher(Searcher):
                     f"ask for --trials {self.pop_size} or more")
         bought = f"emo ({method} over {', '.join(self.objectives)}): {trials} trials buy about {generations} "
         bought += "generation" if generations == 1 else "generations"
-        return f"{bought} of {self.pop_size} (more where members repeat earlier candidates)"
+        bought = f"{bought} of {self.pop_size} (more where members repeat earlier candidates)"
+        if self.fidelities is not None:
+            bought += (f"; members at {self.fidelities[0]} steps, each survivor continued once to "
+                       f"{self.fidelities[1]} (those trials count too)")
+        return bought
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "objectives": list(self.objectives), "pop_size": self.pop_size,
                 "generations": self.generations, "crossover": self.crossover, "crossover_eta": self.crossover_eta,
-                "mutation": self.mutation, "mutation_eta": self.mutation_eta, "use_budget": self.use_budget}
+                "mutation": self.mutation, "mutation_eta": self.mutation_eta, "use_budget": self.use_budget,
+                "fidelities": None if self.fidelities is None else list(self.fidelities)}

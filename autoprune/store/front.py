@@ -127,15 +127,53 @@ def pareto_front(table: pd.DataFrame, objectives: tuple[tuple[str, str], ...] = 
     return front.sort_values([first, "flops"], ascending=[goal == "min", True]).reset_index(drop=True)
 
 
+#: the cost objectives of the hypervolume: front column, dense key, name; each as a ratio to dense
+HV_COSTS = (("flops", "flops", "FLOPs"), ("params", "params", "params"), ("latency_ms", "latency_ms", "latency"))
+
+
+def _normalised(front: pd.DataFrame, dense: dict[str, float],
+                quality: Quality) -> tuple[list[str], list[np.ndarray]]:
+    """The hypervolume's objectives (names and columns): the quality's error, then every cost
+    the dense model has and every front member measured, as a ratio to dense."""
+    names = ["error"]
+    columns = [quality.error(front[quality.metric].to_numpy(dtype=float), dense.get(quality.metric, np.nan))]
+    for column, key, name in HV_COSTS:
+        if key in dense and dense[key] and column in front and front[column].notna().all():
+            names.append(name)
+            columns.append(front[column].to_numpy(dtype=float) / dense[key])
+    return names, columns
+
+
+def reference_point(front: pd.DataFrame, dense: dict[str, float], quality: Quality = ACCURACY) -> dict[str, float]:
+    """The hypervolume's fixed reference point, by objective, in its normalised units: the
+    dense model's error plus the quality's margin (``Quality.hv_margin``: 25 points of
+    accuracy; perplexity up to twice the dense model's), and 1.0 in every cost ratio (the
+    dense model's FLOPs, params and latency). Fixed by the dense model alone, so runs of
+    one model compare; a member worse in any objective than the point adds nothing."""
+    names, _ = _normalised(front, dense, quality)
+    dense_value = dense.get(quality.metric, np.nan)
+    dense_error = float(quality.error(np.array([dense_value], dtype=float), dense_value)[0])
+    error = dense_error + quality.hv_margin if np.isfinite(dense_error) else 1.0
+    return {name: (error if name == "error" else 1.0) for name in names}
+
+
+def describe_reference(reference: dict[str, float], dense: dict[str, float], quality: Quality = ACCURACY) -> str:
+    """The reference point in words, for ``autoprune front`` and ``compare``."""
+    costs = [name for name in reference if name != "error"]
+    dense_value = dense.get(quality.metric, np.nan)
+    dense_error = float(quality.error(np.array([dense_value], dtype=float), dense_value)[0])
+    error = f"error {reference['error']:.4f}"
+    if np.isfinite(dense_error):
+        error += f" (the dense model's {dense_error:.4f} + {quality.hv_margin:g})"
+    return f"{error}; {', '.join(costs) or 'no cost'} 1.0 (the dense model's)"
+
+
 def hypervolume(front: pd.DataFrame, dense: dict[str, float], quality: Quality = ACCURACY) -> float:
     """Hypervolume of the front in normalised objectives (the quality's error, :meth:`Quality.error`,
-    and cost ratios to dense), with reference point 1 in every objective: 0 for an empty
-    front, larger is better."""
+    and cost ratios to dense) up to :func:`reference_point`: 0 for an empty front, larger is better."""
     if front.empty:
         return 0.0
-    columns = [quality.error(front[quality.metric].to_numpy(dtype=float), dense.get(quality.metric, np.nan))]
-    for column, key in (("flops", "flops"), ("params", "params"), ("latency_ms", "latency_ms")):
-        if key in dense and dense[key] and front[column].notna().all():
-            columns.append(front[column].to_numpy(dtype=float) / dense[key])
+    _, columns = _normalised(front, dense, quality)
+    reference = reference_point(front, dense, quality)
     points = np.column_stack(columns)
-    return float(HV(ref_point=np.ones(points.shape[1]))(points))
+    return float(HV(ref_point=np.array(list(reference.values())))(points))

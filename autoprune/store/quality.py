@@ -24,6 +24,9 @@ class Quality:
     goal: str
     #: how the metric is named to a user
     label: str
+    #: how much worse than the dense model's :meth:`error` a candidate may be and still add
+    #: to the hypervolume (its reference point is the dense error plus this margin)
+    hv_margin: float = 0.25
 
     def __post_init__(self) -> None:
         if self.goal not in ("max", "min"):
@@ -34,7 +37,7 @@ class Quality:
         return self.goal == "max"
 
     def error(self, values: np.ndarray, dense_value: float) -> np.ndarray:
-        """A loss in [0, 1] that is 0 at perfect quality, for hypervolume with reference point 1.
+        """A loss in [0, 1] that is 0 at perfect quality, for the hypervolume.
 
         Accuracy: the error rate. Perplexity: ``1 - dense / perplexity``, the share of the
         dense model's quality lost (0 when as good as dense, towards 1 as perplexity grows);
@@ -51,8 +54,10 @@ class Quality:
         return {"metric": self.metric, "goal": self.goal, "label": self.label}
 
 
-ACCURACY = Quality(metric="accuracy", goal="max", label="held-out accuracy")
-PERPLEXITY = Quality(metric="perplexity", goal="min", label="held-out perplexity")
+#: 25 points of accuracy below the dense model's
+ACCURACY = Quality(metric="accuracy", goal="max", label="held-out accuracy", hv_margin=0.25)
+#: up to twice the dense model's perplexity (error 1 - dense / perplexity up to 0.5)
+PERPLEXITY = Quality(metric="perplexity", goal="min", label="held-out perplexity", hv_margin=0.5)
 QUALITIES = {q.metric: q for q in (ACCURACY, PERPLEXITY)}
 
 

@@ -67,12 +67,26 @@ def evaluate(
             "kl_to_dense": 1.0 - accuracy,
             "mse_to_dense": 1.0 - accuracy,
             "worst_mse_to_dense": 1.0 - accuracy,
+            **feature_distortions(quality, levels),
             "flops_ratio": float(space.relative_cost("flops", levels)),
             "params_ratio": float(space.relative_cost("params", levels)),
         }
         results.append(Result(trial_id=trial_id, levels=levels, fidelity=fidelity, status="ok", metrics=metrics,
                               **echo))
     return results
+
+
+def feature_distortions(quality: SeparableQuality, levels: np.ndarray) -> dict[str, float]:
+    """The synthetic stand-in for the evaluator's ``feature_distortion:<boundary>`` metrics:
+    at a boundary named after group ``g`` (:func:`~autoprune.testing.synthetic.stages_in_order`),
+    the quality lost by the groups up to and including ``g``, relative to dense; at the
+    output, all of it. A candidate pruned only inside one stage then loses at that stage's
+    boundary exactly what its groups lose, as a real stage fed the dense features does."""
+    lost = (quality.table[:, 0] - quality.table[np.arange(quality.space.n_groups), levels]) / quality.dense_value
+    upstream = np.cumsum(lost)
+    metrics = {f"feature_distortion:{group.name}": float(upstream[g]) for g, group in enumerate(quality.space.groups)}
+    metrics["feature_distortion:output"] = float(upstream[-1])
+    return metrics
 
 
 def drive(

@@ -9,7 +9,9 @@ Subclass :class:`SearcherTestCase` in a test module under a ``Test`` name and se
 
 The base class has no ``Test`` prefix, so pytest collects only its subclasses. Every test
 runs the searcher through :func:`autoprune.testing.driver.drive` on the synthetic
-problems of :mod:`autoprune.testing.synthetic`, checking what the run loop relies on:
+problems of :mod:`autoprune.testing.synthetic` (each divided into three stages in group
+order, ``Problem.stages``, for searchers that divide the network), checking what the run
+loop relies on:
 proposals inside the grid and the budget, determinism given seed and told results, the
 ``ask`` contract, tolerance of failed trials, bounded runs and serialisable options.
 """
@@ -17,6 +19,7 @@ proposals inside the grid and the budget, determinism given seed and told result
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import json
 import random
@@ -37,6 +40,7 @@ from autoprune.testing.driver import Transcript, drive
 from autoprune.testing.synthetic import (
     SeparableQuality,
     chain_space,
+    even_stages,
     exact_optimum,
     make_problem,
     separable_quality,
@@ -87,7 +91,9 @@ CASE_NAMES = tuple(_BUILDERS)
 
 def build_case(name: str) -> SyntheticCase:
     """A fresh problem and objective, so no test sees state another left behind."""
-    problem = _BUILDERS[name]()
+    built = _BUILDERS[name]()
+    # three stages in group order, for searchers that divide the network (emo-pms)
+    problem = dataclasses.replace(built, stages=lambda: even_stages(built.space, min(3, built.space.n_groups)))
     quality = separable_quality(problem.space, _weights(problem.space.n_groups))
     return SyntheticCase(name=name, problem=problem, quality=quality)
 

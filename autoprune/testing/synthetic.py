@@ -27,6 +27,7 @@ from autoprune.space.cost import LinearCount, QuadraticCost
 from autoprune.space.latency_model import LatencyModel, LayerTable
 from autoprune.space.levels import LevelGrid
 from autoprune.space.search_space import Group, SearchSpace
+from autoprune.space.stage_split import OUTPUT, StageSplit
 
 #: the most cost units :func:`exact_optimum` tabulates before asking for a smaller space
 MAX_DP_CELLS = 20_000_000
@@ -223,6 +224,24 @@ class SeparableQuality:
 def separable_quality(space: SearchSpace, weights: Sequence[float]) -> SeparableQuality:
     """The known objective of :class:`SeparableQuality` on ``space``."""
     return SeparableQuality(space, weights)
+
+
+def stages_in_order(space: SearchSpace, stage_of_group: Sequence[int]) -> StageSplit:
+    """A synthetic stage split: group ``g`` in stage ``stage_of_group[g]`` (stages numbered
+    from 0 in order, each owning a group), each boundary named after the last group of its
+    stage (the names :func:`~autoprune.testing.driver.feature_distortions` reports) and
+    carrying it, the last one the output."""
+    owner = tuple(int(s) for s in stage_of_group)
+    if len(owner) != space.n_groups or sorted(set(owner)) != list(range(max(owner) + 1)):
+        raise ValueError(f"stage_of_group must number every group's stage from 0 up, got {list(owner)}")
+    last = [max(g for g, s in enumerate(owner) if s == stage) for stage in range(max(owner) + 1)]
+    boundaries = tuple(space.groups[g].name for g in last[:-1]) + (OUTPUT,)
+    return StageSplit(boundaries=boundaries, owner=owner, carried=tuple(last[:-1]) + (None,))
+
+
+def even_stages(space: SearchSpace, n_stages: int) -> StageSplit:
+    """:func:`stages_in_order` with the groups split into ``n_stages`` runs of near-equal length."""
+    return stages_in_order(space, [g * n_stages // space.n_groups for g in range(space.n_groups)])
 
 
 def make_problem(space: SearchSpace, budget_ratio: float, *, params_ratio: float | None = None) -> Problem:

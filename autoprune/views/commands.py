@@ -48,6 +48,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from autoprune.views.compare import comparison_table
     from autoprune.views.output import check_output, write_output
     from autoprune.views.plots import compare_figure, png_bytes
+    from autoprune.store.front import describe_reference, reference_point
     from autoprune.views.snapshot import take
 
     path = check_output(args.plot, "--plot", ".png") if args.plot is not None else None
@@ -57,8 +58,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", None,
                            "display.float_format", "{:.4f}".format):
         print(table.to_string(index=False))
+    dense = {k: v for k, v in snaps[0].dense.items() if k != "latency_ms"}
+    reference = describe_reference(reference_point(snaps[0].front, dense, quality), dense, quality)
     print(f"\nhypervolume: one reference point for all runs (objectives normalised by {snaps[0].name}'s dense "
-          f"model: {quality.label} error, FLOPs and params ratios; latency left out); best "
+          f"model: {quality.label} error, FLOPs and params ratios; latency left out), at {reference}; best "
           f"{quality.metric}: the front's best within each run's own budget")
     if path is not None:
         write_output(path, png_bytes(compare_figure(snaps)), "--plot")

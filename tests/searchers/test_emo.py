@@ -214,7 +214,7 @@ def test_bad_options_are_refused_naming_the_argument(options: dict[str, Any], na
 def test_options_round_trip_and_the_cli_text_form_is_read() -> None:
     problem = build_case("separable-flops0.4").problem
     options = {"objectives": ["error", "params"], "pop_size": 10, "generations": 3, "crossover": "pntx",
-               "crossover_eta": 5.0, "mutation": "pm", "mutation_eta": 7.0, "use_budget": True}
+               "crossover_eta": 5.0, "mutation": "pm", "mutation_eta": 7.0, "use_budget": True, "fidelities": None}
     searcher = make_searcher("emo", problem=problem, seed=4, options=options)
     assert searcher.options() == {"seed": 4, "batch_size": 32, **options}
     assert make_searcher("emo", problem=problem, seed=0,
@@ -228,3 +228,50 @@ def test_plan_says_how_many_generations_the_trials_buy() -> None:
     searcher = _emo(build_case("separable-flops0.4").problem, 0)
     assert "about 5 generations of 20" in searcher.plan(100)
     assert "--trials 20 or more" in searcher.plan(10)
+
+
+# ---- training-aware: members at a low fidelity, survivors continued to a high one ---------------
+
+
+def test_training_aware_members_are_scored_low_and_each_survivor_is_continued_once() -> None:
+    case = build_case("chain-flops0.4-params0.3")
+    searcher = make_searcher("emo", problem=case.problem, seed=0,
+                             options={"fidelities": [10, 40], "pop_size": 8, "generations": 4})
+    assert searcher.keeps_checkpoints
+    transcript = drive(searcher, case.quality, max_proposals=1000)
+    assert transcript.finished
+    by_id = {r.trial_id: r for r in transcript.results}
+    members = [r for r in transcript.results if r.parent is None]
+    continued = [r for r in transcript.results if r.parent is not None]
+    assert {r.fidelity for r in members} == {10} and {r.fidelity for r in continued} == {30}
+    assert continued, "survivors were continued"
+    keys = [tuple(case.problem.space.kept_counts(r.levels)) for r in continued]
+    assert len(keys) == len(set(keys)), "a survivor is continued once"
+    for r in continued:
+        parent = by_id[r.parent]
+        assert parent.parent is None and parent.ok and np.array_equal(parent.levels, r.levels)
+        assert parent.trial_id < r.trial_id
+    # what is continued are the survivors: after the last generation, pymoo's population
+    final = {tuple(case.problem.space.kept_counts(x)) for x in np.asarray(searcher.algorithm.pop.get("X")).astype(int)}
+    ok_final = {k for k in final if k in searcher._trial_of}
+    assert ok_final <= set(keys)
+    assert len(continued) < len(members), "only survivors, not every member"
+
+
+def test_training_aware_selection_is_the_same_as_at_one_fidelity() -> None:
+    """Continuations are for the front, not for pymoo: on a quality that does not depend
+    on training, the members proposed are those of a plain run."""
+    case = build_case("separable-flops0.4")
+    plain = drive(make_searcher("emo", problem=case.problem, seed=3, options={"pop_size": 8, "generations": 3}),
+                  case.quality, max_proposals=1000)
+    aware = drive(make_searcher("emo", problem=case.problem, seed=3,
+                                options={"pop_size": 8, "generations": 3, "fidelities": [0, 50]}),
+                  case.quality, max_proposals=1000)
+    assert [p.levels.tolist() for p in aware.proposals if p.parent is None] == plain.levels()
+
+
+@pytest.mark.parametrize("fidelities", [[10], [10, 15], [-1, 5], "10,40", [10, 40, 80]])
+def test_training_aware_fidelities_are_checked(fidelities: Any) -> None:
+    with pytest.raises(UserError, match="fidelities"):
+        make_searcher("emo", problem=build_case("separable-flops0.4").problem, seed=0,
+                      options={"fidelities": fidelities})

@@ -17,3 +17,9 @@ class TestEmoThreeObjectives(SearcherTestCase):
     searcher_options = MappingProxyType({"objectives": ["error", "flops", "params"], "pop_size": 12,
                                          "crossover": "ux"})
     max_proposals = 30
+
+
+class TestEmoTrainingAware(SearcherTestCase):
+    searcher_name = "emo"
+    searcher_options = MappingProxyType({"fidelities": [5, 20], "pop_size": 8})
+    max_proposals = 40
