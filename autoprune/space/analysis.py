@@ -70,8 +70,9 @@ def analyse(
         members = tuple(traced.module_names[m] for m, _, _ in group_members(traced, name))
         size = len(traced.groups[name][0].idxs)
         blocks = traced.channel_groups.get(name, 1)
-        kept = tuple(blocks * k for k in grid.kept(size // blocks))
-        groups.append(Group(name=name, size=size, kept=kept, members=members, channel_groups=blocks))
+        unit = traced.units.get(name, 1)
+        kept = tuple(blocks * unit * k for k in grid.kept(size // (blocks * unit)))
+        groups.append(Group(name=name, size=size, kept=kept, members=members, channel_groups=blocks, unit=unit))
     if not groups and not refusals:
         raise UserError("the model has no prunable channels (every layer is excluded or has a single channel).")
     counts_in, counts_out = _channel_counts(traced, groups, refusals)

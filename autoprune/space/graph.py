@@ -31,15 +31,19 @@ class TracedGroups:
     """The dependency graph of one model instance and its groups, keyed by root layer name.
 
     ``refused`` maps the root of each group Torch-Pruning could not build, or whose
-    channels cannot be split evenly into its layers' blocks, to the reason; those groups
-    are left out of ``groups``. ``channel_groups`` gives, per group, into how many equal
-    blocks its channels fall (:meth:`LayerKind.channel_groups`: 1 for most)."""
+    channels cannot be split evenly into its layers' blocks or heads, to the reason; those
+    groups are left out of ``groups``. ``channel_groups`` gives, per group, into how many
+    equal blocks its channels fall (:meth:`LayerKind.channel_groups`: 1 for most), and
+    ``units`` how many consecutive channels go together (attention heads)."""
 
     graph: tp.DependencyGraph
     groups: dict[str, tp.Group]
     module_names: dict[nn.Module, str]
     refused: dict[str, str] = field(default_factory=dict)
     channel_groups: dict[str, int] = field(default_factory=dict)
+    #: per group, how many consecutive channels go together (:meth:`LayerKind.channel_unit`:
+    #: an attention head's width; 1 for most)
+    units: dict[str, int] = field(default_factory=dict)
 
     def loose_parameters(self, name: str) -> list[tuple[str, nn.Parameter, int, int]]:
         """(parameter name, parameter, pruned dimension, channels governed) of each parameter
@@ -184,8 +188,17 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
             traced.refused[name] = (f"its {len(group[0].idxs)} channels do not split evenly into the {blocks} "
                                     "blocks of the grouped layers it feeds")
             continue
+        unit = _channel_unit(group, module_names)
+        if isinstance(unit, str):
+            traced.refused[name] = unit
+            continue
+        if unit > 1 and blocks > 1:
+            traced.refused[name] = (f"its channels are both attention heads of {unit} and the {blocks} blocks of a "
+                                    "grouped layer, which autoprune cannot prune together")
+            continue
         traced.groups[name] = group
         traced.channel_groups[name] = blocks
+        traced.units[name] = unit
     return traced
 
 
@@ -275,6 +288,39 @@ def _channel_blocks(group: tp.Group, module_names: dict[nn.Module, str]) -> int:
         if module in module_names:
             blocks = math.lcm(blocks, kind_of(module).channel_groups(module))
     return blocks
+
+
+def _channel_unit(group: tp.Group, module_names: dict[nn.Module, str]) -> int | str:
+    """How many consecutive channels of the group go together (an attention head's width:
+    :meth:`LayerKind.channel_unit`), or why the group cannot be pruned by such units: layers
+    with different head widths, or head channels that are not the group's own channels in
+    order (a concatenation in front of the attention would shift them)."""
+    units: set[int] = set()
+    size = len(group[0].idxs)
+    for dep, idxs in group:
+        module = dep.target.module
+        if module not in module_names:
+            continue
+        unit = kind_of(module).channel_unit(module)
+        if unit == 1:
+            continue
+        units.add(unit)
+        if [int(i) for i in idxs] != list(range(size)):
+            return (f"the heads of attention layer {module_names[module]!r} are not the group's channels in order, "
+                    "which autoprune cannot prune by whole heads")
+    if len(units) > 1:
+        return f"attention layers with heads of {sorted(units)} channels share its channels"
+    unit = units.pop() if units else 1
+    if size % unit:
+        return f"its {size} channels do not split into whole attention heads of {unit}"
+    return unit
+
+
+def settle_after_pruning(model: nn.Module) -> None:
+    """Let every layer's kind set what the layer keeps of its children's widths
+    (:meth:`LayerKind.after_pruning`) once Torch-Pruning pruned the model."""
+    for module in model.modules():
+        kind_of(module).after_pruning(module)
 
 
 def _build_graph(model: nn.Module, example_input: torch.Tensor, *, train: bool) -> tp.DependencyGraph:

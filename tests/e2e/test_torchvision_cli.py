@@ -1,6 +1,6 @@
 """torchvision models as a user's ``--model`` factory through the CLI: search, export, load in
-a fresh process. A ResNeXt (grouped convolutions) is searched as it is; a ViT after pasting
-the ``never_prune`` line its refusal gives. On the digits task at 8x8, so it takes seconds."""
+a fresh process. A ResNeXt (grouped convolutions) and a ViT (attention heads) are searched as
+they are. On the digits task at 8x8, so it takes seconds."""
 
 from __future__ import annotations
 
@@ -75,10 +75,6 @@ def test_a_resnext_is_searched_exported_and_loaded(user_folder: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_vit_is_searched_after_pasting_the_line_its_refusal_gives(user_folder: Path) -> None:
-    done = cli(*SEARCH, "--model", "vision_nets:vit", "--run-dir", str(user_folder / "refused"), cwd=user_folder)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    line = done.stderr.strip().splitlines()[-1].split("--space file: ")[1]
-    (user_folder / "space.yaml").write_text(line + "\n")
-    recipe = _search_export_load(user_folder, "vit", "--space", str(user_folder / "space.yaml"))
+def test_a_vit_is_searched_with_its_heads_exported_and_loaded(user_folder: Path) -> None:
+    recipe = _search_export_load(user_folder, "vit")
     assert recipe["metrics"]["flops"] < recipe["dense"]["flops"]

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from autoprune.errors import UserError
 from autoprune.space.analysis import build_search_space
@@ -74,18 +73,25 @@ def test_a_convnext_layer_scale_is_priced() -> None:
     assert _exact(model, 32) > 0
 
 
-def test_a_vision_transformer_is_refused_with_a_line_that_leaves_its_stream_whole() -> None:
+def test_a_vision_transformer_loses_whole_heads_and_runs_in_both_modes_after_pruning() -> None:
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+    model = VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
                               num_classes=CLASSES).eval()
-    with pytest.raises(UserError) as refused:
-        build_search_space(model, torch.randn(1, 3, 32, 32), grid=GRID, never_prune=[])
-    message = str(refused.value)
-    assert "the model fails once pruned, right after layer 'conv_proj' (Conv2d)" in message, message
-    never_prune = yaml.safe_load(message.split("--space file: ")[1])["never_prune"]
-    assert _exact(model, 32, never_prune=never_prune) == 2  # the MLPs; attention priced whole, projections included
+    x = torch.randn(1, 3, 32, 32)
+    assert _exact(model, 32) == 3  # the stream (heads) and the two MLPs, no never_prune needed
+    space = build_search_space(model, x, grid=GRID, never_prune=[])
+    stream = space.groups[space.group_names.index("conv_proj")]
+    assert (stream.unit, stream.kept) == (8, (32, 24, 16, 8))
+    assert "encoder.layers.encoder_layer_1.self_attention" in stream.members
+    levels = space.dense_candidate()
+    levels[space.group_names.index("conv_proj")] = 2
+    pruned, _ = materialize(model, space, levels, x, never_prune=[])
+    for layer in pruned.encoder.layers:
+        attention = layer.self_attention
+        assert (attention.num_heads, attention.head_dim, attention.embed_dim) == (2, 8, 16)
+    assert pruned.hidden_dim == 16 and pruned.class_token.shape == (1, 1, 16)
 
 
 @pytest.mark.parametrize("repeats", [[2, 1, 1], [1, 1, 2]])
