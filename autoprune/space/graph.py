@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import contextlib
 import math
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -85,15 +86,20 @@ def output_layer_names(model: nn.Module, example_input: torch.Tensor, *, train: 
     outputs are the model's outputs: the classifier, and auxiliary classifiers where a
     forward pass in training mode (:func:`tracing_mode`) returns them too. Their outputs
     (the classes) are never pruned. Where no output is a layer's own (a reshape or an
-    activation follows), the last such layer run."""
+    activation follows), the last such layer run.
+
+    Outputs are matched by identity (a weak reference beside the ``id``): matched by ``id``
+    alone, a freed intermediate output whose address the model's output reused named a
+    convolution inside SqueezeNet as a classifier, about one analysis in seventy, so two
+    analyses of one model found different groups."""
     order: list[str] = []
-    made: dict[int, str] = {}
+    made: dict[int, tuple[str, weakref.ref]] = {}  # by id, and the output itself while it lives
     roots = root_types()
 
     def record(_module: nn.Module, _args: tuple, output: object, _n: str = "") -> None:
         order.append(_n)
         if isinstance(output, torch.Tensor):
-            made[id(output)] = _n
+            made[id(output)] = (_n, weakref.ref(output))
 
     hooks = [module.register_forward_hook(lambda m, a, o, _n=name: record(m, a, o, _n))
              for name, module in model.named_modules() if isinstance(module, roots)]
@@ -105,7 +111,7 @@ def output_layer_names(model: nn.Module, example_input: torch.Tensor, *, train: 
             h.remove()
     if not order:
         raise ValueError("the model has no convolution or linear layer to prune")
-    found = [made[id(t)] for t in _tensors(output) if id(t) in made]
+    found = [made[id(t)][0] for t in _tensors(output) if id(t) in made and made[id(t)][1]() is t]
     return list(dict.fromkeys(found)) or [order[-1]]
 
 

@@ -126,10 +126,7 @@ def test_googlenet_auxiliary_heads_are_pruned_so_training_mode_runs() -> None:
 #: a model of each family by default; AUTOPRUNE_SURVEY=all for every classifier
 FAMILY = ["alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "inception_v3", "maxvit_t",
           "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf", "resnet18", "resnext50_32x4d",
-          "shufflenet_v2_x0_5", "swin_t", "vgg11", "vit_b_16", "wide_resnet50_2"]
-# squeezenet1_1 is left out for now: about one analysis in seven finds other groups than the
-# space it built (Torch-Pruning's graph differs between builds of the model); it is in the
-# survey (AUTOPRUNE_SURVEY=all), and the note says so
+          "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t", "vgg11", "vit_b_16", "wide_resnet50_2"]
 
 
 def _survey_models() -> list[str]:
