@@ -71,7 +71,9 @@ def analyse(
         size = len(traced.groups[name][0].idxs)
         blocks = traced.channel_groups.get(name, 1)
         unit = traced.units.get(name, 1)
-        kept = tuple(blocks * unit * k for k in grid.kept(size // (blocks * unit)))
+        kept = tuple(blocks * k for k in grid.kept(size // blocks))
+        if unit > 1:  # the grid's channel counts to the nearest whole heads, at least one
+            kept = tuple(max(unit, int(round(k / unit)) * unit) for k in kept)
         groups.append(Group(name=name, size=size, kept=kept, members=members, channel_groups=blocks, unit=unit))
     if not groups and not refusals:
         raise UserError("the model has no prunable channels (every layer is excluded or has a single channel).")
