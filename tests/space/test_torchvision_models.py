@@ -19,6 +19,7 @@ import torch
 from autoprune.errors import UserError
 from autoprune.space.analysis import build_search_space
 from autoprune.space.counting import independent_count
+from autoprune.space.level_database import LevelDatabase
 from autoprune.space.levels import LevelGrid
 from autoprune.space.materialize import materialize
 from autoprune.torchvision_compat import make_torchvision_importable
@@ -92,6 +93,8 @@ def test_a_vision_transformer_loses_whole_heads_and_runs_in_both_modes_after_pru
         attention = layer.self_attention
         assert (attention.num_heads, attention.head_dim, attention.embed_dim) == (2, 8, 16)
     assert pruned.hidden_dim == 16 and pruned.class_token.shape == (1, 1, 16)
+    assembled, _ = LevelDatabase.build(model, space, x, never_prune=[]).assemble(levels)  # checked against materialize
+    assert assembled.hidden_dim == 16 and assembled.encoder.layers[0].self_attention.num_heads == 2
 
 
 @pytest.mark.parametrize("repeats", [[2, 1, 1], [1, 1, 2]])
