@@ -25,6 +25,7 @@ from torch import nn
 from autoprune.errors import UserError
 from autoprune.space.layer_kinds import kind_of, root_types, tp_pruners
 from autoprune.space.locate import LayerLocator, describe
+from autoprune.space.reshapes import HiddenChannelSplits
 
 
 @dataclass
@@ -168,14 +169,14 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     patterns = list(never_prune) + outputs
     ignored = [m for m, n in module_names.items() if n and any(matches(n, p) for p in patterns)]
     try:
-        graph = _build_graph(model, example_input, train=train)
+        graph, shuffles = _build_graph(model, example_input, train=train)
     except Exception as exc:  # an architecture Torch-Pruning cannot trace (MemoryError included): say where
         raise _untraceable(model, example_input, exc, train=train) from None
     finally:
         model.eval()
     traced = TracedGroups(graph=graph, groups={}, module_names=module_names)
     try:
-        found = list(_all_groups(graph, ignored, order=list(module_names)))
+        found = list(_all_groups(graph, ignored, order=list(module_names), shuffles=shuffles))
     except GroupTooLarge as exc:
         raise UserError(f"Torch-Pruning's channel analysis of this model grew past {exc} for one group (a product of "
                         "two activations, such as attention scores written out with reshapes, ties every channel to "
@@ -183,6 +184,11 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     for root, group, failure in found:
         name = module_names.get(root)
         if name is None:
+            continue
+        if isinstance(failure, ThroughShuffle):
+            where = describe(model, failure.layer) if failure.layer else f"the model's own forward ({type(model).__name__})"
+            traced.refused[name] = (f"its channels pass through the channel shuffle in {where}, which permutes them; "
+                                    "Torch-Pruning cannot prune them consistently")
             continue
         if failure is not None:
             traced.refused[name] = f"its pruning group cannot be built ({failure_reason(failure)})"
@@ -247,11 +253,23 @@ def _bounded_groups() -> Iterator[None]:
         module.Group = original
 
 
-def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], *, order: list[nn.Module]):
+class ThroughShuffle(Exception):
+    """A group whose channels pass through a channel shuffle (:mod:`autoprune.space.reshapes`)
+    in ``layer`` (``""``: the model's own forward)."""
+
+    def __init__(self, layer: str) -> None:
+        super().__init__(layer)
+        self.layer = layer
+
+
+def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], *, order: list[nn.Module],
+                shuffles: dict[object, str]):
     """Torch-Pruning's ``get_all_groups`` one root at a time, so that a root whose group cannot
     be built is reported with its failure instead of ending the analysis:
     ``(root, group or None, exception or None)``. A walk past the index budget ends the
-    analysis (:class:`GroupTooLarge`): every other root would take as long.
+    analysis (:class:`GroupTooLarge`): every other root would take as long. A group reaching
+    one of the channel shuffles hidden while tracing (``shuffles``: autograd node to layer)
+    fails with :class:`ThroughShuffle`; its layers are not tried as roots again.
 
     Roots are tried in the model's own order (``order``, its ``named_modules``): the graph's
     node order comes from tracing and varied between builds of the same model, and with it
@@ -281,7 +299,10 @@ def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], *, order: l
                 visited.add(dep.target.module)
                 if dep.target.module in skip:
                     prunable = False
-        if prunable:
+        shuffled = [shuffles[dep.target.grad_fn] for dep, _ in group if dep.target.grad_fn in shuffles]
+        if prunable and shuffled:
+            yield module, None, ThroughShuffle(shuffled[0])
+        elif prunable:
             yield module, group, None
 
 
@@ -329,17 +350,28 @@ def settle_after_pruning(model: nn.Module) -> None:
         kind_of(module).after_pruning(module)
 
 
-def _build_graph(model: nn.Module, example_input: torch.Tensor, *, train: bool) -> tp.DependencyGraph:
+def _build_graph(model: nn.Module, example_input: torch.Tensor, *,
+                 train: bool) -> tuple[tp.DependencyGraph, dict[object, str]]:
     """Torch-Pruning's dependency graph of ``model`` traced at ``example_input``, in
-    :func:`tracing_mode` where ``train``. The input goes in a tuple: given a bare tensor,
-    Torch-Pruning first calls the model on the tensor unpacked along its batch dimension."""
+    :func:`tracing_mode` where ``train``, with channel shuffles hidden
+    (:class:`HiddenChannelSplits`); and the hidden shuffles' autograd nodes with their layers.
+    The input goes in a tuple: given a bare tensor, Torch-Pruning first calls the model on
+    the tensor unpacked along its batch dimension."""
+    hidden = HiddenChannelSplits()
+
     def forward(module: nn.Module, inputs: tuple) -> object:  # Torch-Pruning sets eval mode before calling it
-        with tracing_mode(module) if train else _eval(module):
-            return module(*inputs)
+        hooks = hidden.watch(module)
+        try:
+            with tracing_mode(module) if train else _eval(module), hidden:
+                return module(*inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), forward_fn=forward,
-                                                     verbose=False, customized_pruners=tp_pruners(model))
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), forward_fn=forward,
+                                                      verbose=False, customized_pruners=tp_pruners(model))
+        return graph, hidden.layers
     finally:
         model.eval()
 

@@ -8,6 +8,7 @@ build made importable beside CPU torch by :mod:`autoprune.torchvision_compat`.""
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from autoprune.errors import UserError
 from autoprune.space.analysis import build_search_space
@@ -98,16 +100,38 @@ def test_a_vision_transformer_loses_whole_heads_and_runs_in_both_modes_after_pru
 
 
 @pytest.mark.parametrize("repeats", [[2, 1, 1], [1, 1, 2]])
-def test_a_channel_shuffle_is_refused_in_one_sentence_naming_every_unit_that_shuffles(repeats: list[int]) -> None:
-    """Torch-Pruning traces these small ShuffleNets, but pruning them removes the wrong channels."""
+def test_a_channel_shuffle_leaves_its_stream_whole_and_prunes_each_branch_consistently(repeats: list[int]) -> None:
+    """The refusal names the groups that pass through a shuffle; with its line pasted, each
+    unit's hidden width is pruned, exactly priced, and computes what the dense model does
+    with the removed channels silenced."""
     torch.manual_seed(0)
     model = torchvision.models.ShuffleNetV2(repeats, [8, 16, 32, 64, 128], num_classes=CLASSES).eval()
-    units = [f"'stage{s}.{u}' (InvertedResidual)" for s, n in zip((2, 3, 4), repeats) for u in range(n)]
+    x = torch.randn(1, 3, 32, 32)
     with pytest.raises(UserError) as refused:
-        build_search_space(model, torch.randn(1, 3, 32, 32), grid=GRID, never_prune=[])
-    assert str(refused.value) == (f"{', '.join(units)} split the channels into groups with a reshape (a channel "
-                                  "shuffle), which Torch-Pruning does not prune consistently; that is not supported "
-                                  "yet, so use another model.")
+        build_search_space(model, x, grid=GRID, never_prune=[])
+    message = str(refused.value)
+    assert ("the group of layer 'stage2.0.branch1.2' (Conv2d): its channels pass through the channel shuffle in "
+            "'stage2.0' (InvertedResidual), which permutes them; Torch-Pruning cannot prune them consistently"
+            in message), message
+    never_prune = yaml.safe_load(message.split("--space file: ")[1])["never_prune"]
+    branches = [f"stage{s}.{u}.branch2.0" for s, n in zip((2, 3, 4), repeats) for u in range(n)]
+    assert _exact(model, 32, never_prune=never_prune) == len(branches) + 2  # the stem, every branch, the last conv
+    space = build_search_space(model, x, grid=GRID, never_prune=never_prune)
+    assert space.group_names == ["conv1.0", *branches, "conv5.0"]
+    levels = space.dense_candidate()
+    for name in branches:
+        levels[space.group_names.index(name)] = space.n_levels - 1
+    pruned, kept = materialize(model, space, levels, x, never_prune=never_prune)
+    silenced = copy.deepcopy(model)
+    with torch.no_grad():
+        for name in branches:  # zero the removed channels after both norms of the branch
+            unit = silenced.get_submodule(name.removesuffix(".branch2.0")).branch2
+            removed = [i for i in range(unit[0].out_channels) if i not in kept[name]]
+            for norm in (unit[1], unit[4]):
+                norm.weight[removed] = 0
+                norm.bias[removed] = 0
+        batch = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(pruned.eval()(batch), silenced.eval()(batch))
 
 
 def test_a_swin_transformer_is_refused_in_bounded_time() -> None:
