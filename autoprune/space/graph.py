@@ -90,9 +90,9 @@ def output_layer_names(model: nn.Module, example_input: torch.Tensor, *, train: 
     activation follows), the last such layer run.
 
     Outputs are matched by identity (a weak reference beside the ``id``): matched by ``id``
-    alone, a freed intermediate output whose address the model's output reused named a
-    convolution inside SqueezeNet as a classifier, about one analysis in seventy, so two
-    analyses of one model found different groups."""
+    alone, a freed intermediate output whose address the model's output reused now and
+    then named a convolution inside SqueezeNet as a classifier, so two analyses of one
+    model found different groups."""
     order: list[str] = []
     made: dict[int, tuple[str, weakref.ref]] = {}  # by id, and the output itself while it lives
     roots = root_types()
@@ -186,7 +186,8 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
         if name is None:
             continue
         if isinstance(failure, ThroughShuffle):
-            where = describe(model, failure.layer) if failure.layer else f"the model's own forward ({type(model).__name__})"
+            where = (describe(model, failure.layer) if failure.layer
+                     else f"the model's own forward ({type(model).__name__})")
             traced.refused[name] = (f"its channels pass through the channel shuffle in {where}, which permutes them; "
                                     "Torch-Pruning cannot prune them consistently")
             continue

@@ -1,6 +1,7 @@
-"""torchvision models as a user's ``--model`` factory through the CLI: search, export, load in
-a fresh process. A ResNeXt (grouped convolutions), a ViT (attention heads) and a GoogLeNet
-(auxiliary logits in training mode, retrained and distilled) are searched as they are. On the digits task at 8x8, so it takes seconds."""
+"""torchvision models as a user's ``--model`` factory through the CLI: search, export, load in a
+fresh process. A ResNeXt (grouped convolutions), a ViT (attention heads) and a GoogLeNet
+(auxiliary logits in training mode, retrained and distilled) are searched as they are. On the
+digits task at 8x8, so it takes seconds."""
 
 from __future__ import annotations
 

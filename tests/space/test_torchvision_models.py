@@ -169,8 +169,8 @@ def test_every_classifier_is_built_exactly_or_refused_in_one_sentence(name: str)
     from torchvision_survey import run_isolated
 
     row = run_isolated(name, candidates=1, memory_gb=6.0, time_limit=600)
-    assert row["outcome"] in ("built", "refused", "over the survey's memory cap"), row
-    if row["outcome"] == "built":
+    assert row["outcome"] in ("built", "built with its refusal's line", "refused", "over the survey's memory cap"), row
+    if row["outcome"].startswith("built"):
         assert row["exact"] is True and row["train_forward"] is True, row
     elif row["outcome"] == "refused":
         assert "\n" not in row["detail"] and row["detail"].endswith((".", "]")), row

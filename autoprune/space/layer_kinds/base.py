@@ -9,14 +9,14 @@ the dependency graph traces it (:mod:`autoprune.space.graph`). A :class:`LayerKi
 holds all of that for one kind of layer, so a new kind is one subclass and one
 :func:`register` call instead of an edit in each of those modules.
 
-A module's kind is found by its class's method resolution order: the kind registered
-for the most specific class wins, so a kind for a subclass of ``nn.Linear`` overrides
-the linear kind for that subclass only. A kind may name its classes by import path
-(:attr:`LayerKind.type_names`) instead, for libraries autoprune does not import itself. A module of no registered kind gets
-:data:`UNKNOWN`, whose defaults say what autoprune does with a layer it does not know:
-its parameters are a fixed cost while no group prunes it, pricing it pruned is
-refused, counting reports it as unsupported, and the level database refuses to
-reshape it.
+A module's kind is found by its class's method resolution order: the kind registered for
+the most specific class wins, so a kind for a subclass of ``nn.Linear`` overrides the
+linear kind for that subclass only. A kind may name its classes by import path
+(:attr:`LayerKind.type_names`) instead, for libraries autoprune does not import itself.
+A module of no registered kind gets :data:`UNKNOWN`, whose defaults say what autoprune
+does with a layer it does not know: its parameters are a fixed cost while no group
+prunes it, pricing it pruned is refused, counting reports it as unsupported, and the
+level database refuses to reshape it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Its forward reshapes the patch embedding with ``self.hidden_dim``, which Torch-P
 does not know about, so a model whose stream was pruned failed on its first forward. The
 width is the patch embedding's output channels, set again after pruning and after the
 level database assembled a candidate. Its own parameters (the class token, and the
-encoder's position embedding) are pruned with the stream and priced with its group (:func:`autoprune.space.analysis`'s loose
-parameters). Named by import path: autoprune does not import torchvision.
+encoder's position embedding) are pruned with the stream and priced with its group
+(the loose parameters of :mod:`autoprune.space.analysis`). Named by import path: autoprune
+does not import torchvision.
 """
 
 from __future__ import annotations
