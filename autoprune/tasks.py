@@ -26,10 +26,12 @@ from autoprune.data import load_data
 from autoprune.data import data_fingerprint
 from autoprune.data.base import TaskData
 from autoprune.errors import UserError
+from autoprune.evaluation.outputs import UnusableOutput, split_output
 from autoprune.evaluation.training import TrainConfig, measure, train
 from autoprune.factory import import_object, is_factory_spec
 from autoprune.models import MODEL_NAMES, build_model, model_family
 from autoprune.space.config import SpaceConfig, load_space_config
+from autoprune.space.graph import tracing_mode
 from autoprune.weights import load_state_dict_file, save_weights
 
 logger = logging.getLogger(__name__)
@@ -157,6 +159,17 @@ def _check_output_shape(model: nn.Module, data: TaskData, name: str) -> None:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UserError(f"model {name!r} outputs {shape} for a batch of 2, but the data has "
                         f"{data.num_classes} classes; it must output (batch, {data.num_classes}).")
+    try:  # retraining runs it in training mode, where some return auxiliary logits too (GoogLeNet)
+        with torch.no_grad(), tracing_mode(model):
+            split_output(model(data.example_input(2)))
+    except UnusableOutput as exc:
+        raise UserError(f"model {name!r} outputs {exc} in training mode; autoprune retrains on (batch, "
+                        f"{data.num_classes}) logits, optionally followed by auxiliary logits of that shape.") from None
+    except Exception as exc:  # noqa: BLE001  (searches without retraining still work; retraining will say)
+        logger.warning("model %r fails in training mode (%s: %s); candidates cannot be retrained", name,
+                       type(exc).__name__, exc)
+    finally:
+        model.eval()
 
 
 def _checkpoint_state(path: str, model: nn.Module, name: str) -> dict[str, torch.Tensor]:

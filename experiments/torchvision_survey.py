@@ -2,8 +2,10 @@
 
 For each of ``torchvision.models.list_models(module=torchvision.models)`` (weights None,
 10 classes, a small input): is a search space built, or refused in one sentence (and
-why)? For built spaces: the dense model and random candidates are materialised, run
-forward in eval and train mode (batch 2) with the output shape unchanged, and their
+why)? A refusal that gives a ``never_prune`` line is pasted, as a user would, and the space
+built again ("built with its refusal's line"). For built spaces: the dense model and random
+candidates are materialised, run forward in eval and train mode (batch 2) with the output
+shape unchanged, and their
 FLOPs and params are held to an independent count: ``torch.utils.flop_counter.FlopCounterMode``
 (MACs = its FLOPs / 2, run with grad enabled) and the parameter count. Each model runs in
 its own process under a memory cap and a time limit, so one that blows up is a row, not
@@ -49,6 +51,8 @@ SPECIAL: dict[str, tuple[int, dict[str, Any]]] = {
 }
 SIDE = 32
 MEMORY_CAP = "over the survey's memory cap"
+WITH_LINE = "built with its refusal's line"
+LINE = "--space file: "
 TIME_LIMIT = "over the survey's time limit"
 
 
@@ -66,6 +70,7 @@ def survey_one(name: str, *, candidates: int, seed: int = 0) -> dict[str, Any]:
     """One row of the table for torchvision model ``name`` (run in a process of its own)."""
     import numpy as np
     import torch
+    import yaml
 
     from autoprune.errors import UserError
     from autoprune.space.analysis import build_search_space
@@ -84,10 +89,19 @@ def survey_one(name: str, *, candidates: int, seed: int = 0) -> dict[str, Any]:
     model = torchvision.models.get_model(name, weights=None, num_classes=CLASSES, **kwargs).eval()
     x = torch.randn(1, 3, side, side)
     grid = load_space_config("resnet").grid
+    never_prune: list[str] = []
     try:
-        space = build_search_space(model, x, grid=grid, never_prune=[])
+        space = build_search_space(model, x, grid=grid, never_prune=never_prune)
     except UserError as exc:
-        return {**row, "outcome": "refused", "detail": str(exc)}
+        if LINE not in str(exc):
+            return {**row, "outcome": "refused", "detail": str(exc)}
+        never_prune = yaml.safe_load(str(exc).split(LINE)[1])["never_prune"]  # pasted, as a user would
+        try:
+            space = build_search_space(model, x, grid=grid, never_prune=never_prune)
+        except UserError as again:
+            return {**row, "outcome": "refused", "detail": f"{exc} With that line: {again}"}
+        row["outcome"] = WITH_LINE
+        row["detail"] = f"never_prune: [{', '.join(never_prune)}]"
     row["groups"] = space.n_groups
     rng = np.random.default_rng(seed)
     levels = [space.dense_candidate()] + [rng.integers(0, space.n_levels, space.n_groups)
@@ -95,7 +109,7 @@ def survey_one(name: str, *, candidates: int, seed: int = 0) -> dict[str, Any]:
     exact, trained = True, True
     misses = []
     for i, candidate in enumerate(levels):
-        pruned = model if i == 0 else materialize(model, space, candidate, x, never_prune=[])[0]
+        pruned = model if i == 0 else materialize(model, space, candidate, x, never_prune=never_prune)[0]
         counted = independent_count(pruned, x)
         predicted = (int(space.cost("flops", candidate)), int(space.cost("params", candidate)))
         if (counted.flops, counted.params) != predicted:
@@ -112,8 +126,8 @@ def survey_one(name: str, *, candidates: int, seed: int = 0) -> dict[str, Any]:
             trained = False
             misses.append(f"train forward of candidate {i}: {type(exc).__name__}: {str(exc)[:120]}")
         pruned.eval()
-    return {**row, "outcome": "built", "exact": exact, "candidates": len(levels) - 1, "train_forward": trained,
-            "detail": "; ".join(misses)}
+    return {**row, "outcome": row.get("outcome") or "built", "exact": exact, "candidates": len(levels) - 1,
+            "train_forward": trained, "detail": "; ".join([row["detail"]] * bool(row["detail"]) + misses)}
 
 
 def _child(name: str, candidates: int, memory_gb: float, queue: multiprocessing.Queue) -> None:
@@ -162,6 +176,8 @@ def write_table(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         writer.writerows(rows)
     built = [r for r in rows if r["outcome"] == "built"]
     good = [r for r in built if r.get("exact") is True and r.get("train_forward") is True]
+    lined = [r for r in rows if r["outcome"] == WITH_LINE]
+    lined_good = [r for r in lined if r.get("exact") is True and r.get("train_forward") is True]
     lines = [
         "# torchvision classifiers in autoprune",
         "",
@@ -169,7 +185,9 @@ def write_table(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         f"torch {_version('torch')}, torchvision {_version('torchvision')}, torch-pruning {_version('torch_pruning')}.",
         "",
         f"{len(rows)} models: {len(built)} built, {len(good)} of them exact on every candidate and running in train "
-        f"mode after pruning; {sum(r['outcome'] == 'refused' for r in rows)} refused in one sentence; "
+        f"mode after pruning; {len(lined)} refused with a never_prune line and built once it was pasted "
+        f"({len(lined_good)} of them exact and running in train mode); "
+        f"{sum(r['outcome'] == 'refused' for r in rows)} refused in one sentence; "
         f"{sum(r['outcome'] == 'crashed' for r in rows)} crashed; "
         f"{sum(r['outcome'] == MEMORY_CAP for r in rows)} did not fit the survey's "
         f"memory cap, {sum(r['outcome'] == TIME_LIMIT for r in rows)} its time limit "
@@ -226,8 +244,8 @@ def main(argv: list[str] | None = None) -> None:
                     found[row["model"]] = row
         rows = [found.get(name, {"model": name, "outcome": "not run", "detail": "not reached in the time given"})
                 for name in names]
-        write_table(rows, args.out, "python experiments/torchvision_survey.py (two processes in parallel, merged "
-                                    "with --merge)")
+        write_table(rows, args.out, f"python experiments/torchvision_survey.py (rows of {len(args.merge)} runs, "
+                                    "later runs replacing earlier rows, merged with --merge)")
         return
     rows = []
     for name in names:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoprune.data.base import Split, TaskData
+from autoprune.evaluation.outputs import auxiliary_loss, logits_of, split_output
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,9 @@ def train(
 ) -> TrainOutcome:
     """Train ``model`` for ``steps`` mini-batches of ``data.train``; stop early on NaN/inf loss.
 
+    A model returning auxiliary logits in training mode (GoogLeNet, Inception v3) trains
+    them too, weighted as :mod:`autoprune.evaluation.outputs` says.
+
     With a ``teacher`` (a model, or a :class:`TeacherCache` of one), the loss mixes
     cross-entropy with the KL divergence to the teacher's softened predictions
     (``distill_weight``, ``distill_temperature``). ``on_step(steps_done, loss)`` is called
@@ -139,15 +143,16 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, config)
         with placement.autocast():
-            logits = model(x).float()
+            logits, auxiliary = split_output(model(x))
+            logits = logits.float()
             target = None
             if isinstance(teacher, TeacherCache) and distilling:
                 target = teacher.targets(idx, x)
             elif distilling:
                 with torch.no_grad():
-                    target = teacher(x).float()
+                    target = logits_of(teacher(x)).float()
         loss = distillation_loss(logits, y, target, weight=config.distill_weight,
-                                 temperature=config.distill_temperature)
+                                 temperature=config.distill_temperature) + auxiliary_loss(auxiliary, y)
         loss_value = float(loss.detach())
         samples += len(idx)
         if not np.isfinite(loss_value):
@@ -183,7 +188,7 @@ class TeacherCache:
         missing = ~self.known[idx]
         if bool(missing.any()):
             with torch.no_grad():
-                fresh = self.teacher(x[missing.to(x.device)]).float().cpu()
+                fresh = logits_of(self.teacher(x[missing.to(x.device)])).float().cpu()
             self.logits[idx[missing]] = fresh
             self.known[idx[missing]] = True
             self.computed += int(missing.sum())
@@ -253,7 +258,8 @@ def predict(model: nn.Module, data: TaskData, split: Split, *, limit: int | None
     with torch.no_grad():
         for start in range(0, n, batch_size):
             with placement.autocast():
-                outputs.append(model(placement.batch(data, split.x[start : min(n, start + batch_size)])).float().cpu())
+                batch = placement.batch(data, split.x[start : min(n, start + batch_size)])
+                outputs.append(logits_of(model(batch)).float().cpu())
     return torch.cat(outputs)
 
 

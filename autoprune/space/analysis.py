@@ -23,7 +23,6 @@ from autoprune.space.graph import TracedGroups, failure_reason, group_members, t
 from autoprune.space.layer_kinds import CannotPrice, PricedLayer, kind_of
 from autoprune.space.levels import LevelGrid
 from autoprune.space.locate import LayerLocator, describe
-from autoprune.space.reshapes import channel_splits
 from autoprune.space.search_space import Group, SearchSpace
 from autoprune.space.verify import check_prices
 
@@ -54,13 +53,6 @@ def analyse(
         positions = layer_positions(model, example_input)
     except Exception as exc:  # the model does not run at its example input
         raise _forward_failure(model, example_input, exc) from None
-    splits = channel_splits(model, example_input)
-    if splits:
-        named = ", ".join(describe(model, name) if name else f"the model's own forward ({type(model).__name__})"
-                          for name in splits[:6]) + (f" and {len(splits) - 6} more" if len(splits) > 6 else "")
-        raise UserError(f"{named} split{'s' if len(splits) == 1 else ''} the channels into groups with a reshape "
-                        "(a channel shuffle), which Torch-Pruning does not prune consistently; that is not "
-                        "supported yet, so use another model.")
     traced = trace_groups(model, example_input, never_prune=never_prune)
     refusals = Refusals(model=model)
     for root, reason in traced.refused.items():
@@ -70,8 +62,11 @@ def analyse(
         members = tuple(traced.module_names[m] for m, _, _ in group_members(traced, name))
         size = len(traced.groups[name][0].idxs)
         blocks = traced.channel_groups.get(name, 1)
+        unit = traced.units.get(name, 1)
         kept = tuple(blocks * k for k in grid.kept(size // blocks))
-        groups.append(Group(name=name, size=size, kept=kept, members=members, channel_groups=blocks))
+        if unit > 1:  # the grid's channel counts to the nearest whole heads, at least one
+            kept = tuple(max(unit, int(round(k / unit)) * unit) for k in kept)
+        groups.append(Group(name=name, size=size, kept=kept, members=members, channel_groups=blocks, unit=unit))
     if not groups and not refusals:
         raise UserError("the model has no prunable channels (every layer is excluded or has a single channel).")
     counts_in, counts_out = _channel_counts(traced, groups, refusals)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import contextlib
 import math
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from torch import nn
 from autoprune.errors import UserError
 from autoprune.space.layer_kinds import kind_of, root_types, tp_pruners
 from autoprune.space.locate import LayerLocator, describe
+from autoprune.space.reshapes import HiddenChannelSplits
 
 
 @dataclass
@@ -31,15 +33,19 @@ class TracedGroups:
     """The dependency graph of one model instance and its groups, keyed by root layer name.
 
     ``refused`` maps the root of each group Torch-Pruning could not build, or whose
-    channels cannot be split evenly into its layers' blocks, to the reason; those groups
-    are left out of ``groups``. ``channel_groups`` gives, per group, into how many equal
-    blocks its channels fall (:meth:`LayerKind.channel_groups`: 1 for most)."""
+    channels cannot be split evenly into its layers' blocks or heads, to the reason; those
+    groups are left out of ``groups``. ``channel_groups`` gives, per group, into how many
+    equal blocks its channels fall (:meth:`LayerKind.channel_groups`: 1 for most), and
+    ``units`` how many consecutive channels go together (attention heads)."""
 
     graph: tp.DependencyGraph
     groups: dict[str, tp.Group]
     module_names: dict[nn.Module, str]
     refused: dict[str, str] = field(default_factory=dict)
     channel_groups: dict[str, int] = field(default_factory=dict)
+    #: per group, how many consecutive channels go together (:meth:`LayerKind.channel_unit`:
+    #: an attention head's width; 1 for most)
+    units: dict[str, int] = field(default_factory=dict)
 
     def loose_parameters(self, name: str) -> list[tuple[str, nn.Parameter, int, int]]:
         """(parameter name, parameter, pruned dimension, channels governed) of each parameter
@@ -81,15 +87,20 @@ def output_layer_names(model: nn.Module, example_input: torch.Tensor, *, train: 
     outputs are the model's outputs: the classifier, and auxiliary classifiers where a
     forward pass in training mode (:func:`tracing_mode`) returns them too. Their outputs
     (the classes) are never pruned. Where no output is a layer's own (a reshape or an
-    activation follows), the last such layer run."""
+    activation follows), the last such layer run.
+
+    Outputs are matched by identity (a weak reference beside the ``id``): matched by ``id``
+    alone, a freed intermediate output whose address the model's output reused now and
+    then named a convolution inside SqueezeNet as a classifier, so two analyses of one
+    model found different groups."""
     order: list[str] = []
-    made: dict[int, str] = {}
+    made: dict[int, tuple[str, weakref.ref]] = {}  # by id, and the output itself while it lives
     roots = root_types()
 
     def record(_module: nn.Module, _args: tuple, output: object, _n: str = "") -> None:
         order.append(_n)
         if isinstance(output, torch.Tensor):
-            made[id(output)] = _n
+            made[id(output)] = (_n, weakref.ref(output))
 
     hooks = [module.register_forward_hook(lambda m, a, o, _n=name: record(m, a, o, _n))
              for name, module in model.named_modules() if isinstance(module, roots)]
@@ -101,7 +112,7 @@ def output_layer_names(model: nn.Module, example_input: torch.Tensor, *, train: 
             h.remove()
     if not order:
         raise ValueError("the model has no convolution or linear layer to prune")
-    found = [made[id(t)] for t in _tensors(output) if id(t) in made]
+    found = [made[id(t)][0] for t in _tensors(output) if id(t) in made and made[id(t)][1]() is t]
     return list(dict.fromkeys(found)) or [order[-1]]
 
 
@@ -158,14 +169,14 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     patterns = list(never_prune) + outputs
     ignored = [m for m, n in module_names.items() if n and any(matches(n, p) for p in patterns)]
     try:
-        graph = _build_graph(model, example_input, train=train)
+        graph, shuffles = _build_graph(model, example_input, train=train)
     except Exception as exc:  # an architecture Torch-Pruning cannot trace (MemoryError included): say where
         raise _untraceable(model, example_input, exc, train=train) from None
     finally:
         model.eval()
     traced = TracedGroups(graph=graph, groups={}, module_names=module_names)
     try:
-        found = list(_all_groups(graph, ignored, order=list(module_names)))
+        found = list(_all_groups(graph, ignored, order=list(module_names), shuffles=shuffles))
     except GroupTooLarge as exc:
         raise UserError(f"Torch-Pruning's channel analysis of this model grew past {exc} for one group (a product of "
                         "two activations, such as attention scores written out with reshapes, ties every channel to "
@@ -173,6 +184,12 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
     for root, group, failure in found:
         name = module_names.get(root)
         if name is None:
+            continue
+        if isinstance(failure, ThroughShuffle):
+            where = (describe(model, failure.layer) if failure.layer
+                     else f"the model's own forward ({type(model).__name__})")
+            traced.refused[name] = (f"its channels pass through the channel shuffle in {where}, which permutes them; "
+                                    "Torch-Pruning cannot prune them consistently")
             continue
         if failure is not None:
             traced.refused[name] = f"its pruning group cannot be built ({failure_reason(failure)})"
@@ -184,8 +201,17 @@ def trace_groups(model: nn.Module, example_input: torch.Tensor, *, never_prune: 
             traced.refused[name] = (f"its {len(group[0].idxs)} channels do not split evenly into the {blocks} "
                                     "blocks of the grouped layers it feeds")
             continue
+        unit = _channel_unit(group, module_names)
+        if isinstance(unit, str):
+            traced.refused[name] = unit
+            continue
+        if unit > 1 and blocks > 1:
+            traced.refused[name] = (f"its channels are both attention heads of {unit} and the {blocks} blocks of a "
+                                    "grouped layer, which autoprune cannot prune together")
+            continue
         traced.groups[name] = group
         traced.channel_groups[name] = blocks
+        traced.units[name] = unit
     return traced
 
 
@@ -228,11 +254,23 @@ def _bounded_groups() -> Iterator[None]:
         module.Group = original
 
 
-def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], *, order: list[nn.Module]):
+class ThroughShuffle(Exception):
+    """A group whose channels pass through a channel shuffle (:mod:`autoprune.space.reshapes`)
+    in ``layer`` (``""``: the model's own forward)."""
+
+    def __init__(self, layer: str) -> None:
+        super().__init__(layer)
+        self.layer = layer
+
+
+def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], *, order: list[nn.Module],
+                shuffles: dict[object, str]):
     """Torch-Pruning's ``get_all_groups`` one root at a time, so that a root whose group cannot
     be built is reported with its failure instead of ending the analysis:
     ``(root, group or None, exception or None)``. A walk past the index budget ends the
-    analysis (:class:`GroupTooLarge`): every other root would take as long.
+    analysis (:class:`GroupTooLarge`): every other root would take as long. A group reaching
+    one of the channel shuffles hidden while tracing (``shuffles``: autograd node to layer)
+    fails with :class:`ThroughShuffle`; its layers are not tried as roots again.
 
     Roots are tried in the model's own order (``order``, its ``named_modules``): the graph's
     node order comes from tracing and varied between builds of the same model, and with it
@@ -262,7 +300,10 @@ def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], *, order: l
                 visited.add(dep.target.module)
                 if dep.target.module in skip:
                     prunable = False
-        if prunable:
+        shuffled = [shuffles[dep.target.grad_fn] for dep, _ in group if dep.target.grad_fn in shuffles]
+        if prunable and shuffled:
+            yield module, None, ThroughShuffle(shuffled[0])
+        elif prunable:
             yield module, group, None
 
 
@@ -277,17 +318,61 @@ def _channel_blocks(group: tp.Group, module_names: dict[nn.Module, str]) -> int:
     return blocks
 
 
-def _build_graph(model: nn.Module, example_input: torch.Tensor, *, train: bool) -> tp.DependencyGraph:
+def _channel_unit(group: tp.Group, module_names: dict[nn.Module, str]) -> int | str:
+    """How many consecutive channels of the group go together (an attention head's width:
+    :meth:`LayerKind.channel_unit`), or why the group cannot be pruned by such units: layers
+    with different head widths, or head channels that are not the group's own channels in
+    order (a concatenation in front of the attention would shift them)."""
+    units: set[int] = set()
+    size = len(group[0].idxs)
+    for dep, idxs in group:
+        module = dep.target.module
+        if module not in module_names:
+            continue
+        unit = kind_of(module).channel_unit(module)
+        if unit == 1:
+            continue
+        units.add(unit)
+        if [int(i) for i in idxs] != list(range(size)):
+            return (f"the heads of attention layer {module_names[module]!r} are not the group's channels in order, "
+                    "which autoprune cannot prune by whole heads")
+    if len(units) > 1:
+        return f"attention layers with heads of {sorted(units)} channels share its channels"
+    unit = units.pop() if units else 1
+    if size % unit:
+        return f"its {size} channels do not split into whole attention heads of {unit}"
+    return unit
+
+
+def settle_after_pruning(model: nn.Module) -> None:
+    """Let every layer's kind set what the layer keeps of its children's widths
+    (:meth:`LayerKind.after_pruning`) once Torch-Pruning pruned the model."""
+    for module in model.modules():
+        kind_of(module).after_pruning(module)
+
+
+def _build_graph(model: nn.Module, example_input: torch.Tensor, *,
+                 train: bool) -> tuple[tp.DependencyGraph, dict[object, str]]:
     """Torch-Pruning's dependency graph of ``model`` traced at ``example_input``, in
-    :func:`tracing_mode` where ``train``. The input goes in a tuple: given a bare tensor,
-    Torch-Pruning first calls the model on the tensor unpacked along its batch dimension."""
+    :func:`tracing_mode` where ``train``, with channel shuffles hidden
+    (:class:`HiddenChannelSplits`); and the hidden shuffles' autograd nodes with their layers.
+    The input goes in a tuple: given a bare tensor, Torch-Pruning first calls the model on
+    the tensor unpacked along its batch dimension."""
+    hidden = HiddenChannelSplits()
+
     def forward(module: nn.Module, inputs: tuple) -> object:  # Torch-Pruning sets eval mode before calling it
-        with tracing_mode(module) if train else _eval(module):
-            return module(*inputs)
+        hooks = hidden.watch(module)
+        try:
+            with tracing_mode(module) if train else _eval(module), hidden:
+                return module(*inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), forward_fn=forward,
-                                                     verbose=False, customized_pruners=tp_pruners(model))
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), forward_fn=forward,
+                                                      verbose=False, customized_pruners=tp_pruners(model))
+        return graph, hidden.layers
     finally:
         model.eval()
 

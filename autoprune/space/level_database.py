@@ -171,7 +171,7 @@ def _keep_indices_per_level(dense: nn.Module, space: SearchSpace, example_input:
     score = importance or default_importance()
     table = []
     for group, (name, tp_group) in zip(space.groups, traced.groups.items()):
-        order = channel_order(name, tp_group, score, channel_groups=group.channel_groups)
+        order = channel_order(name, tp_group, score, channel_groups=group.channel_groups, unit=group.unit)
         table.append([sorted(order[:k]) for k in group.kept])
     return table
 
@@ -192,7 +192,7 @@ def _prune_coded(dense: nn.Module, keep: dict[str, list[int]], example_input: to
     x = example_input[:1]
     x = x.double() if x.is_floating_point() else x  # token ids stay ids
     traced = trace_groups(coded, x, never_prune=never_prune)
-    prune_groups(traced.groups, keep)
+    prune_groups(coded, traced.groups, keep)
     return dict(_named_tensors(coded))
 
 

@@ -32,11 +32,16 @@ class Group:
     #: equal blocks the channels fall into (a grouped convolution's groups): every kept count is
     #: a multiple of it, and pruning removes the same positions in every block
     channel_groups: int = 1
+    #: consecutive channels removed together (an attention head's width): every kept count is
+    #: a multiple of it, and pruning removes whole units
+    unit: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         data = {"name": self.name, "size": self.size, "kept": list(self.kept), "members": list(self.members)}
         if self.channel_groups != 1:
             data["channel_groups"] = self.channel_groups
+        if self.unit != 1:
+            data["unit"] = self.unit
         return data
 
     @classmethod
@@ -44,6 +49,7 @@ class Group:
         return cls(
             name=data["name"], size=int(data["size"]), kept=tuple(int(k) for k in data["kept"]),
             members=tuple(data.get("members", ())), channel_groups=int(data.get("channel_groups", 1)),
+            unit=int(data.get("unit", 1)),
         )
 
 

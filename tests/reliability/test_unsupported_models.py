@@ -2,10 +2,12 @@
 
 The models are real architectures Torch-Pruning fails on, written the way users write
 them (a ShuffleNetV2 channel shuffle, a GRU over convolution features), run through the
-CLI as ``--model module:factory`` from the user's folder."""
+CLI as ``--model module:factory`` from the user's folder; the line a refusal gives, pasted,
+gets past it."""
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -102,13 +104,22 @@ def _refused(done, *, naming: str) -> str:
     return errors[0]
 
 
-def test_a_channel_shuffle_is_refused_naming_the_unit_that_shuffles(user_folder: Path) -> None:
+@pytest.mark.slow  # two CLI runs; tests/space/test_torchvision_models.py covers it in the default run
+def test_a_channel_shuffle_is_refused_naming_the_unit_and_its_line_lets_the_branches_be_searched(
+        user_folder: Path) -> None:
     run_dir = user_folder / "run"
     done = cli(*SEARCH, "--model", "user_nets:shufflenet", "--run-dir", str(run_dir), cwd=user_folder)
-    message = _refused(done, naming="'3' (Unit), '4' (Unit), '5' (Unit), '6' (Unit), '7' (Unit), '8' (Unit)")
-    assert "split the channels into groups with a reshape (a channel shuffle)" in message, message
-    assert message.endswith("so use another model."), message
+    message = _refused(done, naming="the group of layer '3.branch1.2' (Conv2d): its channels pass through the "
+                                    "channel shuffle in '3' (Unit), which permutes them")
+    assert "--space file: never_prune: [" in message, message
     assert not run_dir.exists()
+    space = user_folder / "space.yaml"
+    space.write_text(message.split("--space file: ")[1] + "\n")  # pasted as it is
+    done = cli(*SEARCH, "--model", "user_nets:shufflenet", "--space", str(space), "--run-dir", str(run_dir),
+               cwd=user_folder)
+    assert done.returncode == 0, done.stderr
+    groups = [g["name"] for g in json.loads((run_dir / "run.json").read_text())["space"]["groups"]]
+    assert [g for g in groups if "branch2" in g] == [f"{u}.branch2.0" for u in range(3, 9)], groups
 
 
 def test_a_layer_whose_group_cannot_be_built_is_named_and_never_prune_gets_past_it(user_folder: Path) -> None:

@@ -138,20 +138,36 @@ class TinyViT(nn.Module):
         return self.head(h.mean(dim=1))
 
 
-def test_multihead_attention_is_pruned_per_head_and_priced_with_its_projections_and_products() -> None:
+def test_multihead_attention_is_pruned_by_whole_heads_and_priced_with_its_projections_and_products() -> None:
     torch.manual_seed(0)
     model, x = TinyViT().eval(), torch.randn(1, 3, 12, 12)  # 9 tokens
     space = build_search_space(model, x, grid=GRID, never_prune=[])
     stream = next(g for g in space.groups if "attention" in g.members)
-    assert stream.channel_groups == 4  # one block per head
+    assert stream.unit == 8 and stream.channel_groups == 1  # whole heads of 8 channels
+    assert stream.kept == (32, 24, 16, 8)
     dense = independent_count(model, x)
     tokens, width = 9, 32
     assert count(model, x).flops == dense.flops  # attention counted by its kind, projections and products
     assert dense.per_module["attention"] == tokens * 4 * width * width + 2 * tokens * tokens * width
     pruned = _assert_exact(model, space, x, n_candidates=6, classes=6)[0]
     attention = pruned.attention
-    assert attention.num_heads == 4 and attention.embed_dim == stream.kept[-1]
-    assert attention.head_dim * 4 == attention.embed_dim
+    assert (attention.num_heads, attention.head_dim, attention.embed_dim) == (1, 8, 8)  # one head left, as wide
+
+
+def test_the_heads_kept_are_the_most_important_whole_heads() -> None:
+    torch.manual_seed(0)
+    model, x = TinyViT().eval(), torch.randn(1, 3, 12, 12)
+    with torch.no_grad():  # head 2 carries the stream's largest weights everywhere
+        for tensor in (model.embed.weight, model.embed.bias, model.mlp[2].weight, model.mlp[2].bias):
+            tensor[16:24] *= 50
+    space = build_search_space(model, x, grid=GRID, never_prune=[])
+    stream = space.group_names.index("embed")
+    levels = space.dense_candidate()
+    levels[stream] = space.n_levels - 1
+    pruned, kept = materialize(model, space, levels, x, never_prune=[])
+    assert kept["embed"] == list(range(16, 24))
+    dense_rows = model.attention.in_proj_weight.detach()[[*range(16, 24), *range(48, 56), *range(80, 88)]][:, 16:24]
+    assert torch.equal(pruned.attention.in_proj_weight.detach(), dense_rows)  # its query, key and value rows
 
 
 class AuxNet(nn.Module):

@@ -1,12 +1,20 @@
 """One place per layer kind: how each is traced, counted, priced, timed and reshaped.
 
 The built-in kinds (convolutions, linear layers, BatchNorm/InstanceNorm, LayerNorm,
-GroupNorm, RMSNorm, PReLU, embeddings, multi-head attention) register themselves on import. A new kind is a
-:class:`LayerKind` subclass naming its module types, overriding what applies, and one
-:func:`register` call; see :mod:`autoprune.space.layer_kinds.base`.
+GroupNorm, RMSNorm, PReLU, embeddings, multi-head attention, torchvision's ViT) register
+themselves on import. A new kind is a :class:`LayerKind` subclass naming its module types,
+overriding what applies, and one :func:`register` call; see
+:mod:`autoprune.space.layer_kinds.base`.
 """
 
-from autoprune.space.layer_kinds import attention, channelwise, conv, embedding, linear  # noqa: F401  (registers them)
+from autoprune.space.layer_kinds import (  # noqa: F401  (registers them)
+    attention,
+    channelwise,
+    conv,
+    embedding,
+    linear,
+    vision_transformer,
+)
 from autoprune.space.layer_kinds.base import (
     UNKNOWN,
     CannotPrice,

@@ -9,13 +9,14 @@ the dependency graph traces it (:mod:`autoprune.space.graph`). A :class:`LayerKi
 holds all of that for one kind of layer, so a new kind is one subclass and one
 :func:`register` call instead of an edit in each of those modules.
 
-A module's kind is found by its class's method resolution order: the kind registered
-for the most specific class wins, so a kind for a subclass of ``nn.Linear`` overrides
-the linear kind for that subclass only. A module of no registered kind gets
-:data:`UNKNOWN`, whose defaults say what autoprune does with a layer it does not know:
-its parameters are a fixed cost while no group prunes it, pricing it pruned is
-refused, counting reports it as unsupported, and the level database refuses to
-reshape it.
+A module's kind is found by its class's method resolution order: the kind registered for
+the most specific class wins, so a kind for a subclass of ``nn.Linear`` overrides the
+linear kind for that subclass only. A kind may name its classes by import path
+(:attr:`LayerKind.type_names`) instead, for libraries autoprune does not import itself.
+A module of no registered kind gets :data:`UNKNOWN`, whose defaults say what autoprune
+does with a layer it does not know: its parameters are a fixed cost while no group
+prunes it, pricing it pruned is refused, counting reports it as unsupported, and the
+level database refuses to reshape it.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ class LayerKind:
 
     #: module classes of this kind (their subclasses too, unless those have a kind of their own)
     types: ClassVar[tuple[type[nn.Module], ...]] = ()
+    #: module classes of this kind named ``module.QualifiedName``, for libraries autoprune does
+    #: not import itself (torchvision); matched like :attr:`types`
+    type_names: ClassVar[tuple[str, ...]] = ()
     #: whether a prunable group may be rooted at this layer's output channels (the
     #: layers whose outputs the search sizes: convolutions, linear layers)
     root: ClassVar[bool] = False
@@ -138,6 +142,12 @@ class LayerKind:
         """Into how many equal blocks the layer splits its channels (a grouped convolution's
         ``groups``, attention heads): pruning removes the same positions in every block,
         keeping the block count, as Torch-Pruning's pruners do; 1 for no blocks."""
+        return 1
+
+    def channel_unit(self, module: nn.Module) -> int:
+        """How many consecutive channels the layer removes together (an attention head's
+        ``head_dim``): kept counts are multiples of it and pruning removes whole units,
+        ranked by their mean score; 1 for single channels."""
         return 1
 
     # -- pricing: the quadratic cost model -----------------------------------------------
@@ -182,11 +192,17 @@ class LayerKind:
         if any(True for _ in module.parameters(recurse=False)):
             raise UnsupportedModel(f"layer {name!r} of type {type(module).__name__}")
 
+    def after_pruning(self, module: nn.Module) -> None:
+        """Set what the module keeps of its children's widths once Torch-Pruning pruned them
+        (a ``hidden_dim`` its forward reshapes with); nothing for most kinds."""
+        return None
+
 
 #: the kind of a layer no registered kind describes
 UNKNOWN = LayerKind()
 
 _REGISTRY: dict[type[nn.Module], LayerKind] = {}
+_NAMED: dict[str, LayerKind] = {}
 
 
 def register(kind: LayerKind) -> LayerKind:
@@ -194,13 +210,16 @@ def register(kind: LayerKind) -> LayerKind:
 
     A class already taken by another kind is refused: :func:`unregister` that one first,
     so that no rule is replaced by accident."""
-    if not isinstance(kind, LayerKind) or not kind.types:
+    if not isinstance(kind, LayerKind) or not (kind.types or kind.type_names):
         raise ValueError(f"register takes a LayerKind with at least one type, got {kind!r}")
     taken = [t.__name__ for t in kind.types if _REGISTRY.get(t, kind) is not kind]
+    taken += [n for n in kind.type_names if _NAMED.get(n, kind) is not kind]
     if taken:
         raise ValueError(f"{type(kind).__name__}: {', '.join(taken)} already has a layer kind; unregister it first")
     for module_type in kind.types:
         _REGISTRY[module_type] = kind
+    for type_name in kind.type_names:
+        _NAMED[type_name] = kind
     logger.debug("layer kind %s registered for %s", type(kind).__name__, [t.__name__ for t in kind.types])
     return kind
 
@@ -209,12 +228,14 @@ def unregister(kind: LayerKind) -> None:
     """Forget ``kind`` for every class it was registered for."""
     for module_type in [t for t, k in _REGISTRY.items() if k is kind]:
         del _REGISTRY[module_type]
+    for type_name in [n for n, k in _NAMED.items() if k is kind]:
+        del _NAMED[type_name]
 
 
 def kind_of(module: nn.Module) -> LayerKind:
     """The registered kind of ``module``'s most specific class, or :data:`UNKNOWN`."""
     for cls in type(module).__mro__:
-        kind = _REGISTRY.get(cls)
+        kind = _REGISTRY.get(cls) or _NAMED.get(f"{cls.__module__}.{cls.__qualname__}")
         if kind is not None:
             return kind
     return UNKNOWN
