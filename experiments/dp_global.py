@@ -27,6 +27,11 @@ recipe) runs through ``searcher_comparison.py``, which knows ``dp`` and ``global
 
     python experiments/dp_global.py --part scaling
     python experiments/dp_global.py --part additivity --model resnet20 --data digits
+    python experiments/dp_global.py --part additivity --model resnet20 --data fashion-mnist \
+        --name dp_additivity_resnet20 --threads 1
+
+``--part additivity`` journals each run's row in ``results/NAME.jsonl``; a killed study
+run again keeps those rows and runs the rest.
 """
 
 from __future__ import annotations
@@ -104,13 +109,18 @@ def scaling(args: argparse.Namespace) -> None:
 def additivity(args: argparse.Namespace) -> None:
     import autoprune
 
-    rows = []
+    journal = RESULTS / f"{args.name}.jsonl"
+    kept = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    rows = [{k: v for k, v in r.items() if k != "report"} for r in kept]
+    done = {(r["budget"], r["searcher"]) for r in rows}
     for budget in args.budgets:
         runs = [("dp", {"distortion": measure, "additivity_checks": args.checks}, f"dp_{measure}")
                 for measure in args.measures]
         runs += [("global", {"importance": "magnitude"}, "global"), ("global", {"importance": "taylor"},
                                                                         "global_taylor"), ("uniform", {}, "uniform")]
         for searcher, options, label in runs:
+            if (budget, label) in done:  # journaled by an earlier, killed process
+                continue
             path = RUNS / f"dp_global-{args.model}-{args.data}-{budget.replace('=', '')}-{label}"
             if path.exists():
                 shutil.rmtree(path)
@@ -132,10 +142,10 @@ def additivity(args: argparse.Namespace) -> None:
                 "search_seconds": seconds,
             })
             print(rows[-1], flush=True)
-            with open(RESULTS / "dp_additivity.jsonl", "a") as handle:
+            with open(journal, "a") as handle:
                 handle.write(json.dumps({**rows[-1], "report": report}) + "\n")
     table = pd.DataFrame(rows)
-    table.to_csv(RESULTS / "dp_additivity.csv", index=False)
+    table.to_csv(RESULTS / f"{args.name}.csv", index=False)
     text = "\n".join([
         "# dp's additivity check on a real model, and its allocation next to global and uniform",
         "",
@@ -152,7 +162,7 @@ def additivity(args: argparse.Namespace) -> None:
         markdown(table),
         "",
     ])
-    (RESULTS / "dp_additivity.md").write_text(text)
+    (RESULTS / f"{args.name}.md").write_text(text)
     print(text)
 
 
@@ -171,12 +181,19 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--fidelity", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--name", default="dp_additivity",
+                        help="additivity: results file stem; rows already in its .jsonl are kept (delete it to "
+                             "start over)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.part == "scaling":
         scaling(args)
     else:
-        (RESULTS / "dp_additivity.jsonl").unlink(missing_ok=True)
         additivity(args)
 
 

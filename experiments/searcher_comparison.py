@@ -13,7 +13,8 @@ early stages on less training and data, which are not comparable):
 - ``darwin``: its last parent (``--pick searcher``); with a single draw of training
   randomness (``fresh_draws: false``) that is also the lowest held-out loss (its fitness);
 - ``tyr``: lowest KL divergence to the dense predictions (its fitness);
-- ``random``, ``uniform``, ``global``: highest held-out accuracy (``global``, ``uniform``: their one trial);
+- ``random``, ``uniform``, ``global``, ``optuna``: highest held-out accuracy (``global``, ``uniform``: their
+  one trial; ``optuna`` minimises held-out error by default);
 - ``dp``: highest held-out accuracy among its allocations (at the budget and at fractions below
   it); its probes are measurements, not trials, and never found.
 
@@ -67,7 +68,7 @@ DEFAULT_NAME = "searcher_comparison"
 #: (column, ascending) each searcher ranks its last-stage trials by
 FITNESS = {"darwin": ("loss", True), "tyr": ("kl_to_dense", True),
            "random": ("accuracy", False), "uniform": ("accuracy", False), "uniform_fine": ("accuracy", False),
-           "dp": ("accuracy", False), "global": ("accuracy", False)}
+           "dp": ("accuracy", False), "global": ("accuracy", False), "optuna": ("accuracy", False)}
 
 #: the level step of ``uniform_fine``: uniform pruning on a grid fine enough to use nearly
 #: all of the budget (on the default 1/16 grid, uniform stops at 3.6% of the FLOPs under
@@ -172,6 +173,20 @@ def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
     }
 
 
+def trials_text(rows: list[dict], args) -> str:
+    """How many trials the searches had: one number, or a pointer to the table when the
+    study's commands asked for different numbers (``trials`` counts what each run had)."""
+    asked = {int(a) for r in rows for a in _option(r.get("command", ""), "--trials")}
+    if len(asked) > 1:
+        return f"{', '.join(map(str, sorted(asked)))} trials asked by the commands (the `trials` column: what each run had)"
+    return f"{args.trials} trials per search (uniform needs one)"
+
+
+def _option(command: str, flag: str) -> list[str]:
+    words = shlex.split(command)
+    return [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
+
+
 def summarise(rows: list[dict], args) -> tuple[pd.DataFrame, str]:
     table = pd.DataFrame(rows)
     # baselines first in each budget, then searchers in the order rows arrived
@@ -193,7 +208,7 @@ def summarise(rows: list[dict], args) -> tuple[pd.DataFrame, str]:
         "",
         *command_and_machine("searcher_comparison.py", list(dict.fromkeys(
             r.get("command", command_line("searcher_comparison.py")) for r in rows))),
-        f"Task: {args.data} / {args.model}; {args.trials} trials per search (uniform needs one); every found model "
+        f"Task: {args.data} / {args.model}; {trials_text(rows, args)}; every found model "
         f"retrained {args.final_steps} steps (batch {args.batch_size}, lr {args.lr}, cosine) from the pruned dense "
         "weights, then scored on the test split. `acc_std` is over seeds (NaN with one seed); "
         "`vs_uniform_points` is the mean's difference to uniform's, in points; `uniform_fine` is uniform pruning "
@@ -207,7 +222,7 @@ def summarise(rows: list[dict], args) -> tuple[pd.DataFrame, str]:
     return summary, "\n".join(lines)
 
 
-def main() -> None:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--model", default="digitnet")
@@ -224,6 +239,11 @@ def main() -> None:
                              "described are those of the journal's first command)")
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help="results file stem; another name keeps its own run directories")
+    return parser
+
+
+def main() -> None:
+    parser = argument_parser()
     args = parser.parse_args()
     args.variants = dict(parse_variant(v) for v in args.variant)
     unknown = [s for s in args.searchers if s not in FITNESS and s not in args.variants]
@@ -237,12 +257,7 @@ def main() -> None:
     if args.summary_only:
         if not rows:
             raise SystemExit(f"{journal} holds no rows yet")
-        study = parser.parse_args([*shlex.split(rows[0]["command"])[2:], "--name", args.name])
-        for what in ("data", "model", "trials", "final_steps", "batch_size", "lr", "threads"):
-            setattr(args, what, getattr(study, what))  # describe the study, not this command's defaults
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        print(write_summary(rows, args))
+        print(rewrite_summary(args.name, parser))
         return
     done = {(r["budget"], r["searcher"], r["seed"]) for r in rows}
     task = prepare_task(model=args.model, data=args.data)
@@ -261,6 +276,20 @@ def main() -> None:
     # again at the end: another process may have added rows for other seeds meanwhile
     rows = [json.loads(line) for line in journal.read_text().splitlines()]
     print(write_summary(rows, args))
+
+
+def rewrite_summary(name: str, parser: argparse.ArgumentParser | None = None) -> str:
+    """Rewrite study ``name``'s tables from its journal, describing the task and recipe of
+    the journal's first command (other scripts that add rows to a study call this)."""
+    rows = read_journal(RESULTS / f"{name}.jsonl")
+    parser = parser or argument_parser()
+    ours = [shlex.split(r["command"]) for r in rows if "experiments/searcher_comparison.py" in r["command"]]
+    if not ours:
+        raise SystemExit(f"study {name!r} has no row of searcher_comparison.py to describe its task and recipe")
+    study = parser.parse_args([*ours[0][2:], "--name", name])
+    if study.threads:
+        torch.set_num_threads(study.threads)
+    return write_summary(rows, study)
 
 
 def write_summary(rows: list[dict], args) -> str:
