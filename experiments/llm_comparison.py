@@ -89,7 +89,9 @@ def one_run(args: argparse.Namespace, text: Path, budget: str, searcher: str, se
                                searcher_options=SEARCHER_OPTIONS[searcher], trials=trials, fidelity=0,
                                latency_repeats=0, seed=seed)
     seconds = time.perf_counter() - started
-    evaluated = sum(s["evaluated"] for s in run.info["sessions"])
+    # the journal, not the sessions: a session killed mid-search journaled trials but could not record itself
+    evaluated = sum(json.loads(line).get("kind", "trial") == "trial"
+                    for line in (run_dir / "trials.jsonl").read_text().splitlines() if line.strip())
     row = run.pick("auto")
     scores: dict[str, Any] = {}
     for label, steps in (("one_shot", 0), ("recovered", args.recovery_steps)):
@@ -120,7 +122,8 @@ def write_table(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace)
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, torch on CPU. "
         "Fitness: KL to the dense model on held-out text (training-free searches, fidelity 0); the pick is each "
         "run's own choice (`--pick auto`). Test perplexity on files no search saw; recovery = distillation to "
-        "the dense model, AdamW, batch 4 sequences.",
+        "the dense model, AdamW, batch 4 sequences. `evals`: trials in the run's journal; `search s`: the "
+        "sessions that ended (a session killed mid-search, then resumed, is missing from it).",
         "",
         "| budget | searcher | seed | params | FLOPs | val KL | test ppl one-shot | test ppl recovered | "
         "vs uniform one-shot | vs uniform recovered | evals | search s | evals/h |",
