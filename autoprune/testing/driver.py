@@ -9,6 +9,7 @@ tell the searcher exactly the same results.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,3 +119,28 @@ def drive(
         transcript.results.extend(results)
         searcher.tell(results)
     return transcript
+
+
+class SyntheticExecutor:
+    """An executor for :func:`autoprune.loop.run_loop` that scores jobs on a synthetic
+    quality, so a test drives the real loop (journal, replay, resume) in milliseconds; it
+    stops the run as a kill would (``KeyboardInterrupt``) once ``stop_after`` jobs ran."""
+
+    def __init__(self, quality: SeparableQuality, stop_after: int | None = None) -> None:
+        self.quality = quality
+        self.stop_after = stop_after
+        self.evaluated: list[int] = []
+
+    def run(self, jobs: list) -> Iterator[Result]:
+        for job in jobs:
+            if self.stop_after is not None and len(self.evaluated) >= self.stop_after:
+                raise KeyboardInterrupt
+            (result,) = evaluate([job], self.quality, first_trial_id=job.trial_id, fail_every=None)
+            result.eval_samples, result.parent = job.eval_samples, job.parent
+            result.metrics["steps"] = job.fidelity
+            self.finish(job, result)
+            self.evaluated.append(job.trial_id)
+            yield result
+
+    def finish(self, job: object, result: Result) -> None:
+        """What a test's executor adds to a result before it is told (nothing here)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,8 @@ import pytest
 
 from autoprune.errors import UserError
 from autoprune.searchers import make_searcher
-from autoprune.searchers.base import MEASUREMENT, TRIAL, Result
-from autoprune.testing.driver import drive, evaluate
+from autoprune.searchers.base import MEASUREMENT, TRIAL
+from autoprune.testing.driver import SyntheticExecutor, drive, evaluate
 from autoprune.testing.searcher_suite import SIZES, SUITE_GRID, build_case
 from autoprune.testing.synthetic import (
     SeparableQuality,
@@ -134,26 +133,7 @@ def test_coupled_chain_allocations_stay_within_budget() -> None:
 # ---- the real run loop: probes journaled, resumed without redoing, never on the front ------------
 
 
-class _Executor:
-    """Scores jobs on the synthetic quality; stops the run (as a kill would) after ``stop_after`` jobs."""
-
-    def __init__(self, quality: SeparableQuality, stop_after: int | None = None) -> None:
-        self.quality = quality
-        self.stop_after = stop_after
-        self.evaluated: list[int] = []
-
-    def run(self, jobs: list[Any]) -> Iterator[Result]:
-        for job in jobs:
-            if self.stop_after is not None and len(self.evaluated) >= self.stop_after:
-                raise KeyboardInterrupt
-            (result,) = evaluate([job], self.quality, first_trial_id=job.trial_id, fail_every=None)
-            result.eval_samples, result.parent = job.eval_samples, job.parent
-            result.metrics["steps"] = job.fidelity
-            self.evaluated.append(job.trial_id)
-            yield result
-
-
-def _loop(run_dir: Path, executor: _Executor, trials: int = 40) -> list[dict[str, Any]]:
+def _loop(run_dir: Path, executor: SyntheticExecutor, trials: int = 40) -> list[dict[str, Any]]:
     from autoprune.loop import run_loop  # imports torch (executors); only these tests need it
     from autoprune.store.journal import Journal
 
@@ -173,15 +153,15 @@ def test_probes_are_journaled_resumed_without_redoing_and_never_on_the_front(tmp
     from autoprune.store.front import pareto_front, trials_table
 
     problem, quality = _case(0.4)
-    whole = _loop(tmp_path / "whole", _Executor(quality))
+    whole = _loop(tmp_path / "whole", SyntheticExecutor(quality))
     measurements = [r for r in whole if r.get("kind") == MEASUREMENT]
     trials = [r for r in whole if "kind" not in r]
     assert len(measurements) > 40 > len(trials) > 0, "measurements do not count against --trials 40"
 
-    first = _Executor(quality, stop_after=20)
+    first = SyntheticExecutor(quality, stop_after=20)
     partial = _loop(tmp_path / "resumed", first)
     assert len(partial) == 20
-    second = _Executor(quality)
+    second = SyntheticExecutor(quality)
     resumed = _loop(tmp_path / "resumed", second)
     assert not set(second.evaluated) & {r["trial_id"] for r in partial}, "a journaled probe was evaluated again"
     strip = [{k: v for k, v in r.items() if k != "finished_at"} for r in resumed]

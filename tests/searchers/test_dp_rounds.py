@@ -7,7 +7,6 @@ round before pruned (its channels are gone)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -19,7 +18,7 @@ from autoprune.errors import UserError
 from autoprune.searchers import make_searcher
 from autoprune.searchers.base import MEASUREMENT, TRIAL, Problem, Result
 from autoprune.space.levels import LevelGrid
-from autoprune.testing.driver import drive, evaluate
+from autoprune.testing.driver import SyntheticExecutor, drive, evaluate
 from autoprune.testing.searcher_suite import SIZES, SUITE_GRID, SearcherTestCase, build_case
 from autoprune.testing.synthetic import (
     SeparableQuality,
@@ -140,31 +139,20 @@ def test_bad_round_options_name_the_argument(options: dict[str, Any], named: str
 # ---- the real run loop: parents' weights handed on, resumed mid-round ------------------------------
 
 
-class _Executor:
-    """Scores jobs on the synthetic quality, hands back a "state" naming the levels it was
-    trained at (so the test sees which weights a continued job received), and stops the
-    run as a kill would after ``stop_after`` jobs."""
+class _Executor(SyntheticExecutor):
+    """Hands back a "state" naming the levels each job was trained at, so the test sees
+    which weights a continued job received."""
 
     def __init__(self, quality: SeparableQuality, stop_after: int | None = None) -> None:
-        self.quality = quality
-        self.stop_after = stop_after
-        self.evaluated: list[int] = []
+        super().__init__(quality, stop_after)
         self.continued: list[tuple[list[int], list[int]]] = []
 
-    def run(self, jobs: list[Any]) -> Iterator[Result]:
+    def finish(self, job: Any, result: Result) -> None:
         import torch
 
-        for job in jobs:
-            if self.stop_after is not None and len(self.evaluated) >= self.stop_after:
-                raise KeyboardInterrupt
-            if job.parent is not None:
-                self.continued.append((job.init_state["levels"].tolist(), np.asarray(job.init_levels).tolist()))
-            (result,) = evaluate([job], self.quality, first_trial_id=job.trial_id, fail_every=None)
-            result.eval_samples, result.parent = job.eval_samples, job.parent
-            result.metrics["steps"] = job.fidelity
-            result.state = {"levels": torch.as_tensor(job.levels)} if job.keep_state else None
-            self.evaluated.append(job.trial_id)
-            yield result
+        if job.parent is not None:
+            self.continued.append((job.init_state["levels"].tolist(), np.asarray(job.init_levels).tolist()))
+        result.state = {"levels": torch.as_tensor(job.levels)} if job.keep_state else None
 
 
 def _loop(run_dir: Path, executor: _Executor) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -15,10 +14,10 @@ import pytest
 
 from autoprune.errors import UserError
 from autoprune.searchers import emo_pms_parts, make_searcher
-from autoprune.searchers.base import MEASUREMENT, TRIAL, Problem, Result
+from autoprune.searchers.base import MEASUREMENT, TRIAL, Problem
 from autoprune.searchers.emo_pms_parts import best_combinations
 from autoprune.space.stage_split import OUTPUT, StageSplit
-from autoprune.testing.driver import drive, evaluate
+from autoprune.testing.driver import SyntheticExecutor, drive
 from autoprune.testing.searcher_suite import SIZES, SUITE_GRID, SearcherTestCase
 from autoprune.testing.synthetic import (
     SeparableQuality,
@@ -187,26 +186,7 @@ def test_a_split_refuses_a_boundary_carrying_a_later_stages_group() -> None:
 # ---- the real run loop: measurements journaled and replayed on resume ---------------------
 
 
-class _Executor:
-    """Scores jobs on the synthetic quality; stops the run (as a kill would) after ``stop_after`` jobs."""
-
-    def __init__(self, quality: SeparableQuality, stop_after: int | None = None) -> None:
-        self.quality = quality
-        self.stop_after = stop_after
-        self.evaluated: list[int] = []
-
-    def run(self, jobs: list[Any]) -> Iterator[Result]:
-        for job in jobs:
-            if self.stop_after is not None and len(self.evaluated) >= self.stop_after:
-                raise KeyboardInterrupt
-            (result,) = evaluate([job], self.quality, first_trial_id=job.trial_id, fail_every=None)
-            result.eval_samples, result.parent = job.eval_samples, job.parent
-            result.metrics["steps"] = job.fidelity
-            self.evaluated.append(job.trial_id)
-            yield result
-
-
-def _loop(run_dir: Path, executor: _Executor) -> list[dict[str, Any]]:
+def _loop(run_dir: Path, executor: SyntheticExecutor) -> list[dict[str, Any]]:
     from autoprune.loop import run_loop  # imports torch (executors); only these tests need it
     from autoprune.store.journal import Journal
 
@@ -225,11 +205,11 @@ def _loop(run_dir: Path, executor: _Executor) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("stop_after", [3, 30])
 def test_a_run_killed_mid_search_resumes_by_replay(tmp_path: Path, stop_after: int) -> None:
     _, quality = _separable(0.4)
-    whole = _loop(tmp_path / "whole", _Executor(quality))
+    whole = _loop(tmp_path / "whole", SyntheticExecutor(quality))
     assert any(r.get("kind") == MEASUREMENT for r in whole) and any("kind" not in r for r in whole)
-    partial = _loop(tmp_path / "resumed", _Executor(quality, stop_after=stop_after))
+    partial = _loop(tmp_path / "resumed", SyntheticExecutor(quality, stop_after=stop_after))
     assert len(partial) == stop_after
-    second = _Executor(quality)
+    second = SyntheticExecutor(quality)
     resumed = _loop(tmp_path / "resumed", second)
     assert not set(second.evaluated) & {r["trial_id"] for r in partial}, "a journaled measurement was redone"
     strip = [{k: v for k, v in r.items() if k != "finished_at"} for r in resumed]
