@@ -17,6 +17,7 @@ by default); every worker reserves ``threads`` CPUs and runs torch with that man
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -184,7 +185,32 @@ def _start_local(ray: Any, *, workers: int | None, gpus_per_worker: float | None
     logger.info("started a local Ray instance with %d CPUs and %d GPUs", num_cpus, gpus)
 
 
+#: Ray starts worker processes at nice 15 unless told otherwise. In a private instance the
+#: workers do the run's work while the driver only waits, so at nice 15 any other program on
+#: the machine (a second study, a build) takes their cores and the run crawls.
+WORKER_NICENESS_VARIABLE = "RAY_worker_niceness"
+
+
+@contextmanager
+def _workers_at_normal_priority() -> Iterator[None]:
+    """Start the instance with ``RAY_worker_niceness=0`` unless the user chose a value; the
+    variable is read by the processes ``ray.init`` starts, and restored here afterwards."""
+    if WORKER_NICENESS_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[WORKER_NICENESS_VARIABLE] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(WORKER_NICENESS_VARIABLE, None)
+
+
 def _init_local(ray: Any, *, num_cpus: int, gpus: int) -> None:
+    with _workers_at_normal_priority():
+        _init_local_instance(ray, num_cpus=num_cpus, gpus=gpus)
+
+
+def _init_local_instance(ray: Any, *, num_cpus: int, gpus: int) -> None:
     ray.init(
         address="local",
         num_cpus=num_cpus,

@@ -47,3 +47,50 @@ def test_more_workers_than_cores_start_with_a_warning(two_idle_cores: None, capl
         cluster._start_local(ray, workers=3, gpus_per_worker=None, threads=1)
     assert ray.init_kwargs["num_cpus"] == 3
     assert "3 workers of 1 thread share this machine's 2 cores" in caplog.text and "--workers 2" in caplog.text
+
+
+class _RecordingEnvironment(_Ray):
+    def init(self, **kwargs: Any) -> None:
+        import os
+
+        super().init(**kwargs)
+        self.niceness = os.environ.get(cluster.WORKER_NICENESS_VARIABLE)
+
+
+def test_workers_of_a_private_instance_start_at_normal_priority_unless_the_user_chose(
+        two_idle_cores: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cluster.WORKER_NICENESS_VARIABLE, raising=False)
+    ray = _RecordingEnvironment()
+    cluster._start_local(ray, workers=None, gpus_per_worker=None, threads=1)
+    assert ray.niceness == "0"
+    import os
+
+    assert cluster.WORKER_NICENESS_VARIABLE not in os.environ  # restored after the start
+    monkeypatch.setenv(cluster.WORKER_NICENESS_VARIABLE, "10")
+    cluster._start_local(ray, workers=None, gpus_per_worker=None, threads=1)
+    assert ray.niceness == "10" and os.environ[cluster.WORKER_NICENESS_VARIABLE] == "10"
+
+
+_NICENESS_PROBE = """
+import os
+from autoprune.executors.ray_cluster import connect
+session = connect(workers=1, address=None, gpus_per_worker=None)
+import ray
+print("worker niceness", ray.get(ray.remote(num_cpus=1)(lambda: os.nice(0)).remote()))
+ray.shutdown()
+session.reaper.close()
+"""
+
+
+@pytest.mark.slow
+def test_a_real_private_instance_runs_its_workers_at_the_drivers_priority() -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if k != cluster.WORKER_NICENESS_VARIABLE}
+    done = subprocess.run([sys.executable, "-c", _NICENESS_PROBE], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"worker niceness {os.nice(0)}" in done.stdout
