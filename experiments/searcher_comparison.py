@@ -163,6 +163,7 @@ def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
     row = found_row(run)
     levels = levels_of(row, run.space.group_names)
     accuracy, _, final_seconds = final_accuracy(task, run, levels, args, seed)
+    additivity = (run.info.get("searcher_report") or {}).get("additivity") or {}  # dp's check
     return {
         "budget": budget, "searcher": searcher, "seed": seed, "levels": [int(v) for v in levels],
         "trial_id": int(row["trial_id"]), "flops_ratio": float(row["flops_ratio"]),
@@ -170,6 +171,8 @@ def study_row(args, task, budget: str, searcher: str, seed: int) -> dict:
         "search_seconds": float(sum(s["seconds"] for s in run.info["sessions"])),
         "final_test_acc": float(accuracy), "final_seconds": final_seconds,
         "command": command_line("searcher_comparison.py"),
+        **({"additivity_spearman": additivity.get("spearman"), "additivity_checked": additivity.get("checked")}
+           if additivity else {}),
     }
 
 
@@ -218,8 +221,22 @@ def summarise(rows: list[dict], args) -> tuple[pd.DataFrame, str]:
         "",
         markdown(summary),
         "",
+        *additivity_lines(table),
     ]
     return summary, "\n".join(lines)
+
+
+def additivity_lines(table: pd.DataFrame) -> list[str]:
+    """dp's additivity check per run: the rank correlation of each multi-group candidate's
+    measured distortion with the sum of its groups' single-group curves."""
+    if "additivity_spearman" not in table or table["additivity_spearman"].isna().all():
+        return []
+    lines = ["dp's additivity check (Spearman between measured distortion and the summed single-group curves, "
+             "over the multi-group candidates each run measured):", ""]
+    for _, row in table.dropna(subset=["additivity_spearman"]).iterrows():
+        lines.append(f"- {row['budget']} {row['searcher']} seed {row['seed']}: {row['additivity_spearman']:.3f} "
+                     f"over {int(row['additivity_checked'])} candidates")
+    return [*lines, ""]
 
 
 def argument_parser() -> argparse.ArgumentParser:
