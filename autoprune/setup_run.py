@@ -114,6 +114,7 @@ def evaluator_config(config: SearchConfig) -> EvaluatorConfig:
         latency_batch_size=config.latency_batch_size,
         device=config.device,
         feature_distortion=needs_feature_distortion(config),
+        measurement_training=measurement_training(config),
         **latency_settings(config),
     )
 
@@ -125,6 +126,14 @@ def needs_feature_distortion(config: SearchConfig) -> bool:
 
     searcher = SEARCHERS.get(config.searcher)
     return searcher is not None and searcher.needs_feature_distortion(config.searcher_options)
+
+
+def measurement_training(config: SearchConfig) -> str:
+    """How the run's searcher wants its measurements retrained (``Searcher.measurement_training``)."""
+    from autoprune.searchers import SEARCHERS
+
+    searcher = SEARCHERS.get(config.searcher)
+    return "task" if searcher is None else searcher.measurement_training(config.searcher_options)
 
 
 def stages_provider(dense: nn.Module, example_input: torch.Tensor,

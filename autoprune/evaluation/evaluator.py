@@ -46,6 +46,10 @@ class EvaluationFailed(Exception):
     """The candidate could not be scored (diverged, out of memory, could not be built)."""
 
 
+#: how measurements may retrain (``EvaluatorConfig.measurement_training``)
+MEASUREMENT_TRAININGS = ("task", "features")
+
+
 @dataclass(frozen=True)
 class EvaluatorConfig:
     """How a candidate is scored; ``fidelity`` is the default number of retraining steps."""
@@ -71,8 +75,18 @@ class EvaluatorConfig:
     #: :mod:`autoprune.evaluation.features`; one more pass of the dense and the pruned
     #: model over the scored samples), for searchers that divide the network (``emo-pms``)
     feature_distortion: bool = False
+    #: how a searcher's measurements retrain their ``fidelity`` steps: ``task`` as trials do,
+    #: or ``features``, mimicking the dense features at the pruned stages' boundaries
+    #: (:meth:`~autoprune.evaluation.features.FeatureDistortion.mimic`; EMO-PMS's optional
+    #: training), which needs ``feature_distortion``
+    measurement_training: str = "task"
 
     def __post_init__(self) -> None:
+        if self.measurement_training not in MEASUREMENT_TRAININGS:
+            raise ValueError(f"measurement_training must be one of {list(MEASUREMENT_TRAININGS)}, "
+                             f"got {self.measurement_training!r}")
+        if self.measurement_training == "features" and not self.feature_distortion:
+            raise ValueError("measurement_training 'features' needs feature_distortion, which defines the features")
         if self.fidelity < 0:
             raise ValueError(f"fidelity must be >= 0 retraining steps, got {self.fidelity}")
         if self.bn_batches < 0:
@@ -180,6 +194,7 @@ class Evaluator:
         init_state: dict[str, torch.Tensor] | None = None,
         init_levels: np.ndarray | None = None,
         progress: Progress | None = None,
+        measurement: bool = False,
     ) -> Evaluated:
         """Materialise ``levels`` and retrain it ``fidelity`` steps (continuing from
         ``init_state`` when given, with a fresh schedule for the new steps), then score it on
@@ -187,14 +202,15 @@ class Evaluator:
         ``init_levels``: the levels ``init_state`` was trained at when they are not ``levels``
         (every group keeping at most as many channels): its weights are narrowed to
         ``levels``, the channels ``levels`` keeps being a subset of those it kept, and
-        BatchNorm statistics are recalibrated. Raises :class:`EvaluationFailed` when it cannot."""
+        BatchNorm statistics are recalibrated. ``measurement``: a searcher's measurement, which
+        retrains as ``measurement_training`` says. Raises :class:`EvaluationFailed` when it cannot."""
         with torch.random.fork_rng(devices=[]):
             return self._run(levels, fidelity=fidelity, seed=seed, eval_samples=eval_samples, init_state=init_state,
-                             init_levels=init_levels, progress=progress)
+                             init_levels=init_levels, progress=progress, measurement=measurement)
 
     def _run(self, levels: np.ndarray, *, fidelity: int, seed: int, eval_samples: int | None,
              init_state: dict[str, torch.Tensor] | None, init_levels: np.ndarray | None = None,
-             progress: Progress | None = None) -> Evaluated:
+             progress: Progress | None = None, measurement: bool = False) -> Evaluated:
         started = time.perf_counter()
         narrowed = (init_state is not None and init_levels is not None
                     and not np.array_equal(self.space.kept_counts(init_levels), self.space.kept_counts(levels)))
@@ -227,8 +243,15 @@ class Evaluator:
                                        reference=self._dense_logits, placement=self.placement)
                         model.train()
                         progress.report(steps_done, scores)
-            outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed,
-                            teacher=self._distillation_teacher(), placement=self.placement, on_step=on_step)
+            if measurement and cfg.measurement_training == "features" and self._features is not None:
+                outcome = self._features.mimic(model, keep, steps=fidelity, config=cfg.train, seed=seed)
+                if outcome.steps and not outcome.diverged:  # statistics for the weights it learnt
+                    bn_samples += recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
+                                                        batch_size=cfg.train.batch_size, seed=seed,
+                                                        placement=self.placement)
+            else:
+                outcome = train(model, self.data, steps=fidelity, config=cfg.train, seed=seed,
+                                teacher=self._distillation_teacher(), placement=self.placement, on_step=on_step)
             if outcome.diverged:
                 raise EvaluationFailed(f"retraining diverged: loss {outcome.final_loss} at step {outcome.steps}")
             trained = time.perf_counter()

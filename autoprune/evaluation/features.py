@@ -16,6 +16,14 @@ EMO-PMS reads the metric of one stage from a candidate pruned only inside that s
 every stage before it is dense, so it reads exactly the dense features, which is the
 paper's condition that each pruned sub-network must process the dense output of the one
 before it. Reported as ``feature_distortion:<boundary>`` metrics (``output`` for the logits).
+
+:meth:`FeatureDistortion.mimic` is the paper's optional feature-mimicking training: a few
+steps in which the pruned stages learn to reproduce the dense features at their own
+boundaries, the same normalised error as the loss. Only the pruned stages learn: the
+features entering the first of them are detached (the stages before stay exactly dense)
+and the forward pass stops at the last one's boundary (the stages after are untouched).
+The model stays in eval mode, so BatchNorm normalises with the statistics recalibrated
+for the pruned model, and no running statistics move while it learns.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import torch
 from torch import nn
 
 from autoprune.data.base import TaskData
-from autoprune.evaluation.training import Placement
+from autoprune.evaluation.training import Placement, TrainConfig, TrainOutcome, batch_indices, lr_at
 from autoprune.space.search_space import SearchSpace
 from autoprune.space.stage_split import OUTPUT, StageSplit
 from autoprune.space.stages import find_stages
@@ -37,6 +45,11 @@ logger = logging.getLogger(__name__)
 #: the prefix of the metrics this module reports, followed by the boundary's name
 METRIC_PREFIX = "feature_distortion:"
 BATCH_SIZE = 256
+#: Adam's learning rate for feature mimicking (warm-up and cosine as in retraining). The
+#: error is normalised by the features' variance, but its gradients still differ in scale
+#: from a classification loss (SGD at the retraining rate diverged on the digits network);
+#: Adam's steps do not depend on that scale.
+MIMIC_LR = 1e-3
 
 
 def metric_name(boundary: str) -> str:
@@ -93,6 +106,73 @@ class FeatureDistortion:
                     sums[boundary].add(self._widen(pruned[boundary], dense[boundary], s, keep), dense[boundary])
         return {metric_name(b): sums[b].value() for b in self.split.boundaries}
 
+    def mimic(self, model: nn.Module, keep: dict[str, list[int]], *, steps: int, config: TrainConfig,
+              seed: int) -> TrainOutcome:
+        """Train the stages that ``keep`` prunes for ``steps`` mini-batches (``config``'s batch
+        size and warm-up; Adam at :data:`MIMIC_LR`) to reproduce the dense model's features
+        at their boundaries (see the module docstring); nothing to learn, and no step taken,
+        when no group is pruned."""
+        assert self.split is not None
+        pruned = sorted({self.split.owner[g] for g, group in enumerate(self.space.groups)
+                         if len(keep.get(group.name, range(group.size))) < group.size})
+        if steps <= 0 or not pruned:
+            return TrainOutcome(steps=0, samples=0, final_loss=float("nan"), diverged=False)
+        first, last = pruned[0], pruned[-1]
+        schedule = TrainConfig(lr=MIMIC_LR, batch_size=config.batch_size, warmup_fraction=config.warmup_fraction)
+        targets = list(range(first, last + 1))
+        optimizer = torch.optim.Adam(model.parameters(), lr=MIMIC_LR)
+        model.eval()
+        loss_value, samples = float("nan"), 0
+        for step, idx in enumerate(batch_indices(len(self.data.train), config.batch_size, steps, seed)):
+            x = self.placement.batch(self.data, self.data.train.x[idx])
+            with torch.no_grad():
+                dense = self._features(self._dense, x)
+            learnt = self._learnt_features(model, x, detach_after=first - 1, stop_after=last)
+            loss = sum(_normalised_error(self._widen(learnt[self.split.boundaries[s]],
+                                                     dense[self.split.boundaries[s]], s, keep),
+                                         dense[self.split.boundaries[s]]) for s in targets)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, steps, schedule)
+            loss_value = float(loss.detach())
+            samples += len(idx)
+            if not torch.isfinite(loss.detach()):
+                return TrainOutcome(steps=step + 1, samples=samples, final_loss=loss_value, diverged=True)
+            optimizer.zero_grad(set_to_none=True)  # parameters outside the pruned stages get no gradient
+            loss.backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return TrainOutcome(steps=steps, samples=samples, final_loss=loss_value, diverged=False)
+
+    def _learnt_features(self, model: nn.Module, x: torch.Tensor, *, detach_after: int,
+                         stop_after: int) -> dict[str, torch.Tensor]:
+        """``model``'s features at the boundaries up to ``stop_after``, with gradients; the
+        output of boundary ``detach_after`` (-1: none) is detached, and the pass ends at
+        ``stop_after``'s boundary when that is not the output."""
+        assert self.split is not None
+        modules = dict(model.named_modules())
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        for s, boundary in enumerate(self.split.boundaries[: stop_after + 1]):
+            if boundary == OUTPUT:
+                continue
+
+            def hook(_m: nn.Module, _i: object, output: torch.Tensor, name: str = boundary,
+                     detach: bool = s == detach_after, stop: bool = s == stop_after) -> torch.Tensor:
+                captured[name] = output.float()
+                if stop:
+                    raise _StopForward
+                return output.detach() if detach else output
+            handles.append(modules[boundary].register_forward_hook(hook))
+        try:
+            with self.placement.autocast():
+                captured[OUTPUT] = model(x).float()
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
+
     def _features(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         assert self.split is not None
         modules = dict(model.named_modules())
@@ -120,6 +200,13 @@ class FeatureDistortion:
         if kept is None or len(kept) != pruned.shape[1] or pruned.shape[2:] != dense.shape[2:]:
             raise ValueError(f"the features at {self.split.boundaries[stage]} have shape {tuple(pruned.shape)}, "
                              f"the dense model's {tuple(dense.shape)}, and no group says which channels remain")
-        wide = torch.zeros_like(dense)
-        wide[:, torch.as_tensor(kept, device=dense.device)] = pruned
-        return wide
+        return torch.zeros_like(dense).index_copy(1, torch.as_tensor(kept, device=dense.device), pruned)
+
+
+class _StopForward(Exception):
+    """Ends a forward pass at the last boundary :meth:`FeatureDistortion.mimic` trains."""
+
+
+def _normalised_error(pruned: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``sum((pruned - dense)**2) / sum((dense - mean(dense))**2)``, differentiable in ``pruned``."""
+    return (pruned - dense).pow(2).sum() / (dense - dense.mean()).pow(2).sum().clamp_min(1e-12)

@@ -7,7 +7,7 @@ final fine-tuning at export, so all three follow one recipe.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,12 +90,31 @@ class TrainOutcome:
     diverged: bool
 
 
-def _lr_at(step: int, total: int, config: TrainConfig) -> float:
+def lr_at(step: int, total: int, config: TrainConfig) -> float:
     warmup = max(1, int(config.warmup_fraction * total))
     if step < warmup:
         return config.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def sgd(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """The optimiser of every retraining: SGD with Nesterov momentum and weight decay."""
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+                           weight_decay=config.weight_decay)
+
+
+def batch_indices(n: int, batch_size: int, steps: int, seed: int) -> Iterator[torch.Tensor]:
+    """The training-sample indices of each of ``steps`` mini-batches: epochs of a seeded
+    shuffle, a new one whenever the rest of the current one cannot fill a batch."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    cursor = 0
+    for _ in range(steps):
+        if cursor + batch_size > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        yield order[cursor: cursor + batch_size]
+        cursor += batch_size
 
 
 def train(
@@ -123,25 +142,15 @@ def train(
     distilling = config.distill_weight > 0 and teacher is not None
     if steps <= 0:
         return TrainOutcome(steps=0, samples=0, final_loss=float("nan"), diverged=False)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
-    )
+    optimizer = sgd(model, config)
     model.train()
-    n = len(data.train)
-    order = torch.randperm(n, generator=generator)
-    cursor = 0
     loss_value = float("nan")
     samples = 0
-    for step in range(steps):
-        if cursor + config.batch_size > n:
-            order, cursor = torch.randperm(n, generator=generator), 0
-        idx = order[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
+    for step, idx in enumerate(batch_indices(len(data.train), config.batch_size, steps, seed)):
         x = placement.batch(data, data.train.x[idx])
         y = data.train.y[idx].to(placement.device)
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, steps, config)
+            group["lr"] = lr_at(step, steps, config)
         with placement.autocast():
             logits, auxiliary = split_output(model(x))
             logits = logits.float()

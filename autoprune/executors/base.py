@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from autoprune.evaluation.evaluator import EvaluationFailed, Evaluator
-from autoprune.searchers.base import TRIAL, Result
+from autoprune.searchers.base import MEASUREMENT, TRIAL, Result
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def run_job(evaluator: Evaluator, job: Job) -> Result:
               "eval_samples": job.eval_samples, "parent": job.parent, "draw": job.draw}
     try:
         evaluated = evaluator.run(job.levels, fidelity=job.fidelity, seed=job.seed, eval_samples=job.eval_samples,
-                                  init_state=job.init_state, init_levels=job.init_levels)
+                                  init_state=job.init_state, init_levels=job.init_levels,
+                                  measurement=job.kind == MEASUREMENT)
         state = {k: v.detach().cpu() for k, v in evaluated.model.state_dict().items()} if job.keep_state else None
         return Result(status="ok", metrics=evaluated.metrics, state=state, **common)
     except EvaluationFailed as exc:

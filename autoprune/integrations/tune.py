@@ -68,7 +68,7 @@ from autoprune.evaluation.evaluator import EvaluationFailed, Progress
 from autoprune.integrations.pruning import Pruning
 from autoprune.loop import MAX_IDLE_ASKS, draw_seed
 from autoprune.searchers import make_searcher
-from autoprune.searchers.base import TRIAL, Proposal, Result, Searcher
+from autoprune.searchers.base import MEASUREMENT, TRIAL, Proposal, Result, Searcher
 from autoprune.store.journal import record_to_result, result_to_record
 
 logger = logging.getLogger(__name__)
@@ -429,6 +429,8 @@ def evaluate_trial(config: dict[str, Any], shipped: TrainablePayload) -> None:
                                   "eval_samples": config.get("eval_samples"), "init_state": init_state}
         if config.get("init_levels") is not None:  # a parent continued at deeper levels (dp's rounds)
             kwargs["init_levels"] = np.array(config["init_levels"], dtype=np.int64)
+        if config.get("kind", TRIAL) == MEASUREMENT:  # trains as the run's measurements do
+            kwargs["measurement"] = True
         if shipped.report_every is not None and "progress" in inspect.signature(evaluator.run).parameters:
             kwargs["progress"] = Progress(every=shipped.report_every, report=report)
         evaluated = evaluator.run(levels, **kwargs)  # EvaluationFailed: the trial errs, and is journaled failed
@@ -445,6 +447,7 @@ def _run_job(runner: Any, config: dict[str, Any], levels: np.ndarray, init_state
     job = Job(trial_id=int(config["autoprune_trial"]), levels=levels, fidelity=int(config["fidelity"]),
               seed=int(config["seed"]), eval_samples=config.get("eval_samples"), parent=config.get("parent"),
               draw=int(config.get("draw", 0)), init_state=init_state, keep_state=False,
+              kind=str(config.get("kind", TRIAL)),
               init_levels=None if config.get("init_levels") is None else np.array(config["init_levels"]))
     result = runner(job)
     if not result.ok:

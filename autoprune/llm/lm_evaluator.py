@@ -295,12 +295,14 @@ class LMEvaluator:
         eval_samples: int | None = None,
         init_state: dict[str, torch.Tensor] | None = None,
         init_levels: np.ndarray | None = None,
+        measurement: bool = False,
     ) -> Evaluated:
         """Build ``levels``, distil it ``fidelity`` steps (continuing from ``init_state`` when
         given, with a fresh schedule), then score it on ``eval_samples`` held-out sequences.
         ``init_levels`` (the levels ``init_state`` was trained at) must keep what ``levels``
         keeps: narrowing a language model's trained weights to deeper levels is not built.
-        Raises :class:`EvaluationFailed` when it cannot."""
+        A searcher's ``measurement`` trains as a trial does (language models have no
+        feature-mimicking training). Raises :class:`EvaluationFailed` when it cannot."""
         if (init_state is not None and init_levels is not None
                 and not np.array_equal(np.asarray(init_levels), np.asarray(levels))):
             raise EvaluationFailed("a language model cannot continue a trial at other levels than its own "

@@ -200,6 +200,14 @@ class Searcher(ABC):
         stage boundary (:mod:`autoprune.evaluation.features`), e.g. for ``emo-pms``."""
         return False
 
+    @classmethod
+    def measurement_training(cls, options: dict[str, Any]) -> str:
+        """How the run's measurements retrain their ``fidelity`` steps: ``task`` (as trials
+        do) or ``features`` (mimicking the dense features at the pruned stages' boundaries,
+        :meth:`~autoprune.evaluation.features.FeatureDistortion.mimic`, which needs
+        :meth:`needs_feature_distortion`), e.g. for ``emo-pms`` with ``mimic_steps``."""
+        return "task"
+
     def live_checkpoints(self) -> set[int] | None:
         """Trial ids whose kept weights a later proposal may still continue (``parent``);
         the run deletes the others, so a staged search keeps a few checkpoints at a time

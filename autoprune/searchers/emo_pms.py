@@ -32,9 +32,12 @@ training loop.
    limits, so a run ends with a front of whole networks. These are trials, retrained at
    the run's ``--fidelity`` and scored like any other.
 
-Not built: the paper's optional feature-mimicking training of a sub-network before it
-is scored (members are scored as pruned, after BatchNorm recalibration), and language
-models, which have no stages here (refused in one sentence).
+The paper's optional feature-mimicking training: with ``mimic_steps`` > 0 every pruned
+measurement (search members and GPIR's) first trains that many steps to reproduce the
+dense features at its pruned stages' boundaries, only those stages learning
+(:meth:`~autoprune.evaluation.features.FeatureDistortion.mimic`); by default members are
+scored as pruned, after BatchNorm recalibration. Language models have no stages here and
+are refused in one sentence.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ class EmoPmsSearcher(Searcher):
     def needs_feature_distortion(cls, options: dict[str, Any]) -> bool:
         return True
 
+    @classmethod
+    def measurement_training(cls, options: dict[str, Any]) -> str:
+        steps = options.get("mimic_steps", 0)
+        return "features" if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else "task"
+
     def __init__(
         self,
         *,
@@ -94,6 +102,7 @@ class EmoPmsSearcher(Searcher):
         calibration_samples: int = 512,
         gpir_samples: int | None = None,
         budget_fractions: Sequence[float] = DEFAULT_FRACTIONS,
+        mimic_steps: int = 0,
     ) -> None:
         super().__init__(problem=problem, seed=seed)
         self.sub_networks = check_int("sub_networks", sub_networks, 1)
@@ -113,6 +122,7 @@ class EmoPmsSearcher(Searcher):
         self.mutation_eta = _positive("mutation_eta", mutation_eta)
         self.calibration_samples = check_int("calibration_samples", calibration_samples, 1)
         self.gpir_samples = None if gpir_samples is None else check_int("gpir_samples", gpir_samples, 1)
+        self.mimic_steps = check_int("mimic_steps", mimic_steps, 0)
         fractions = list(budget_fractions) if isinstance(budget_fractions, (list, tuple)) else None
         if (not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
                                  for f in fractions)):
@@ -142,7 +152,11 @@ class EmoPmsSearcher(Searcher):
 
     # -- asking --------------------------------------------------------------------
     def _measurement(self, levels: np.ndarray, samples: int | None) -> Proposal:
-        return Proposal(levels=levels, fidelity=0, eval_samples=samples, kind=MEASUREMENT)
+        """A pruned network measured, after ``mimic_steps`` of feature mimicking (the dense
+        one has nothing to learn and is measured as it is)."""
+        pruned = bool(np.any(self.space.kept_counts(levels) < self.space.kept_counts(self.space.dense_candidate())))
+        return Proposal(levels=levels, fidelity=self.mimic_steps if pruned else 0, eval_samples=samples,
+                        kind=MEASUREMENT)
 
     def _key(self, levels: np.ndarray, samples: int | None) -> tuple[tuple[int, ...], int | None]:
         return tuple(int(k) for k in self.space.kept_counts(levels)), samples
@@ -294,8 +308,9 @@ class EmoPmsSearcher(Searcher):
         k = self.split.n_stages
         most = k * self.pop_size * self.generations
         kept = "" if trials >= len(self.budget_fractions) else f"; --trials {trials} keeps only the first {trials}"
+        mimic = f", each after {self.mimic_steps} steps of feature mimicking" if self.mimic_steps else ""
         return (f"emo-pms: {k} sub-networks, each up to {self.generations} generations of {self.pop_size} "
-                f"(at most {most} measurements, then GPIR's; not counted in --trials), then up to "
+                f"(at most {most} measurements{mimic}, then GPIR's; not counted in --trials), then up to "
                 f"{len(self.budget_fractions)} whole networks{kept}")
 
     def report(self) -> dict[str, Any]:
@@ -312,4 +327,4 @@ class EmoPmsSearcher(Searcher):
                 "generations": self.generations, "crossover": self.crossover, "crossover_eta": self.crossover_eta,
                 "mutation": self.mutation, "mutation_eta": self.mutation_eta,
                 "calibration_samples": self.calibration_samples, "gpir_samples": self.gpir_samples,
-                "budget_fractions": list(self.budget_fractions)}
+                "budget_fractions": list(self.budget_fractions), "mimic_steps": self.mimic_steps}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from autoprune.cli import main
 
 COMMAND = ["-q", "search", "--budget", "flops=0.5", "--bn-batches", "1", "--fidelity", "3", "--seed", "2",
@@ -36,4 +38,21 @@ def test_emo_pms_searches_sub_networks_then_proposes_whole_networks(tmp_path: Pa
         in shown
     assert main(["-q", "search", "--resume", str(run)]) == 0
     assert "this session evaluated 0" in capsys.readouterr().out
+    assert [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()] == records
+
+
+@pytest.mark.slow
+def test_feature_mimicking_trains_the_measured_sub_networks_only(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main([*COMMAND, "--searcher-option", "mimic_steps=4", "--run-dir", str(run)]) == 0
+    records = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+    measurements = [r for r in records if r.get("kind") == "measurement"]
+    dense = [r for r in measurements if r["metrics"]["flops_ratio"] == 1.0]
+    pruned = [r for r in measurements if r["metrics"]["flops_ratio"] < 1.0]
+    assert dense and all(r["fidelity"] == 0 for r in dense) and pruned  # one per scoring sample count
+    assert all(r["fidelity"] == 4 and r["metrics"]["steps"] == 4 for r in pruned)
+    assert all(r["fidelity"] == 3 for r in records if "kind" not in r)  # whole networks retrain on the task
+    info = json.loads((run / "run.json").read_text())
+    assert info["evaluator"]["measurement_training"] == "features"
+    assert main(["-q", "search", "--resume", str(run)]) == 0
     assert [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()] == records

@@ -221,3 +221,19 @@ def test_plan_counts_the_measurements_apart_from_the_trials() -> None:
     searcher = make_searcher("emo-pms", problem=problem, seed=0, options={"pop_size": 8, "generations": 2})
     assert "3 sub-networks" in searcher.plan(40) and "at most 48 measurements" in searcher.plan(40)
     assert "--trials 3 keeps only the first 3" in searcher.plan(3)
+
+
+def test_mimic_steps_train_every_pruned_measurement_and_not_the_dense_one() -> None:
+    problem, quality = _separable(0.4)
+    searcher = make_searcher("emo-pms", problem=problem, seed=0, options={**SMALL, "mimic_steps": 7})
+    assert type(searcher).measurement_training({"mimic_steps": 7}) == "features"
+    assert type(searcher).measurement_training({}) == "task"
+    transcript = drive(searcher, quality, max_proposals=2000)
+    dense = problem.space.dense_candidate().tolist()
+    measured = [p for p in transcript.proposals if p.kind == MEASUREMENT]
+    assert {p.fidelity for p in measured if p.levels.tolist() == dense} == {0}
+    assert {p.fidelity for p in measured if p.levels.tolist() != dense} == {7}
+    assert searcher.options()["mimic_steps"] == 7
+    assert "each after 7 steps of feature mimicking" in searcher.plan(100)
+    with pytest.raises(UserError, match="mimic_steps"):
+        make_searcher("emo-pms", problem=problem, seed=0, options={"mimic_steps": -1})
