@@ -1,7 +1,7 @@
 """One place per layer kind: how each is traced, counted, priced, timed and reshaped.
 
 The built-in kinds (convolutions, linear layers, BatchNorm/InstanceNorm, LayerNorm,
-GroupNorm, RMSNorm, PReLU, embeddings, multi-head attention, torchvision's ViT and Swin) register
+GroupNorm, RMSNorm, PReLU, embeddings, multi-head attention, torchvision's ViT, Swin and MaxViT) register
 themselves on import. A new kind is a :class:`LayerKind` subclass naming its module types,
 overriding what applies, and one :func:`register` call; see
 :mod:`autoprune.space.layer_kinds.base`.
@@ -13,6 +13,7 @@ from autoprune.space.layer_kinds import (  # noqa: F401  (registers them)
     conv,
     embedding,
     linear,
+    maxvit,
     swin,
     vision_transformer,
 )

@@ -51,16 +51,56 @@ def _blocks(keep: list[int], size: int, count: int) -> list[int]:
     return [b * size + i for b in range(count) for i in keep]
 
 
+def whole_heads(idxs: Sequence[int], head_dim: int) -> None:
+    """Refuse channels that are not all of some heads' (``head_dim`` consecutive channels each)."""
+    heads = {int(i) // head_dim for i in idxs}
+    if len({int(i) for i in idxs}) != len(heads) * head_dim:
+        raise ValueError(f"attention channels {sorted(idxs)[:8]}... are not whole heads of {head_dim}")
+
+
+def cut_projections(pruner: BasePruningFunc, qkv: nn.Linear, proj: nn.Linear, keep: list[int]) -> None:
+    """Keep channels ``keep`` of a packed query/key/value projection (its rows in each of three
+    blocks, its columns) and of the output projection after it (rows and columns)."""
+    prune = pruner._prune_parameter_and_grad
+    width = qkv.in_features
+    qkv.weight = prune(prune(qkv.weight, _blocks(keep, width, 3), 0), keep, 1)
+    if qkv.bias is not None:
+        qkv.bias = prune(qkv.bias, _blocks(keep, width, 3), 0)
+    proj.weight = prune(prune(proj.weight, keep, 0), keep, 1)
+    if proj.bias is not None:
+        proj.bias = prune(proj.bias, keep, 0)
+    qkv.out_features, qkv.in_features = qkv.weight.shape
+    proj.out_features, proj.in_features = proj.weight.shape
+
+
+def price_windowed_attention(layer: PricedLayer, qkv: nn.Linear, proj: nn.Linear, window: int, *,
+                             flops: QuadraticCost, params: QuadraticCost) -> LinearCount:
+    """Price the projections and the score and value products of self-attention within windows
+    of ``window`` tokens over ``layer.positions`` tokens; returns the kept width."""
+    width = layer.n_shared(qkv.in_features)
+    tokens = layer.positions
+    params.add_product(width, width, 4)  # query, key and value projections, and the output projection
+    biases = (3 if qkv.bias is not None else 0) + (1 if proj.bias is not None else 0)
+    if biases:
+        params.add_count(width, biases)
+    flops.add_product(width, width, 4 * tokens)
+    flops.add_count(width, 2 * tokens * window)
+    return width
+
+
+def windowed_attention_macs(qkv: nn.Linear, proj: nn.Linear, window: int, tokens: int) -> int:
+    """MACs of the projections and the score and value products over ``tokens`` in windows."""
+    width = qkv.in_features
+    return tokens * width * (qkv.out_features + proj.out_features) + 2 * tokens * window * width
+
+
 class WindowAttentionPruner(BasePruningFunc):
     """Removes whole heads of a ``ShiftedWindowAttention(V2)``: the removed channels must be
     all of some heads' (``head_dim`` consecutive channels each)."""
 
     def check(self, layer: nn.Module, idxs: Sequence[int], to_output: bool) -> None:
         BasePruningFunc.check(self, layer, idxs, to_output)
-        head_dim = layer.qkv.in_features // layer.num_heads
-        heads = {int(i) // head_dim for i in idxs}
-        if len({int(i) for i in idxs}) != len(heads) * head_dim:
-            raise ValueError(f"attention channels {sorted(idxs)[:8]}... are not whole heads of {head_dim}")
+        whole_heads(idxs, layer.qkv.in_features // layer.num_heads)
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
         width = layer.qkv.in_features
@@ -68,15 +108,7 @@ class WindowAttentionPruner(BasePruningFunc):
         keep = _kept(width, idxs)
         heads = [h for h in range(layer.num_heads) if h * head_dim in keep]
         prune = self._prune_parameter_and_grad
-        qkv, proj = layer.qkv, layer.proj
-        qkv.weight = prune(prune(qkv.weight, _blocks(keep, width, 3), 0), keep, 1)
-        if qkv.bias is not None:
-            qkv.bias = prune(qkv.bias, _blocks(keep, width, 3), 0)
-        proj.weight = prune(prune(proj.weight, keep, 0), keep, 1)
-        if proj.bias is not None:
-            proj.bias = prune(proj.bias, keep, 0)
-        qkv.out_features, qkv.in_features = qkv.weight.shape
-        proj.out_features, proj.in_features = proj.weight.shape
+        cut_projections(self, layer.qkv, layer.proj, keep)
         if isinstance(getattr(layer, "relative_position_bias_table", None), nn.Parameter):  # V1: a column per head
             layer.relative_position_bias_table = prune(layer.relative_position_bias_table, heads, 1)
         if getattr(layer, "logit_scale", None) is not None:  # V2: a scale and a position MLP output per head
@@ -128,9 +160,7 @@ class WindowAttentionKind(LayerKind):
         return self.channel_unit(module)
 
     def macs(self, module: nn.Module, positions: int) -> int:
-        width = module.qkv.in_features
-        window = module.window_size[0] * module.window_size[1]
-        macs = positions * width * (module.qkv.out_features + module.proj.out_features) + 2 * positions * window * width
+        macs = windowed_attention_macs(module.qkv, module.proj, module.window_size[0] * module.window_size[1], positions)
         if _is_v2(module):
             offsets = module.relative_coords_table.numel() // module.relative_coords_table.shape[-1]
             macs += sum(offsets * m.in_features * m.out_features for m in _position_mlp(module))
@@ -138,17 +168,9 @@ class WindowAttentionKind(LayerKind):
 
     def price(self, layer: PricedLayer, *, flops: QuadraticCost, params: QuadraticCost) -> None:
         module = layer.module
-        full = module.qkv.in_features
-        head_dim = full // module.num_heads
-        width = layer.n_shared(full)
-        tokens = layer.positions
+        head_dim = module.qkv.in_features // module.num_heads
         window = module.window_size[0] * module.window_size[1]
-        params.add_product(width, width, 4)  # query, key and value projections, and the output projection
-        biases = (3 if module.qkv.bias is not None else 0) + (1 if module.proj.bias is not None else 0)
-        if biases:
-            params.add_count(width, biases)
-        flops.add_product(width, width, 4 * tokens)
-        flops.add_count(width, 2 * tokens * window)
+        width = price_windowed_attention(layer, module.qkv, module.proj, window, flops=flops, params=params)
         if not _is_v2(module):
             table = module.relative_position_bias_table
             params.add_count(width, Fraction(table.shape[0], head_dim))  # one column per head
