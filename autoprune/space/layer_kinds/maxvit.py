@@ -16,45 +16,24 @@ construction and is kept, so a pruned model scores as it was trained to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from fractions import Fraction
 
 from torch import nn
-from torch_pruning.pruner.function import BasePruningFunc
 
 from autoprune.space.cost import QuadraticCost
 from autoprune.space.layer_kinds.base import LayerKind, PricedLayer, register
-from autoprune.space.layer_kinds.swin import (
-    cut_projections,
-    price_windowed_attention,
-    whole_heads,
-    windowed_attention_macs,
-)
+from autoprune.space.layer_kinds.swin import PackedHeadsPruner, price_windowed_attention, windowed_attention_macs
 
 
-class RelativeAttentionPruner(BasePruningFunc):
-    """Removes whole heads of MaxViT's attention (``head_dim`` consecutive channels each)."""
+class RelativeAttentionPruner(PackedHeadsPruner):
+    """MaxViT's attention: per head, a column of its relative position bias table."""
 
-    def check(self, layer: nn.Module, idxs: Sequence[int], to_output: bool) -> None:
-        BasePruningFunc.check(self, layer, idxs, to_output)
-        whole_heads(idxs, layer.head_dim)
+    projections = ("to_qkv", "merge")
+    heads_attr = "n_heads"
 
-    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        removed = {int(i) for i in idxs}
-        keep = [i for i in range(layer.to_qkv.in_features) if i not in removed]
-        heads = [h for h in range(layer.n_heads) if h * layer.head_dim in keep]
-        cut_projections(self, layer.to_qkv, layer.merge, keep)
+    def cut_heads(self, layer: nn.Module, heads: list[int]) -> None:
         layer.relative_position_bias_table = self._prune_parameter_and_grad(layer.relative_position_bias_table,
                                                                             heads, 1)
-        layer.n_heads = len(heads)
-        return layer
-
-    prune_in_channels = prune_out_channels
-
-    def get_out_channels(self, layer: nn.Module) -> int:
-        return layer.to_qkv.in_features
-
-    get_in_channels = get_out_channels
 
 
 class RelativeAttentionKind(LayerKind):

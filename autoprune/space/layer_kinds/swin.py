@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -94,39 +95,59 @@ def windowed_attention_macs(qkv: nn.Linear, proj: nn.Linear, window: int, tokens
     return tokens * width * (qkv.out_features + proj.out_features) + 2 * tokens * window * width
 
 
-class WindowAttentionPruner(BasePruningFunc):
-    """Removes whole heads of a ``ShiftedWindowAttention(V2)``: the removed channels must be
-    all of some heads' (``head_dim`` consecutive channels each)."""
+class PackedHeadsPruner(BasePruningFunc):
+    """Removes whole heads of an attention layer whose input, heads and output are one width,
+    with a packed query/key/value projection (``projections``: its name and the output
+    projection's) and a head count in ``heads_attr``; :meth:`cut_heads` removes what the layer
+    holds per head. The removed channels must be all of some heads'."""
+
+    projections: ClassVar[tuple[str, str]] = ("qkv", "proj")
+    heads_attr: ClassVar[str] = "num_heads"
+
+    def _head_dim(self, layer: nn.Module) -> int:
+        return getattr(layer, self.projections[0]).in_features // getattr(layer, self.heads_attr)
 
     def check(self, layer: nn.Module, idxs: Sequence[int], to_output: bool) -> None:
         BasePruningFunc.check(self, layer, idxs, to_output)
-        whole_heads(idxs, layer.qkv.in_features // layer.num_heads)
+        whole_heads(idxs, self._head_dim(layer))
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        width = layer.qkv.in_features
-        head_dim = width // layer.num_heads
-        keep = _kept(width, idxs)
-        heads = [h for h in range(layer.num_heads) if h * head_dim in keep]
+        qkv, proj = (getattr(layer, name) for name in self.projections)
+        head_dim = self._head_dim(layer)
+        keep = _kept(qkv.in_features, idxs)
+        heads = [h for h in range(getattr(layer, self.heads_attr)) if h * head_dim in keep]
+        cut_projections(self, qkv, proj, keep)
+        self.cut_heads(layer, heads)
+        setattr(layer, self.heads_attr, len(heads))
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return getattr(layer, self.projections[0]).in_features
+
+    get_in_channels = get_out_channels
+
+    def cut_heads(self, layer: nn.Module, heads: list[int]) -> None:
+        """Keep only ``heads`` of what the layer holds per head."""
+        raise NotImplementedError
+
+
+class WindowAttentionPruner(PackedHeadsPruner):
+    """``ShiftedWindowAttention(V2)``: per head, V1's bias-table column, or V2's logit scale and
+    the output row of its position MLP."""
+
+    def cut_heads(self, layer: nn.Module, heads: list[int]) -> None:
         prune = self._prune_parameter_and_grad
-        cut_projections(self, layer.qkv, layer.proj, keep)
-        if isinstance(getattr(layer, "relative_position_bias_table", None), nn.Parameter):  # V1: a column per head
+        if isinstance(getattr(layer, "relative_position_bias_table", None), nn.Parameter):  # V1
             layer.relative_position_bias_table = prune(layer.relative_position_bias_table, heads, 1)
-        if getattr(layer, "logit_scale", None) is not None:  # V2: a scale and a position MLP output per head
+        if _is_v2(layer):
             layer.logit_scale = prune(layer.logit_scale, heads, 0)
             last = _position_mlp(layer)[-1]
             last.weight = prune(last.weight, heads, 0)
             if last.bias is not None:
                 last.bias = prune(last.bias, heads, 0)
             last.out_features = len(heads)
-        layer.num_heads = len(heads)
-        return layer
-
-    prune_in_channels = prune_out_channels
-
-    def get_out_channels(self, layer: nn.Module) -> int:
-        return layer.qkv.in_features
-
-    get_in_channels = get_out_channels
 
 
 def _position_mlp(layer: nn.Module) -> list[nn.Linear]:
