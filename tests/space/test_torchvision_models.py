@@ -159,8 +159,9 @@ def test_a_swin_transformer_loses_whole_heads_per_stage_and_is_priced_exactly(ve
     levels[space.group_names.index("features.2")] = 2
     pruned, _ = materialize(model, space, levels, x, never_prune=[])
     for block in pruned.features[3]:
-        assert (block.attn.num_heads, block.attn.qkv.weight.shape, block.attn.proj.weight.shape) == (2, (48, 16), (16, 16))
-        per_head = block.attn.logit_scale.shape[0] if version == 2 else block.attn.relative_position_bias_table.shape[1]
+        attention = block.attn
+        assert (attention.num_heads, attention.qkv.weight.shape, attention.proj.weight.shape) == (2, (48, 16), (16, 16))
+        per_head = attention.logit_scale.shape[0] if version == 2 else attention.relative_position_bias_table.shape[1]
         assert per_head == 2
     assert pruned.features[2].reduction.weight.shape == (16, 64) and pruned.head.in_features == 16
     assembled, _ = LevelDatabase.build(model, space, x, never_prune=[]).assemble(levels)  # checked against materialize
@@ -217,6 +218,13 @@ def test_windowed_attention_without_some_heads_computes_what_the_kept_heads_did(
         torch.testing.assert_close(pruned(x[..., kept]), expected)
 
 
+def test_the_windowed_attention_pruner_refuses_part_of_a_head() -> None:
+    from autoprune.space.layer_kinds.swin import WindowAttentionPruner
+
+    with pytest.raises(ValueError, match="not whole heads of 8"):
+        WindowAttentionPruner().prune_out_channels(_swin(1).features[3][0].attn, list(range(4)))
+
+
 def test_analysis_past_its_index_budget_is_refused_in_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Attention written out with reshapes outside the known kinds (Swin's and MaxViT's, before
     they had kinds) made Torch-Pruning's index lists grow on every pass; past the budget the
@@ -261,3 +269,4 @@ def test_every_classifier_is_built_exactly_or_refused_in_one_sentence(name: str)
         assert row["exact"] is True and row["train_forward"] is True, row
     elif row["outcome"] == "refused":
         assert "\n" not in row["detail"] and row["detail"].endswith((".", "]")), row
+

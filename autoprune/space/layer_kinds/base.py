@@ -126,8 +126,10 @@ class LayerKind:
     tp_pruner: ClassVar[tp.pruner.BasePruningFunc | None] = None
     #: whether the layer is one unit to autoprune: Torch-Pruning traces it as one step from its
     #: input to its output (:mod:`autoprune.space.opaque`) and its :attr:`tp_pruner` prunes
-    #: everything inside, and this kind prices and counts everything inside, so the cost model
-    #: and the counter skip its sub-layers (:func:`priced_modules`). For blocks whose insides
+    #: everything inside (without one, Torch-Pruning passes channels through it unchanged, as
+    #: through any step it does not know: a reshape that only moves tokens), and this kind
+    #: prices and counts everything inside, so the cost model, the counter and the latency
+    #: tables skip its sub-layers (:func:`priced_modules`). For blocks whose insides
     #: Torch-Pruning's index mapping cannot follow (Swin's windowed attention)
     opaque: ClassVar[bool] = False
 

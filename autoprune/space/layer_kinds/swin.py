@@ -107,13 +107,10 @@ class PackedHeadsPruner(BasePruningFunc):
     def _head_dim(self, layer: nn.Module) -> int:
         return getattr(layer, self.projections[0]).in_features // getattr(layer, self.heads_attr)
 
-    def check(self, layer: nn.Module, idxs: Sequence[int], to_output: bool) -> None:
-        BasePruningFunc.check(self, layer, idxs, to_output)
-        whole_heads(idxs, self._head_dim(layer))
-
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
         qkv, proj = (getattr(layer, name) for name in self.projections)
         head_dim = self._head_dim(layer)
+        whole_heads(idxs, head_dim)  # here, not in ``check``: a group calls this method directly
         keep = _kept(qkv.in_features, idxs)
         heads = [h for h in range(getattr(layer, self.heads_attr)) if h * head_dim in keep]
         cut_projections(self, qkv, proj, keep)
@@ -181,7 +178,8 @@ class WindowAttentionKind(LayerKind):
         return self.channel_unit(module)
 
     def macs(self, module: nn.Module, positions: int) -> int:
-        macs = windowed_attention_macs(module.qkv, module.proj, module.window_size[0] * module.window_size[1], positions)
+        window = module.window_size[0] * module.window_size[1]
+        macs = windowed_attention_macs(module.qkv, module.proj, window, positions)
         if _is_v2(module):
             offsets = module.relative_coords_table.numel() // module.relative_coords_table.shape[-1]
             macs += sum(offsets * m.in_features * m.out_features for m in _position_mlp(module))
