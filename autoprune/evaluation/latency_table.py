@@ -32,7 +32,7 @@ from autoprune.errors import UserError
 from autoprune.evaluation.allocator import keep_freed_memory
 from autoprune.evaluation.latency import measure_latency
 from autoprune.space.analysis import Coupling
-from autoprune.space.layer_kinds import kind_of
+from autoprune.space.layer_kinds import kind_of, priced_modules
 from autoprune.space.latency_model import LatencyModel, LayerTable
 from autoprune.space.search_space import SearchSpace
 from autoprune.store.files import write_json_atomic
@@ -49,8 +49,8 @@ def _input_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tu
 
         return hook
 
-    hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules()
-             if kind_of(module).timed(module)]
+    hooks = [module.register_forward_hook(record(name)) for name, module in priced_modules(model)
+             if kind_of(module).timed(module)]  # an opaque layer's sub-layers follow its widths, not their couplings
     try:
         with torch.no_grad():
             model.eval()(example_input[:1])

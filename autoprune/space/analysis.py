@@ -20,7 +20,7 @@ from autoprune.errors import UserError
 from autoprune.space.cost import LinearCount, QuadraticCost
 from autoprune.space.counting import layer_positions, uncounted_macs
 from autoprune.space.graph import TracedGroups, failure_reason, group_members, trace_groups
-from autoprune.space.layer_kinds import CannotPrice, PricedLayer, kind_of
+from autoprune.space.layer_kinds import CannotPrice, PricedLayer, kind_of, priced_modules
 from autoprune.space.levels import LevelGrid
 from autoprune.space.locate import LayerLocator, describe
 from autoprune.space.search_space import Group, SearchSpace
@@ -70,12 +70,12 @@ def analyse(
     if not groups and not refusals:
         raise UserError("the model has no prunable channels (every layer is excluded or has a single channel).")
     counts_in, counts_out = _channel_counts(traced, groups, refusals)
-    denominator = math.lcm(1, *(kind_of(m).channel_groups(m) for m in model.modules()))
+    denominator = math.lcm(1, *(kind_of(m).cost_denominator(m) for m in model.modules()))
     flops = QuadraticCost(n_groups=len(groups), denominator=denominator)
     params = QuadraticCost(n_groups=len(groups), denominator=denominator)
     loose = _price_loose_parameters(traced, groups, params)
     couplings: dict[str, Coupling] = {}
-    for name, module in model.named_modules():
+    for name, module in priced_modules(model):  # an opaque layer prices what is inside it
         layer = PricedLayer(name=name, module=module, count_in=counts_in.get(module), count_out=counts_out.get(module),
                             positions=positions.get(name, 0), priced_elsewhere=loose)
         try:

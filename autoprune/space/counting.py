@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from autoprune.space.layer_kinds import kind_of
+from autoprune.space.layer_kinds import kind_of, priced_modules
 
 
 @dataclass
@@ -42,18 +42,17 @@ def layer_positions(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
     batch = example_input.shape[0]
     hooks = []
 
-    def make_hook(name: str, out_dim: int):
-        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor | tuple) -> None:
+    def make_hook(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor | tuple) -> None:
             if isinstance(output, tuple):  # an attention layer's (output, weights)
                 output = output[0]
-            positions[name] = positions.get(name, 0) + output.numel() // (batch * out_dim)
+            positions[name] = positions.get(name, 0) + kind_of(module).output_positions(module, inputs, output, batch)
 
         return hook
 
     for name, module in model.named_modules():
-        out_dim = kind_of(module).position_channels(module)
-        if out_dim is not None:
-            hooks.append(module.register_forward_hook(make_hook(name, out_dim)))
+        if kind_of(module).position_channels(module) is not None:
+            hooks.append(module.register_forward_hook(make_hook(name)))
     was_training = model.training
     model.eval()
     try:
@@ -74,7 +73,7 @@ def count(model: nn.Module, example_input: torch.Tensor) -> Count:
     and counted by ``FlopCounterMode`` (:func:`uncounted_macs`)."""
     positions = layer_positions(model, example_input)
     flops = 0
-    for name, module in model.named_modules():
+    for name, module in priced_modules(model):
         flops += kind_of(module).macs(module, positions.get(name, 0)) or 0
     extra = uncounted_macs(model, example_input, positions)
     params = sum(p.numel() for p in model.parameters())
@@ -86,7 +85,7 @@ def uncounted_macs(model: nn.Module, example_input: torch.Tensor, positions: dic
     """MACs of each layer with parameters whose kind does not count its arithmetic, by
     ``FlopCounterMode``, less what the kinds count in its sub-layers (run only when such
     a layer exists)."""
-    unknown = [name for name, module in model.named_modules()
+    unknown = [name for name, module in priced_modules(model)
                if kind_of(module).macs(module, 0) is None and any(True for _ in module.parameters(recurse=False))]
     if not unknown:
         return {}
@@ -94,7 +93,7 @@ def uncounted_macs(model: nn.Module, example_input: torch.Tensor, positions: dic
     extra: dict[str, int] = {}
     for name in sorted(unknown, key=lambda n: -len(n.split(".")) if n else 0):  # innermost first
         inside = sum(kind_of(m).macs(m, positions.get(_join(name, n), 0)) or 0
-                     for n, m in model.get_submodule(name).named_modules())
+                     for n, m in priced_modules(model.get_submodule(name)))
         nested = sum(v for other, v in extra.items() if _inside(other, name))
         extra[name] = counted.per_module.get(name, 0) - inside - nested
     return extra

@@ -25,6 +25,7 @@ from torch import nn
 from autoprune.errors import UserError
 from autoprune.space.layer_kinds import kind_of, root_types, tp_pruners
 from autoprune.space.locate import LayerLocator, describe
+from autoprune.space.opaque import opaque_layers
 from autoprune.space.reshapes import HiddenChannelSplits
 
 
@@ -277,10 +278,9 @@ def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], *, order: l
     which layer named a group, so a space and a later analysis of its model disagreed."""
     visited: set[nn.Module] = set()
     skip = set(ignored) | set(graph.IGNORED_LAYERS_IN_TRACING)
-    roots = root_types()
     traced = set(graph.module2node)
     for module in [m for m in order if m in traced]:
-        if module in skip or module in visited or not isinstance(module, roots):
+        if module in skip or module in visited or not kind_of(module).root:  # named kinds too (torchvision's)
             continue
         pruner = graph.get_pruner_of_module(module)
         try:
@@ -355,7 +355,8 @@ def _build_graph(model: nn.Module, example_input: torch.Tensor, *,
                  train: bool) -> tuple[tp.DependencyGraph, dict[object, str]]:
     """Torch-Pruning's dependency graph of ``model`` traced at ``example_input``, in
     :func:`tracing_mode` where ``train``, with channel shuffles hidden
-    (:class:`HiddenChannelSplits`); and the hidden shuffles' autograd nodes with their layers.
+    (:class:`HiddenChannelSplits`) and opaque layers run as one step (:func:`opaque_layers`);
+    and the hidden shuffles' autograd nodes with their layers.
     The input goes in a tuple: given a bare tensor, Torch-Pruning first calls the model on
     the tensor unpacked along its batch dimension."""
     hidden = HiddenChannelSplits()
@@ -363,7 +364,7 @@ def _build_graph(model: nn.Module, example_input: torch.Tensor, *,
     def forward(module: nn.Module, inputs: tuple) -> object:  # Torch-Pruning sets eval mode before calling it
         hooks = hidden.watch(module)
         try:
-            with tracing_mode(module) if train else _eval(module), hidden:
+            with tracing_mode(module) if train else _eval(module), opaque_layers(module), hidden:
                 return module(*inputs)
         finally:
             for hook in hooks:

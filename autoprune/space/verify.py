@@ -25,7 +25,7 @@ from torch import nn
 
 from autoprune.errors import UserError
 from autoprune.space.counting import IndependentCount, independent_count, layer_positions, uncounted_macs
-from autoprune.space.layer_kinds import kind_of
+from autoprune.space.layer_kinds import kind_of, priced_modules
 from autoprune.space.locate import LayerLocator
 from autoprune.space.search_space import SearchSpace
 
@@ -39,7 +39,7 @@ def unpriced_layers(model: nn.Module, example_input: torch.Tensor, counted: Inde
     positions = layer_positions(model, example_input[:1])
     ours: dict[str, int] = {}
     extra = uncounted_macs(model, example_input, positions)
-    for name, module in model.named_modules():
+    for name, module in priced_modules(model):
         macs = (kind_of(module).macs(module, positions.get(name, 0)) or 0) + extra.get(name, 0)
         parts = name.split(".") if name else []
         for depth in range(len(parts) + 1):

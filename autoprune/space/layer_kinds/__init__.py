@@ -1,9 +1,9 @@
 """One place per layer kind: how each is traced, counted, priced, timed and reshaped.
 
 The built-in kinds (convolutions, linear layers, BatchNorm/InstanceNorm, LayerNorm,
-GroupNorm, RMSNorm, PReLU, embeddings, multi-head attention, torchvision's ViT) register
-themselves on import. A new kind is a :class:`LayerKind` subclass naming its module types,
-overriding what applies, and one :func:`register` call; see
+GroupNorm, RMSNorm, PReLU, embeddings, multi-head attention, torchvision's ViT, Swin and
+MaxViT) register themselves on import. A new kind is a :class:`LayerKind` subclass naming
+its module types, overriding what applies, and one :func:`register` call; see
 :mod:`autoprune.space.layer_kinds.base`.
 """
 
@@ -13,6 +13,8 @@ from autoprune.space.layer_kinds import (  # noqa: F401  (registers them)
     conv,
     embedding,
     linear,
+    maxvit,
+    swin,
     vision_transformer,
 )
 from autoprune.space.layer_kinds.base import (
@@ -22,11 +24,12 @@ from autoprune.space.layer_kinds.base import (
     PricedLayer,
     UnsupportedModel,
     kind_of,
+    priced_modules,
     register,
     root_types,
     tp_pruners,
     unregister,
 )
 
-__all__ = ["UNKNOWN", "CannotPrice", "LayerKind", "PricedLayer", "UnsupportedModel", "kind_of", "register", "root_types",
-           "tp_pruners", "unregister"]
+__all__ = ["UNKNOWN", "CannotPrice", "LayerKind", "PricedLayer", "UnsupportedModel", "kind_of", "priced_modules",
+           "register", "root_types", "tp_pruners", "unregister"]

@@ -22,6 +22,7 @@ level database refuses to reshape it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -123,6 +124,14 @@ class LayerKind:
     root: ClassVar[bool] = False
     #: how Torch-Pruning prunes this layer, for kinds it does not know itself (None: its own)
     tp_pruner: ClassVar[tp.pruner.BasePruningFunc | None] = None
+    #: whether the layer is one unit to autoprune: Torch-Pruning traces it as one step from its
+    #: input to its output (:mod:`autoprune.space.opaque`) and its :attr:`tp_pruner` prunes
+    #: everything inside (without one, Torch-Pruning passes channels through it unchanged, as
+    #: through any step it does not know: a reshape that only moves tokens), and this kind
+    #: prices and counts everything inside, so the cost model, the counter and the latency
+    #: tables skip its sub-layers (:func:`priced_modules`). For blocks whose insides
+    #: Torch-Pruning's index mapping cannot follow (Swin's windowed attention)
+    opaque: ClassVar[bool] = False
 
     # -- counting: the reference the cost model is held to -----------------------------
 
@@ -131,6 +140,12 @@ class LayerKind:
         positions (a convolution's ``H_out*W_out``, a linear layer's tokens); None
         for layers that need no positions."""
         return None
+
+    def output_positions(self, module: nn.Module, inputs: tuple, output: torch.Tensor, batch: int) -> int:
+        """Output positions per sample of one call (for layers with :meth:`position_channels`):
+        the output's elements per sample over its channels by default; a layer whose MACs
+        follow other positions (windows padded to whole windows) says so here."""
+        return output.numel() // (batch * self.position_channels(module))
 
     def macs(self, module: nn.Module, positions: int) -> int | None:
         """Multiply-accumulates of the layer for one input, given its output positions;
@@ -143,6 +158,13 @@ class LayerKind:
         ``groups``, attention heads): pruning removes the same positions in every block,
         keeping the block count, as Torch-Pruning's pruners do; 1 for no blocks."""
         return 1
+
+    def cost_denominator(self, module: nn.Module) -> int:
+        """A number that every fraction in the layer's prices divides into whole numbers (the
+        cost model's :attr:`~autoprune.space.cost.QuadraticCost.denominator` is the lcm over
+        layers): a grouped convolution's groups by default; a layer with one parameter row per
+        head, priced per kept channel, its head width."""
+        return self.channel_groups(module)
 
     def channel_unit(self, module: nn.Module) -> int:
         """How many consecutive channels the layer removes together (an attention head's
@@ -239,6 +261,18 @@ def kind_of(module: nn.Module) -> LayerKind:
         if kind is not None:
             return kind
     return UNKNOWN
+
+
+def priced_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``model.named_modules()`` less the sub-layers of :attr:`LayerKind.opaque` layers, whose
+    kinds price and count them: what the cost model and the counter walk."""
+    inside: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix) for prefix in inside):
+            continue
+        yield name, module
+        if kind_of(module).opaque:
+            inside.append(f"{name}." if name else "")
 
 
 def root_types() -> tuple[type[nn.Module], ...]:
