@@ -14,6 +14,7 @@ with fewer threads than a driver that has the whole machine.
 
 from __future__ import annotations
 
+import copy
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ from autoprune.evaluation.allocator import keep_freed_memory
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
 from autoprune.evaluation.latency import Latency, measure_latency
 from autoprune.evaluation.latency_table import build_latency_model
-from autoprune.evaluation.training import TrainConfig, measure, resolve_placement
+from autoprune.evaluation.training import TrainConfig, measure, recalibrate_batchnorm, resolve_placement
 from autoprune.executors.base import Executor
 from autoprune.executors.local import LocalExecutor
 from autoprune.searchers.base import Problem
@@ -117,6 +118,23 @@ def evaluator_config(config: SearchConfig) -> EvaluatorConfig:
         measurement_training=measurement_training(config),
         **latency_settings(config),
     )
+
+
+def score_dense(task: Task, *, bn_batches: int, batch_size: int, seed: int) -> dict[str, float]:
+    """The dense model's held-out accuracy and loss and its test accuracy, after the
+    BatchNorm recalibration every candidate gets (``bn_batches`` training batches), so
+    candidates are compared with a reference measured alike. ``bn_recalibration_samples``
+    says how many samples that took (0: the model has no BatchNorm, or ``bn_batches`` is 0);
+    when it is not 0, ``accuracy_as_given`` is the held-out accuracy with the model's own
+    statistics. The task's dense model itself is left as it is (it is the teacher)."""
+    model = copy.deepcopy(task.dense)
+    samples = recalibrate_batchnorm(model, task.data, batches=bn_batches, batch_size=batch_size, seed=seed)
+    accuracy, loss = measure(model, task.data, task.data.val)
+    test_accuracy, _ = measure(model, task.data, task.data.test)
+    scores = {"accuracy": accuracy, "loss": loss, "test_accuracy": test_accuracy, "bn_recalibration_samples": samples}
+    if samples:
+        scores["accuracy_as_given"] = measure(task.dense, task.data, task.data.val)[0]
+    return scores
 
 
 def needs_feature_distortion(config: SearchConfig) -> bool:
@@ -240,12 +258,17 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
     never_prune = list(task.space_config.never_prune)
     example = task.example_input()
     space, couplings = analysed["space"], analysed["couplings"]
-    val_accuracy, val_loss = measure(task.dense, task.data, task.data.val)
-    warn_if_near_chance(val_accuracy, task)  # a search of an untrained or misfed model is wasted
-    test_accuracy, _ = measure(task.dense, task.data, task.data.test)
+    try:
+        evaluation = evaluator_config(config)
+    except ValueError as exc:
+        raise UserError(f"{exc}.") from None
+    reference = score_dense(task, bn_batches=evaluation.bn_batches, batch_size=evaluation.train.batch_size,
+                            seed=config.seed)
+    # a search of an untrained or misfed model is wasted
+    warn_if_near_chance(reference["accuracy"], task, as_given=reference.get("accuracy_as_given"))
     try:
         evaluator = Evaluator(dense=task.dense, data=task.data, space=space, never_prune=never_prune,
-                              config=evaluator_config(config))
+                              config=evaluation)
     except ValueError as exc:  # e.g. --device cuda on a machine without CUDA
         raise UserError(f"{exc}; use --device auto or cpu.") from None
     executor = start_executor(evaluator) if start_executor is not None else LocalExecutor(evaluator)
@@ -260,8 +283,8 @@ def prepare(config: SearchConfig, *, start_executor: StartExecutor | None = None
         dense_latency, measured = executor.call(measure_reference_latency, request)
         latency_model = latency_model or measured
         dense_metrics: dict[str, float] = {
-            "accuracy": val_accuracy, "loss": val_loss, "test_accuracy": test_accuracy,
-            "flops": space.dense["flops"], "params": space.dense["params"], "latency_ms": dense_latency.median_ms,
+            **reference, "flops": space.dense["flops"], "params": space.dense["params"],
+            "latency_ms": dense_latency.median_ms,
         }
         if latency_model is not None:
             dense_metrics["predicted_latency_ms"] = float(latency_model.predict(space.dense_candidate())[0])

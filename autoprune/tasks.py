@@ -217,14 +217,24 @@ def _some(keys: list[str], shown: int = 3) -> str:
 NEAR_CHANCE = 0.1
 
 
-def warn_if_near_chance(accuracy: float, task: Task) -> bool:
+def warn_if_near_chance(accuracy: float, task: Task, *, as_given: float | None = None) -> bool:
     """Warn when the dense model is barely better than guessing, and say why it may be.
 
     Searching such a model wastes the whole run, and the usual causes are silent ones:
     untrained weights from a user factory, or inputs fed differently from how the
-    checkpoint was trained. Returns whether it warned."""
+    checkpoint was trained. ``accuracy`` is measured after BatchNorm recalibration, as
+    candidates are; ``as_given`` (when recalibrated) with the model's own statistics: near
+    chance only as given, the statistics are stale, which the run's recalibration repairs,
+    and the warning says so rather than blaming the inputs. Returns whether it warned."""
     chance = 1.0 / task.data.num_classes
-    if accuracy > chance + NEAR_CHANCE * (1.0 - chance):
+    near = chance + NEAR_CHANCE * (1.0 - chance)
+    if accuracy > near:
+        if as_given is not None and as_given <= near:
+            logger.warning("The dense model's held-out accuracy is %.4f with its own BatchNorm statistics but %.4f "
+                           "after recalibrating them on training batches, as every candidate is: its running "
+                           "statistics do not match its weights (trained briefly, or in another mode). The run "
+                           "compares candidates with %.4f.", as_given, accuracy, accuracy)
+            return True
         return False
     causes = []
     if task.weights_source == "factory":

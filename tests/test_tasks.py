@@ -141,3 +141,38 @@ def test_the_warning_names_accuracy_chance_and_causes(caplog) -> None:
     assert "accuracy is 0.3000, near chance (0.2500 for 4 classes)" in checkpoint
     assert "without --checkpoint" not in checkpoint
     assert "normalised per channel to mean 0 / std 1" in checkpoint
+
+
+def test_stale_batchnorm_statistics_are_named_not_the_inputs(caplog) -> None:
+    from autoprune.tasks import warn_if_near_chance
+
+    with caplog.at_level(logging.WARNING, logger="autoprune.tasks"):
+        assert warn_if_near_chance(0.81, _task(10, "factory"), as_given=0.10) is True
+        assert warn_if_near_chance(0.81, _task(10, "factory"), as_given=0.80) is False
+    (message,) = (r.getMessage() for r in caplog.records)
+    assert "0.1000 with its own BatchNorm statistics but 0.8100 after recalibrating" in message
+    assert "inputs" not in message
+
+
+# --- the dense reference is measured as candidates are --------------------------------------------
+
+
+def test_the_dense_model_is_scored_after_the_candidates_batchnorm_recalibration() -> None:
+    """A dense model whose running statistics do not fit its weights (here scrambled) scores
+    near chance as given; the reference, like every candidate, is scored after recalibration."""
+    from autoprune.setup_run import score_dense
+    from autoprune.tasks import prepare_task
+
+    task = prepare_task(model="digitnet", data="digits")
+    given = score_dense(task, bn_batches=0, batch_size=64, seed=0)
+    assert given["bn_recalibration_samples"] == 0 and "accuracy_as_given" not in given
+    for module in task.dense.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 5)
+            module.running_var.fill_(1e-4)
+    stale = dict(task.dense.state_dict())
+    scores = score_dense(task, bn_batches=8, batch_size=64, seed=0)
+    assert scores["bn_recalibration_samples"] == 8 * 64
+    assert scores["accuracy_as_given"] < 0.5 < scores["accuracy"]
+    assert abs(scores["accuracy"] - given["accuracy"]) < 0.05
+    assert all(torch.equal(v, stale[k]) for k, v in task.dense.state_dict().items())  # the teacher is untouched
