@@ -23,7 +23,7 @@ import torch_pruning as tp
 from torch import nn
 
 from autoprune.errors import UserError
-from autoprune.space.layer_kinds import kind_of, root_types, tp_pruners
+from autoprune.space.layer_kinds import kind_of, tp_pruners
 from autoprune.space.locate import LayerLocator, describe
 from autoprune.space.opaque import opaque_layers
 from autoprune.space.reshapes import HiddenChannelSplits
@@ -96,15 +96,13 @@ def output_layer_names(model: nn.Module, example_input: torch.Tensor, *, train: 
     model found different groups."""
     order: list[str] = []
     made: dict[int, tuple[str, weakref.ref]] = {}  # by id, and the output itself while it lives
-    roots = root_types()
-
     def record(_module: nn.Module, _args: tuple, output: object, _n: str = "") -> None:
         order.append(_n)
         if isinstance(output, torch.Tensor):
             made[id(output)] = (_n, weakref.ref(output))
 
     hooks = [module.register_forward_hook(lambda m, a, o, _n=name: record(m, a, o, _n))
-             for name, module in model.named_modules() if isinstance(module, roots)]
+             for name, module in model.named_modules() if kind_of(module).root]
     try:
         with torch.no_grad(), (tracing_mode(model) if train else _eval(model)):
             output = model(example_input)

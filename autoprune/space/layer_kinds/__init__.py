@@ -26,10 +26,9 @@ from autoprune.space.layer_kinds.base import (
     kind_of,
     priced_modules,
     register,
-    root_types,
     tp_pruners,
     unregister,
 )
 
 __all__ = ["UNKNOWN", "CannotPrice", "LayerKind", "PricedLayer", "UnsupportedModel", "kind_of", "priced_modules",
-           "register", "root_types", "tp_pruners", "unregister"]
+           "register", "tp_pruners", "unregister"]

@@ -275,11 +275,6 @@ def priced_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             inside.append(f"{name}." if name else "")
 
 
-def root_types() -> tuple[type[nn.Module], ...]:
-    """Classes at whose output channels a prunable group may be rooted."""
-    return tuple(t for t, kind in _REGISTRY.items() if kind.root)
-
-
 def tp_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:
     """Torch-Pruning pruners for the classes in ``model`` whose kind brings its own.
 
