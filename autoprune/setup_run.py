@@ -84,6 +84,12 @@ class Prepared:
             scores = channel_scores_provider(self.task.dense, self.task.data, self.space,
                                              never_prune=list(self.task.space_config.never_prune))
             stages = stages_provider(self.task.dense, self.task.example_input(), self.space)
+        else:  # language models: runs of decoder blocks
+            from autoprune.llm.features import lm_stage_split
+            from autoprune.llm.structure import find_structure
+
+            structure, space = find_structure(self.task.dense), self.space
+            stages = lambda: lm_stage_split(structure, space)  # noqa: E731
         return Problem(space=self.space, constraints=self.constraints, channel_scores=scores, stages=stages)
 
 

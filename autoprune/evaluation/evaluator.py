@@ -151,7 +151,8 @@ class Evaluator:
         if (config.cache_teacher_logits and config.train.distill_weight > 0
                 and len(data.train) * data.num_classes <= MAX_CACHED_LOGITS):
             self._teacher_cache = TeacherCache(self._teacher, len(data.train), data.num_classes)
-        self._features = (FeatureDistortion(dense=self._teacher, data=data, space=space, placement=self.placement)
+        self._features = (FeatureDistortion.for_images(dense=self._teacher, data=data, space=space,
+                                                       placement=self.placement)
                           if config.feature_distortion else None)
         self._database: LevelDatabase | None = None
         self._database_tried = not config.level_database
@@ -244,7 +245,8 @@ class Evaluator:
                         model.train()
                         progress.report(steps_done, scores)
             if measurement and cfg.measurement_training == "features" and self._features is not None:
-                outcome = self._features.mimic(model, keep, steps=fidelity, config=cfg.train, seed=seed)
+                outcome = self._features.mimic(model, keep, steps=fidelity, batch_size=cfg.train.batch_size,
+                                               warmup_fraction=cfg.train.warmup_fraction, seed=seed)
                 if outcome.steps and not outcome.diverged:  # statistics for the weights it learnt
                     bn_samples += recalibrate_batchnorm(model, self.data, batches=cfg.bn_batches,
                                                         batch_size=cfg.train.batch_size, seed=seed,

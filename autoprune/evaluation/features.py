@@ -2,7 +2,7 @@
 network's features where each stage ends.
 
 At every boundary of the model's :class:`~autoprune.space.stage_split.StageSplit` (and at
-its output, the logits), the pruned and the dense model run on the same held-out samples
+its output: an image model's logits, a language model's last hidden state), the pruned and the dense model run on the same held-out samples
 and their features there are compared as a normalised mean squared error,
 
     ``sum((pruned - dense)**2) / sum((dense - mean(dense))**2)``,
@@ -15,7 +15,13 @@ what the dropped channels carried counts as lost.
 EMO-PMS reads the metric of one stage from a candidate pruned only inside that stage:
 every stage before it is dense, so it reads exactly the dense features, which is the
 paper's condition that each pruned sub-network must process the dense output of the one
-before it. Reported as ``feature_distortion:<boundary>`` metrics (``output`` for the logits).
+before it. Reported as ``feature_distortion:<boundary>`` metrics (``output`` for the output).
+
+The measurement is the same for every model family; :class:`FeatureInputs` says how a
+family's batches are made and what its output is (images: :meth:`FeatureDistortion.for_images`
+with stages found by :mod:`autoprune.space.stages`; language models:
+:mod:`autoprune.llm.features`, whose stages are runs of decoder blocks). A boundary module
+may return a tuple (a transformer block): its first element is the features.
 
 :meth:`FeatureDistortion.mimic` is the paper's optional feature-mimicking training: a few
 steps in which the pruned stages learn to reproduce the dense features at their own
@@ -29,7 +35,10 @@ for the pruned model, and no running statistics move while it learns.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,57 +83,86 @@ class _Sums:
         return self.squared_error / variance_sum if variance_sum > 0 else float("inf")
 
 
+@dataclass(frozen=True)
+class FeatureInputs:
+    """How a model family feeds :class:`FeatureDistortion`: its batches and its output.
+
+    ``val_batches(limit)`` yields the first ``limit`` held-out inputs (all when None) in
+    batches, on the device; ``train_batch(indices)`` the training inputs at ``indices``
+    (of ``n_train``); ``output(model, x)`` the tensor compared at the :data:`OUTPUT`
+    boundary (a classifier's logits; a language model's last hidden state);
+    ``autocast()`` the precision context the forward passes run in."""
+
+    val_batches: Callable[[int | None], Iterator[torch.Tensor]]
+    train_batch: Callable[[torch.Tensor], torch.Tensor]
+    n_train: int
+    output: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+
+
 class FeatureDistortion:
     """Measures ``feature_distortion:<boundary>`` of pruned models against one dense model."""
 
-    def __init__(self, *, dense: nn.Module, data: TaskData, space: SearchSpace, placement: Placement) -> None:
-        """``dense`` is the dense model already on the placement's device (the evaluator's
+    def __init__(self, *, dense: nn.Module, split: StageSplit, space: SearchSpace, inputs: FeatureInputs) -> None:
+        """``dense`` is the dense model already on the inputs' device (the evaluator's
         teacher: hooks are added to it only while measuring)."""
-        self.data = data
+        self.split = split
         self.space = space
-        self.placement = placement
-        self.split: StageSplit | None = find_stages(dense, data.example_input(1), space)
-        if self.split is None:
-            logger.warning("feature distortion: the model has no stage boundaries; only the output is compared")
-            self.split = StageSplit(boundaries=(OUTPUT,), owner=(0,) * space.n_groups, carried=(None,))
+        self.inputs = inputs
         self._dense = dense.eval()
 
+    @classmethod
+    def for_images(cls, *, dense: nn.Module, data: TaskData, space: SearchSpace,
+                   placement: Placement) -> "FeatureDistortion":
+        """An image model's distortion at the stages :func:`~autoprune.space.stages.find_stages`
+        finds (only the logits when it finds none)."""
+        split = find_stages(dense, data.example_input(1), space)
+        if split is None:
+            logger.warning("feature distortion: the model has no stage boundaries; only the output is compared")
+            split = StageSplit(boundaries=(OUTPUT,), owner=(0,) * space.n_groups, carried=(None,))
+
+        def val_batches(limit: int | None) -> Iterator[torch.Tensor]:
+            n = len(data.val) if limit is None else min(limit, len(data.val))
+            for start in range(0, n, BATCH_SIZE):
+                yield placement.batch(data, data.val.x[start: min(n, start + BATCH_SIZE)])
+
+        inputs = FeatureInputs(val_batches=val_batches, train_batch=lambda idx: placement.batch(data, data.train.x[idx]),
+                               n_train=len(data.train), output=lambda model, x: model(x), autocast=placement.autocast)
+        return cls(dense=dense, split=split, space=space, inputs=inputs)
+
     def measure(self, model: nn.Module, keep: dict[str, list[int]], *, limit: int | None) -> dict[str, float]:
-        """The distortion of ``model`` (on the placement's device; kept indices ``keep`` per
+        """The distortion of ``model`` (on the inputs' device; kept indices ``keep`` per
         group) at every boundary, on the first ``limit`` held-out samples (None: all)."""
-        assert self.split is not None
-        split = self.data.val
-        n = len(split) if limit is None else min(limit, len(split))
         sums = {b: _Sums() for b in self.split.boundaries}
         model.eval()
         with torch.no_grad():
-            for start in range(0, n, BATCH_SIZE):
-                x = self.placement.batch(self.data, split.x[start: min(n, start + BATCH_SIZE)])
+            for x in self.inputs.val_batches(limit):
                 dense = self._features(self._dense, x)
                 pruned = self._features(model, x)
                 for s, boundary in enumerate(self.split.boundaries):
                     sums[boundary].add(self._widen(pruned[boundary], dense[boundary], s, keep), dense[boundary])
         return {metric_name(b): sums[b].value() for b in self.split.boundaries}
 
-    def mimic(self, model: nn.Module, keep: dict[str, list[int]], *, steps: int, config: TrainConfig,
-              seed: int) -> TrainOutcome:
-        """Train the stages that ``keep`` prunes for ``steps`` mini-batches (``config``'s batch
-        size and warm-up; Adam at :data:`MIMIC_LR`) to reproduce the dense model's features
-        at their boundaries (see the module docstring); nothing to learn, and no step taken,
-        when no group is pruned."""
-        assert self.split is not None
+    def mimic(self, model: nn.Module, keep: dict[str, list[int]], *, steps: int, batch_size: int,
+              warmup_fraction: float, seed: int, lr: float = MIMIC_LR) -> TrainOutcome:
+        """Train the stages that ``keep`` prunes for ``steps`` mini-batches of ``batch_size``
+        (Adam at ``lr``, warmed up over ``warmup_fraction`` of the steps, then cosine) to
+        reproduce the dense model's features at their boundaries (see the module
+        docstring); nothing to learn, and no step taken, when no group is pruned or the
+        pruned stages have no parameter left that their features depend on (a language
+        model's block whose attention and MLP are both removed)."""
         pruned = sorted({self.split.owner[g] for g, group in enumerate(self.space.groups)
                          if len(keep.get(group.name, range(group.size))) < group.size})
         if steps <= 0 or not pruned:
             return TrainOutcome(steps=0, samples=0, final_loss=float("nan"), diverged=False)
         first, last = pruned[0], pruned[-1]
-        schedule = TrainConfig(lr=MIMIC_LR, batch_size=config.batch_size, warmup_fraction=config.warmup_fraction)
+        schedule = TrainConfig(lr=lr, batch_size=batch_size, warmup_fraction=warmup_fraction)
         targets = list(range(first, last + 1))
-        optimizer = torch.optim.Adam(model.parameters(), lr=MIMIC_LR)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         model.eval()
         loss_value, samples = float("nan"), 0
-        for step, idx in enumerate(batch_indices(len(self.data.train), config.batch_size, steps, seed)):
-            x = self.placement.batch(self.data, self.data.train.x[idx])
+        for step, idx in enumerate(batch_indices(self.inputs.n_train, batch_size, steps, seed)):
+            x = self.inputs.train_batch(idx)
             with torch.no_grad():
                 dense = self._features(self._dense, x)
             learnt = self._learnt_features(model, x, detach_after=first - 1, stop_after=last)
@@ -133,6 +171,8 @@ class FeatureDistortion:
                                          dense[self.split.boundaries[s]]) for s in targets)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, schedule)
+            if not loss.requires_grad:  # the pruned stages hold nothing to learn (a removed block)
+                return TrainOutcome(steps=0, samples=0, final_loss=float(loss), diverged=False)
             loss_value = float(loss.detach())
             samples += len(idx)
             if not torch.isfinite(loss.detach()):
@@ -148,7 +188,6 @@ class FeatureDistortion:
         """``model``'s features at the boundaries up to ``stop_after``, with gradients; the
         output of boundary ``detach_after`` (-1: none) is detached, and the pass ends at
         ``stop_after``'s boundary when that is not the output."""
-        assert self.split is not None
         modules = dict(model.named_modules())
         captured: dict[str, torch.Tensor] = {}
         handles = []
@@ -156,16 +195,17 @@ class FeatureDistortion:
             if boundary == OUTPUT:
                 continue
 
-            def hook(_m: nn.Module, _i: object, output: torch.Tensor, name: str = boundary,
-                     detach: bool = s == detach_after, stop: bool = s == stop_after) -> torch.Tensor:
-                captured[name] = output.float()
+            def hook(_m: nn.Module, _i: object, output: Any, name: str = boundary,
+                     detach: bool = s == detach_after, stop: bool = s == stop_after) -> Any:
+                features = _first(output)
+                captured[name] = features.float()
                 if stop:
                     raise _StopForward
-                return output.detach() if detach else output
+                return _with_first(output, features.detach()) if detach else output
             handles.append(modules[boundary].register_forward_hook(hook))
         try:
-            with self.placement.autocast():
-                captured[OUTPUT] = model(x).float()
+            with self.inputs.autocast():
+                captured[OUTPUT] = self.inputs.output(model, x).float()
         except _StopForward:
             pass
         finally:
@@ -174,17 +214,16 @@ class FeatureDistortion:
         return captured
 
     def _features(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        assert self.split is not None
         modules = dict(model.named_modules())
         captured: dict[str, torch.Tensor] = {}
         handles = []
         for boundary in self.split.boundaries[:-1]:
-            def hook(_m: nn.Module, _i: object, output: torch.Tensor, name: str = boundary) -> None:
-                captured[name] = output.detach().float().clone()
+            def hook(_m: nn.Module, _i: object, output: Any, name: str = boundary) -> None:
+                captured[name] = _first(output).detach().float().clone()
             handles.append(modules[boundary].register_forward_hook(hook))
         try:
-            with self.placement.autocast():
-                captured[OUTPUT] = model(x).detach().float()
+            with self.inputs.autocast():
+                captured[OUTPUT] = self.inputs.output(model, x).detach().float()
         finally:
             for handle in handles:
                 handle.remove()
@@ -194,13 +233,23 @@ class FeatureDistortion:
         """``pruned`` at the dense width: its channels at the positions the carried group keeps."""
         if pruned.shape == dense.shape:
             return pruned
-        assert self.split is not None
         carried = self.split.carried[stage]
         kept = keep.get(self.space.groups[carried].name) if carried is not None else None
         if kept is None or len(kept) != pruned.shape[1] or pruned.shape[2:] != dense.shape[2:]:
             raise ValueError(f"the features at {self.split.boundaries[stage]} have shape {tuple(pruned.shape)}, "
                              f"the dense model's {tuple(dense.shape)}, and no group says which channels remain")
         return torch.zeros_like(dense).index_copy(1, torch.as_tensor(kept, device=dense.device), pruned)
+
+
+def _first(output: Any) -> torch.Tensor:
+    """The features a boundary module returns: the tensor itself, or the first element of
+    a tuple (a transformer block's hidden states before its attention weights or cache)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _with_first(output: Any, features: torch.Tensor) -> Any:
+    """``output`` with its features replaced by ``features``, in the same form."""
+    return (features, *output[1:]) if isinstance(output, (tuple, list)) else features
 
 
 class _StopForward(Exception):

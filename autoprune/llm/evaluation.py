@@ -3,7 +3,8 @@
 A candidate is assembled from the level database (importance scored once per process),
 priced by the space's exact cost model (``tests/llm`` holds it equal to counting the
 built model, so no counting pass is spent per trial), then retrained and scored by
-:class:`~autoprune.llm.lm_evaluator.LMEvaluator`. What a worker needs travels once, as an
+:class:`~autoprune.llm.lm_evaluator.LMEvaluator` (with the feature distortion at runs of
+decoder blocks, :mod:`autoprune.llm.features`, when the searcher reads it). What a worker needs travels once, as an
 :class:`LMEvaluatorPayload`.
 """
 
@@ -19,7 +20,9 @@ import torch
 from torch import nn
 
 from autoprune.llm.assembly import LMLevelDatabase
+from autoprune.llm.features import lm_feature_distortion
 from autoprune.llm.lm_evaluator import LMEvaluator, LMEvaluatorConfig
+from autoprune.llm.structure import find_structure
 from autoprune.llm.text_data import TokenData
 from autoprune.space.search_space import SearchSpace
 
@@ -57,6 +60,12 @@ class SpaceLMEvaluator(LMEvaluator):
         self.importance = importance
         self.calibration_samples = calibration_samples
         super().__init__(dense=dense, data=data, build=self.database.assemble, config=config, cost=self._price)
+        if config.feature_distortion:
+            self.features = lm_feature_distortion(dense=self._teacher, data=data, space=space,
+                                                  structure=find_structure(dense), device=self.device,
+                                                  batch_size=config.eval_batch_size)
+            if self.features is None:
+                logger.warning("feature distortion: fewer than two decoder blocks are pruned; none is reported")
 
     def _price(self, levels: np.ndarray, _model: nn.Module) -> dict[str, float]:
         flops = int(self.space.cost("flops", levels))

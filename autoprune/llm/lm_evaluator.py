@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoprune.errors import UserError
-from autoprune.evaluation.evaluator import Evaluated, EvaluationFailed
+from autoprune.evaluation.evaluator import MEASUREMENT_TRAININGS, Evaluated, EvaluationFailed
+from autoprune.evaluation.features import FeatureDistortion
 from autoprune.llm.loading import max_context
 from autoprune.llm.text_data import TokenData
 
@@ -98,6 +99,12 @@ class LMEvaluatorConfig:
     device: str = "auto"
     #: memory for the dense model's distillation targets per training sequence (0: none kept)
     teacher_cache_mb: int = 1024
+    #: also report ``feature_distortion:<boundary>`` at the end of every run of decoder blocks
+    #: (:mod:`autoprune.llm.features`), for searchers that ask for it (``emo-pms``)
+    feature_distortion: bool = False
+    #: how a searcher's measurements train their ``fidelity`` steps: ``task`` (distilled as
+    #: trials are) or ``features`` (EMO-PMS's feature mimicking, which needs ``feature_distortion``)
+    measurement_training: str = "task"
 
     def __post_init__(self) -> None:
         if self.fidelity < 0:
@@ -115,6 +122,11 @@ class LMEvaluatorConfig:
             raise ValueError(f"latency_seq_len must be None or >= 1, got {self.latency_seq_len}")
         if self.teacher_cache_mb < 0:
             raise ValueError(f"teacher_cache_mb must be >= 0, got {self.teacher_cache_mb}")
+        if self.measurement_training not in MEASUREMENT_TRAININGS:
+            raise ValueError(f"measurement_training must be one of {list(MEASUREMENT_TRAININGS)}, "
+                             f"got {self.measurement_training!r}")
+        if self.measurement_training == "features" and not self.feature_distortion:
+            raise ValueError("measurement_training 'features' needs feature_distortion, which defines the features")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -242,6 +254,8 @@ class LMEvaluator:
         self._val_targets: dict[int, torch.Tensor | TopK] = {}
         self._dense_metrics: dict[str, float] | None = None
         self.train_targets = TrainTargets(self._teacher_target, config.teacher_cache_mb * 2**20)
+        #: the feature distortion of ``config.feature_distortion`` (set by a subclass that knows the space)
+        self.features: FeatureDistortion | None = None
 
     # --- the dense side, once -------------------------------------------------------------
 
@@ -301,18 +315,19 @@ class LMEvaluator:
         given, with a fresh schedule), then score it on ``eval_samples`` held-out sequences.
         ``init_levels`` (the levels ``init_state`` was trained at) must keep what ``levels``
         keeps: narrowing a language model's trained weights to deeper levels is not built.
-        A searcher's ``measurement`` trains as a trial does (language models have no
-        feature-mimicking training). Raises :class:`EvaluationFailed` when it cannot."""
+        A searcher's ``measurement`` trains as ``measurement_training`` says (``features``:
+        feature mimicking at the pruned stages, at the run's learning rate). Raises :class:`EvaluationFailed` when it cannot."""
         if (init_state is not None and init_levels is not None
                 and not np.array_equal(np.asarray(init_levels), np.asarray(levels))):
             raise EvaluationFailed("a language model cannot continue a trial at other levels than its own "
                                    "(dp's rounds need it; use rounds=1)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self._run(levels, fidelity=fidelity, seed=seed, eval_samples=eval_samples, init_state=init_state)
+            return self._run(levels, fidelity=fidelity, seed=seed, eval_samples=eval_samples, init_state=init_state,
+                             measurement=measurement)
 
     def _run(self, levels: np.ndarray, *, fidelity: int, seed: int, eval_samples: int | None,
-             init_state: dict[str, torch.Tensor] | None) -> Evaluated:
+             init_state: dict[str, torch.Tensor] | None, measurement: bool) -> Evaluated:
         started = time.perf_counter()
         try:
             model, keep = self.build(levels)
@@ -327,9 +342,20 @@ class LMEvaluator:
         model = model.to(self.device)
         built = time.perf_counter()
         try:
-            steps, sequences = self.distil(model, steps=fidelity, seed=seed)
+            if measurement and self.config.measurement_training == "features" and self.features is not None:
+                outcome = self.features.mimic(model, keep, steps=fidelity, batch_size=self.config.batch_size,
+                                              warmup_fraction=self.config.warmup_fraction, seed=seed,
+                                              lr=self.config.lr)
+                if outcome.diverged:
+                    raise EvaluationFailed(f"feature mimicking diverged: loss {outcome.final_loss} "
+                                           f"at step {outcome.steps}")
+                steps, sequences = outcome.steps, outcome.samples
+            else:
+                steps, sequences = self.distil(model, steps=fidelity, seed=seed)
             trained = time.perf_counter()
             scores = self.score(model, eval_samples=eval_samples)
+            if self.features is not None:
+                scores.update(self.features.measure(model, keep, limit=eval_samples))
             latency = self.measure_latency(model, seed=seed) if self.config.measure_latency else {}
         except torch.OutOfMemoryError as exc:
             raise EvaluationFailed(f"out of memory: {exc}") from exc

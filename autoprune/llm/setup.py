@@ -37,7 +37,7 @@ DEFAULT_DISTILL_WEIGHT = 1.0
 
 def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
     """How the run's candidates are retrained and scored (``None`` options take the defaults above)."""
-    from autoprune.setup_run import latency_settings
+    from autoprune.setup_run import latency_settings, measurement_training, needs_feature_distortion
 
     distill = DEFAULT_DISTILL_WEIGHT if config.distill_weight is None else config.distill_weight
     return LMEvaluatorConfig(
@@ -48,6 +48,8 @@ def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
         train_norms_and_biases_only=config.train_params == "norms-and-biases",
         latency_batch_size=config.latency_batch_size,
         device=config.device,
+        feature_distortion=needs_feature_distortion(config),
+        measurement_training=measurement_training(config),
         **latency_settings(config),
     )
 

@@ -50,8 +50,9 @@ class Problem:
     ``channel_scores`` computes per-channel importance on the dense model (the torch side
     provides it for image models; None where the task has none): searchers that rank
     channels, as Torch-Pruning's global pruning does, ask for it by criterion. ``stages``
-    finds where the model divides into stages (image models; None where the task has no
-    such notion, as for language models), for searchers that divide the network."""
+    finds where the model divides into stages (an image model's changes of resolution or
+    width, a language model's decoder blocks; None where the task has none), for
+    searchers that divide the network."""
 
     space: SearchSpace
     constraints: Constraints

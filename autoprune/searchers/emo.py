@@ -57,10 +57,7 @@ import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.core.algorithm import Algorithm
-from pymoo.core.evaluator import Evaluator
-from pymoo.core.population import Population
 from pymoo.core.termination import NoTermination
-from pymoo.problems.static import StaticProblem
 from pymoo.util.ref_dirs import get_reference_directions
 
 from autoprune.searchers.base import Problem, Proposal, Result, Searcher
@@ -81,6 +78,7 @@ from autoprune.searchers.objectives import (
     error_of,
     names_latency,
 )
+from autoprune.searchers.population import Answer, AskTellPopulation
 from autoprune.searchers.staged import check_int, check_ints
 
 logger = logging.getLogger(__name__)
@@ -154,15 +152,9 @@ class EmoSearcher(Searcher):
         self._error_column = self.objectives.index("error")
         self.level_problem = LevelProblem(problem, len(self.objectives))
         self.algorithm = self._algorithm()
-        #: generations pymoo has been told (0: the first population is out)
-        self.n_generations = 0
-        self._population: Population | None = None
-        self._levels = np.empty((0, self.space.n_groups), dtype=np.int64)
-        self._answers: list[tuple[np.ndarray, np.ndarray] | None] = []
-        self._queue: list[int] = []  # members not handed out yet
-        self._outstanding: list[int] = []  # handed out, not told yet
+        self.population = AskTellPopulation(self.algorithm, self.level_problem)
         #: objectives and constraints of every candidate evaluated, by kept counts
-        self._known: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._known: dict[tuple[int, ...], Answer] = {}
 
     def _algorithm(self) -> Algorithm:
         common: dict[str, Any] = {
@@ -185,20 +177,19 @@ class EmoSearcher(Searcher):
     def _key(self, levels: np.ndarray) -> tuple[int, ...]:
         return tuple(int(k) for k in self.space.kept_counts(levels))
 
+    @property
+    def n_generations(self) -> int:
+        """Generations pymoo has been told (0: the first population is out)."""
+        return self.population.n_generations
+
     def _next_population(self) -> bool:
         """Ask pymoo for the next population, answering members seen before; False if none."""
         for _ in range(MAX_REPEATED_POPULATIONS):
             if self.generations is not None and self.n_generations >= self.generations:
                 return False
-            population = self.algorithm.ask()
-            if population is None or len(population) == 0:
+            if not self.population.ask(lambda row: self._known.get(self._key(row))):
                 return False
-            self._population = population
-            self._levels = np.asarray(population.get("X")).astype(np.int64)
-            self._answers = [self._known.get(self._key(row)) for row in self._levels]
-            self._queue = [i for i, answer in enumerate(self._answers) if answer is None]
-            self._outstanding = []
-            if self._queue:
+            if self.population.queue:
                 return True
             self._give_back()  # every member was evaluated before: pymoo learns, and asks again
         logger.info("emo: %d populations in a row held only candidates evaluated before; finished",
@@ -210,19 +201,19 @@ class EmoSearcher(Searcher):
         self._continuing.extend(continuations)
         if len(continuations) == n:
             return continuations
-        if self._population is None and not self._next_population():
+        if not self.population.out and not self._next_population():
             if not continuations and not self._continuing:
                 self.finished = True
             return continuations
-        handed, self._queue = self._queue[:n - len(continuations)], self._queue[n - len(continuations):]
-        self._outstanding.extend(handed)
+        handed = self.population.hand_out(n - len(continuations))
         fidelity = None if self.fidelities is None else self.fidelities[0]
-        return continuations + [Proposal(levels=self._levels[i].copy(), fidelity=fidelity) for i in handed]
+        return continuations + [Proposal(levels=self.population.levels[i].copy(), fidelity=fidelity)
+                                for i in handed]
 
     def _tell(self, results: list[Result]) -> None:
         for result in results:
             self._record(result)
-        if self._population is not None and not self._queue and not self._outstanding:
+        if self.population.complete:
             self._give_back()
 
     def _record(self, result: Result) -> None:
@@ -232,15 +223,15 @@ class EmoSearcher(Searcher):
                 if proposal.parent == result.parent and np.array_equal(result.levels, proposal.levels):
                     del self._continuing[position]  # a survivor's continuation: for the front, not for pymoo
                     return
-        for position, i in enumerate(self._outstanding):
-            if np.array_equal(result.levels, self._levels[i]):
-                del self._outstanding[position]
-                answer = self._answer(result)
-                self._answers[i] = answer
-                self._known[self._key(self._levels[i])] = answer
-                if result.ok:
-                    self._trial_of[self._key(self._levels[i])] = result.trial_id
-                return
+        member = self.population.outstanding_with(np.asarray(result.levels))
+        if member is not None:
+            answer = self._answer(result)
+            self.population.answer(member, answer)
+            key = self._key(self.population.levels[member])
+            self._known[key] = answer
+            if result.ok:
+                self._trial_of[key] = result.trial_id
+            return
         logger.warning("emo: ignoring result of trial %s: it answers no outstanding proposal", result.trial_id)
 
     def _answer(self, result: Result) -> tuple[np.ndarray, np.ndarray]:
@@ -254,14 +245,7 @@ class EmoSearcher(Searcher):
 
     def _give_back(self) -> None:
         """Tell pymoo the whole population's objectives and constraints."""
-        assert self._population is not None
-        F = np.stack([answer[0] for answer in self._answers if answer is not None])
-        G = np.stack([answer[1] for answer in self._answers if answer is not None])
-        assert len(F) == len(self._population), "every member is answered before the population goes back"
-        Evaluator().eval(StaticProblem(self.level_problem, F=F, G=G), self._population)
-        self.algorithm.tell(infills=self._population)
-        self.n_generations += 1
-        self._population = None
+        self.population.give_back()
         if self.fidelities is not None:
             self._continue_survivors()
 

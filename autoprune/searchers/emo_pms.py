@@ -36,8 +36,13 @@ The paper's optional feature-mimicking training: with ``mimic_steps`` > 0 every 
 measurement (search members and GPIR's) first trains that many steps to reproduce the
 dense features at its pruned stages' boundaries, only those stages learning
 (:meth:`~autoprune.evaluation.features.FeatureDistortion.mimic`); by default members are
-scored as pruned, after BatchNorm recalibration. Language models have no stages here and
-are refused in one sentence.
+scored as pruned, after BatchNorm recalibration.
+
+Language models divide into runs of decoder blocks (:mod:`autoprune.llm.features`: every
+block's output is a cut; the last sub-network ends at the last hidden state), with the
+same objectives, GPIR (held-out cross-entropy less the dense model's) and mimicking (at
+the run's ``--lr``). Samples there are held-out sequences, far dearer than images: pass
+``calibration_samples`` of 16 to 64.
 """
 
 from __future__ import annotations
@@ -131,8 +136,8 @@ class EmoPmsSearcher(Searcher):
         self.budget_fractions = sorted({float(f) for f in fractions}, reverse=True)
         found = problem.stages() if problem.stages is not None else None
         if found is None:
-            raise ValueError("emo-pms divides an image model at its stage boundaries, and this model has none it "
-                             "can find (language models are not supported); use emo")
+            raise ValueError("emo-pms divides the model at its stage boundaries, and this model has none it can "
+                             "find (a language model needs groups in at least two decoder blocks); use emo")
         self.split: StageSplit = found.merged(min(self.sub_networks, found.n_stages))
         self.searches = [
             SubNetworkSearch(problem=problem, groups=self.split.groups_of(k), cost=cost, pop_size=self.pop_size,
@@ -211,20 +216,19 @@ class EmoPmsSearcher(Searcher):
         queue: list[tuple[Proposal, Any]] = []
         for k, search in enumerate(self.searches):
             while search.needs_population:
-                search.next_population()
-                for member in list(search.queue):  # members measured before (the dense one) answer at once
-                    known = self._measured.get(self._key(search.embed(search.levels_of(member)),
-                                                         self.calibration_samples), "unknown")
-                    if known != "unknown":
-                        search.queue.remove(member)
-                        search.outstanding.append(member)
-                        search.answer(member, self._member(k, search.levels_of(member), known))
-            for member in search.queue:
+                search.next_population(lambda sub, k=k: self._measured_member(k, sub))
+            for member in search.hand_out():
                 levels = search.embed(search.levels_of(member))
                 queue.append((self._measurement(levels, self.calibration_samples), ("member", (k, member))))
-            search.outstanding.extend(search.queue)
-            search.queue = []
         return queue
+
+    def _measured_member(self, k: int, sub_levels: np.ndarray) -> Member | None:
+        """Sub-network ``k``'s member at ``sub_levels`` if its whole network was measured
+        before (the dense one, measured first); None when it still has to be."""
+        key = self._key(self.searches[k].embed(sub_levels), self.calibration_samples)
+        if key not in self._measured:
+            return None
+        return self._member(k, sub_levels, self._measured[key])
 
     def _member(self, k: int, sub_levels: np.ndarray, metrics: dict[str, float] | None) -> Member:
         search = self.searches[k]

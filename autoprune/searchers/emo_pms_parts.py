@@ -2,8 +2,8 @@
 per sub-network under a budget (no torch).
 
 - :class:`SubNetworkSearch`: pymoo's NSGA-II over the levels of the groups one
-  sub-network owns, driven by ask and tell as ``emo`` drives it (a population handed out
-  member by member and given back once every member is answered; pymoo's own seeded
+  sub-network owns, driven by ask and tell as ``emo`` drives it
+  (:class:`~autoprune.searchers.population.AskTellPopulation`; pymoo's own seeded
   generator; emo's integer crossover and mutation). A member is the whole network with
   every other group dense; its objectives are the feature distortion at the
   sub-network's boundary and its cost relative to dense.
@@ -20,24 +20,22 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.duplicate import DefaultDuplicateElimination
-from pymoo.core.evaluator import Evaluator
-from pymoo.core.population import Population
 from pymoo.core.problem import Problem as PymooProblem
 from pymoo.core.sampling import Sampling
 from pymoo.core.termination import NoTermination
-from pymoo.problems.static import StaticProblem
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from autoprune.searchers.base import Problem
 from autoprune.searchers.emo_parts import JITTER, make_crossover, make_mutation
 from autoprune.searchers.objectives import cost_objectives
+from autoprune.searchers.population import Answer, AskTellPopulation
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +108,14 @@ class SubNetworkSearch:
                                mutation=make_mutation(mutation, mutation_eta),
                                eliminate_duplicates=DefaultDuplicateElimination(func=kept_counts))
         self.algorithm.setup(self.pymoo_problem, seed=seed, termination=NoTermination(), verbose=False)
+        self.population = AskTellPopulation(self.algorithm, self.pymoo_problem)
         self._kept = kept
-        self.n_generations = 0
-        self._population: Population | None = None
-        self._levels = np.empty((0, len(self.groups)), dtype=np.int64)
-        self._answers: list[Member | None] = []
-        self.queue: list[int] = []  # members not handed out yet
-        self.outstanding: list[int] = []  # handed out, not answered yet
         self.members: dict[tuple[int, ...], Member] = {}  # every member answered, by kept counts
         self.done = False
+
+    @property
+    def n_generations(self) -> int:
+        return self.population.n_generations
 
     def key(self, sub_levels: np.ndarray) -> tuple[int, ...]:
         return tuple(int(k) for k in self._kept[np.arange(len(self.groups)), sub_levels])
@@ -129,48 +126,45 @@ class SubNetworkSearch:
         levels[self.groups] = sub_levels
         return levels
 
-    def next_population(self) -> None:
-        """Ask pymoo for the next population (``done`` once the generations are spent)."""
+    def next_population(self, known: Callable[[np.ndarray], Member | None]) -> None:
+        """Ask pymoo for the next population (``done`` once the generations are spent).
+        Members answered before, here or by ``known`` (a measurement of the same whole
+        network made elsewhere, such as the dense one), are answered at once; a population
+        answered whole goes straight back."""
         if self.n_generations >= self.generations:
             self.done = True
             return
-        population = self.algorithm.ask()
-        if population is None or len(population) == 0:
+
+        def answered(row: np.ndarray) -> Answer | None:
+            member = self.members.get(self.key(row)) or known(row)
+            if member is None:
+                return None
+            self.members[self.key(row)] = member
+            return _objectives(member)
+
+        if not self.population.ask(answered):
             self.done = True
             return
-        self._population = population
-        self._levels = np.asarray(population.get("X")).astype(np.int64)
-        self._answers = [self.members.get(self.key(row)) for row in self._levels]
-        self.queue = [i for i, answer in enumerate(self._answers) if answer is None]
-        self.outstanding = []
+        if self.population.complete:
+            self.population.give_back()
 
     @property
     def needs_population(self) -> bool:
-        return not self.done and self._population is None
+        return not self.done and not self.population.out
+
+    def hand_out(self) -> list[int]:
+        """Every member of the population out that is still to be measured."""
+        return self.population.hand_out()
 
     def levels_of(self, member: int) -> np.ndarray:
-        return self._levels[member].copy()
+        return self.population.levels[member].copy()
 
     def answer(self, member: int, result: Member) -> None:
         """File the result of a handed-out member; the population goes back when complete."""
-        self.outstanding.remove(member)
-        self._answers[member] = result
-        self.members[self.key(self._levels[member])] = result
-        self.give_back_if_complete()
-
-    def give_back_if_complete(self) -> None:
-        if self._population is None or self.queue or self.outstanding:
-            return
-        answers = [a for a in self._answers if a is not None]
-        assert len(answers) == len(self._population), "every member is answered before the population goes back"
-        F = np.array([[a.distortion, a.cost] for a in answers])
-        G = np.array([[0.0 if math.isfinite(a.distortion) and a.distortion < FAILED_DISTORTION else 1.0]
-                      for a in answers])
-        F[:, 0] = np.minimum(F[:, 0], FAILED_DISTORTION)
-        Evaluator().eval(StaticProblem(self.pymoo_problem, F=F, G=G), self._population)
-        self.algorithm.tell(infills=self._population)
-        self.n_generations += 1
-        self._population = None
+        self.population.answer(member, _objectives(result))
+        self.members[self.key(self.population.levels[member])] = result
+        if self.population.complete:
+            self.population.give_back()
 
     def member(self, sub_levels: np.ndarray, *, distortion: float | None, loss: float | None) -> Member:
         """A member's record from its measurement (a failure: no distortion)."""
@@ -188,6 +182,12 @@ class SubNetworkSearch:
         first = NonDominatedSorting().do(F, only_non_dominated_front=True)
         chosen = [scored[i] for i in first]
         return sorted(chosen, key=lambda m: (-m.cost, m.distortion, m.levels.tolist()))
+
+
+def _objectives(member: Member) -> Answer:
+    """What pymoo is told of a member: distortion and cost; infeasible when it failed."""
+    failed = not (math.isfinite(member.distortion) and member.distortion < FAILED_DISTORTION)
+    return (np.array([min(member.distortion, FAILED_DISTORTION), member.cost]), np.array([1.0 if failed else 0.0]))
 
 
 def best_combinations(problem: Problem, groups: Sequence[np.ndarray], fronts: Sequence[Sequence[np.ndarray]],

@@ -18,7 +18,7 @@ from autoprune.testing.tiny_lm import save_tiny_model_dir  # noqa: E402
 
 PROSE = Path(__file__).resolve().parents[1] / "data" / "prose_en.txt"
 #: searchers that cannot rank a language model's units, and the reason their refusal gives
-REFUSED = {"global": "language model", "emo-pms": "language model"}
+REFUSED = {"global": "language model"}
 
 
 @pytest.fixture(scope="module")

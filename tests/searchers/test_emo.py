@@ -185,7 +185,7 @@ def test_three_objectives_run_nsga3_with_das_dennis_directions_and_latency() -> 
     assert searcher.n_generations == 3
     for proposal in transcript.proposals:
         check_proposal(problem, proposal)
-    latency = searcher._answers  # the last population's objectives: latency relative to dense
+    latency = searcher.population.answers  # the last population's objectives: latency relative to dense
     assert all(answer is None or 0 < answer[0][2] <= 1 for answer in latency)
 
 
