@@ -18,7 +18,9 @@ experiments' common final recipe (``searcher_comparison.py``'s ``final_accuracy`
 scored on the test split; the final front is the non-dominated of those, and its
 hypervolume (test error against FLOPs ratio) is taken up to the fixed reference point of
 ``autoprune front``, on the test split: the dense model's test error + 0.25, FLOPs 1.0. For ``darwin`` its own
-choice (``--pick searcher``) is retrained too. ``edge``: the best final test accuracy of a
+choice (``--pick searcher``) is retrained too. ``--variant NAME=YAML`` adds a searcher
+with options under its own name (``emo-pms_mimic={searcher: emo-pms, mimic_steps: 20}``:
+does feature mimicking change emo-pms's front?). ``edge``: the best final test accuracy of a
 run's retrained members, all within the budget, set against darwin's choice.
 
 Every retrained member is journaled as it finishes (``results/<name>_members.jsonl``) and
@@ -39,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
@@ -72,13 +75,28 @@ def searcher_options(searcher: str, args) -> dict:
     return {}
 
 
-def search_run(args, searcher: str, seed: int) -> autoprune.Run:
-    path = RUNS / args.name / f"{searcher}-s{seed}"
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME=YAML mapping`` with a ``searcher`` key, from ``--variant``."""
+    name, _, body = text.partition("=")
+    options = yaml.safe_load(body) if body else None
+    if not name or not isinstance(options, dict) or options.get("searcher") not in SEARCHERS:
+        raise SystemExit(f"--variant wants NAME={{searcher: one of {list(SEARCHERS)}, option: value, ...}}, "
+                         f"got {text!r}")
+    return name.strip(), options
+
+
+def search_run(args, label: str, seed: int) -> autoprune.Run:
+    """The run of ``label`` (a searcher, or a ``--variant``: its searcher's study options
+    with the variant's on top)."""
+    variant = dict(args.variants.get(label, {"searcher": label}))
+    searcher = variant.pop("searcher")
+    path = RUNS / args.name / f"{label}-s{seed}"
     trials = args.evaluations if searcher != "emo-pms" else PMS_FRACTIONS
     if (path / "run.json").exists():
         return autoprune.resume(path, trials=trials, progress=False)
+    options = {**searcher_options(searcher, args), **variant}
     return autoprune.search(run_dir=path, progress=False, data=args.data, model=args.model, budget=[args.budget],
-                            searcher=searcher, searcher_options=searcher_options(searcher, args), trials=trials,
+                            searcher=searcher, searcher_options=options, trials=trials,
                             seed=seed, fidelity=args.fidelity, threads=args.threads, latency_repeats=0)
 
 
@@ -190,12 +208,16 @@ def main() -> None:
     parser.add_argument("--emo-pop", type=int, default=16)
     parser.add_argument("--pms-pop", type=int, default=16)
     parser.add_argument("--calibration-samples", type=int, default=512)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=YAML",
+                        help="a searcher with options under its own name (add NAME to --searchers), e.g. "
+                             "'emo-pms_mimic={searcher: emo-pms, mimic_steps: 20}'")
     parser.add_argument("--name", default="front_comparison")
     add_final_recipe_arguments(parser)
     args = parser.parse_args()
-    unknown = sorted(set(args.searchers) - set(SEARCHERS))
+    args.variants = dict(parse_variant(v) for v in args.variant)
+    unknown = sorted(set(args.searchers) - set(SEARCHERS) - set(args.variants))
     if unknown:
-        raise SystemExit(f"unknown searchers {unknown}: use {list(SEARCHERS)}")
+        raise SystemExit(f"unknown searchers {unknown}: use {list(SEARCHERS)} or a --variant name")
     if args.threads:
         torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,13 @@ SEARCHER_OPTIONS: dict[str, dict[str, Any]] = {
     "darwin": {"fitness": "kl_to_dense", "offspring": 8, "survivors": [2, 1], "stage_steps": [0, 0],
                "stage_samples": [8, 16]},
     "tyr": {"offspring": 8, "survivors": [2, 1], "stage_samples": [8, 16], "generations_per_round": 1},
+    # front searchers, sized alike: emo 5 generations of 8; emo-pms 3 sub-networks x 4 members x 3
+    # generations of measurements on 16 sequences (reused by GPIR), then up to 6 whole networks
+    "emo": {"pop_size": 8},
+    "emo-pms": {"pop_size": 4, "generations": 3, "cost": "params", "calibration_samples": 16, "gpir_samples": 16},
 }
+DEFAULT_SEARCHERS = ["uniform", "random", "darwin", "tyr"]
+DEFAULT_OUT = Path(__file__).parent / "results" / "llm_comparison.md"
 
 
 def bench_text(root: Path) -> Path:
@@ -89,9 +95,9 @@ def one_run(args: argparse.Namespace, text: Path, budget: str, searcher: str, se
                                searcher_options=SEARCHER_OPTIONS[searcher], trials=trials, fidelity=0,
                                latency_repeats=0, seed=seed)
     seconds = time.perf_counter() - started
-    # the journal, not the sessions: a session killed mid-search journaled trials but could not record itself
-    evaluated = sum(json.loads(line).get("kind", "trial") == "trial"
-                    for line in (run_dir / "trials.jsonl").read_text().splitlines() if line.strip())
+    # the journal, not the sessions: a session killed mid-search journaled trials but could not record itself;
+    # trials and measurements (emo-pms's sub-network measurements) alike
+    evaluated = sum(1 for line in (run_dir / "trials.jsonl").read_text().splitlines() if line.strip())
     row = run.pick("auto")
     scores: dict[str, Any] = {}
     for label, steps in (("one_shot", 0), ("recovered", args.recovery_steps)):
@@ -118,11 +124,14 @@ def write_table(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace)
         f"Command: `AUTOPRUNE_CACHE={os.environ.get('AUTOPRUNE_CACHE', '~/.cache/autoprune')} python "
         f"experiments/llm_comparison.py --importance {args.importance} --budgets {' '.join(args.budgets)} "
         f"--seeds {' '.join(map(str, args.seeds))} --trials {args.trials} "
-        f"--seq-len {args.seq_len} --recovery-steps {args.recovery_steps}`",
+        f"--seq-len {args.seq_len} --recovery-steps {args.recovery_steps}"
+        + ("" if args.searchers == DEFAULT_SEARCHERS else f" --searchers {' '.join(args.searchers)}")
+        + ("" if args.out == DEFAULT_OUT else f" --out {args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out}")
+        + "`",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, torch on CPU. "
         "Fitness: KL to the dense model on held-out text (training-free searches, fidelity 0); the pick is each "
         "run's own choice (`--pick auto`). Test perplexity on files no search saw; recovery = distillation to "
-        "the dense model, AdamW, batch 4 sequences. `evals`: trials in the run's journal; `search s`: the "
+        "the dense model, AdamW, batch 4 sequences. `evals`: trials and measurements in the run's journal; `search s`: the "
         "sessions that ended (a session killed mid-search, then resumed, is missing from it).",
         "",
         "| budget | searcher | seed | params | FLOPs | val KL | test ppl one-shot | test ppl recovered | "
@@ -149,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--budgets", nargs="+", default=["params=0.6", "params=0.4"])
-    parser.add_argument("--searchers", nargs="+", default=list(SEARCHER_OPTIONS))
+    parser.add_argument("--searchers", nargs="+", default=DEFAULT_SEARCHERS, choices=list(SEARCHER_OPTIONS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seq-len", type=int, default=128)
@@ -157,7 +166,7 @@ def main() -> None:
     parser.add_argument("--importance", choices=["activation", "magnitude"], default="activation",
                         help="which units a group keeps (search_spaces/llm.yaml's importance)")
     parser.add_argument("--runs", type=Path, default=None, help="run directories [ASSETS/llm-runs-IMPORTANCE]")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "llm_comparison.md")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.runs = args.runs or ASSETS / f"llm-runs-{args.importance}"
