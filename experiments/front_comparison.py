@@ -187,8 +187,8 @@ def summarise(rows: list[dict], args, dense_test_acc: float) -> str:
         f"members of each run's front (held-out accuracy against FLOPs), spread over its FLOPs, retrained "
         f"{args.final_steps} steps (batch {args.batch_size}, lr {args.lr}, cosine) and scored on the test split. "
         f"`hv`: hypervolume of the retrained members' front (test error, FLOPs ratio) up to the dense model's "
-        f"test error ({1 - dense_test_acc:.4f}) + {ACCURACY.hv_margin} and FLOPs 1.0; `edge`: the best retrained member's test "
-        "accuracy (all within the budget); `proxy_hv`: the search's own front, on held-out accuracy. Spread "
+        f"test error ({1 - dense_test_acc:.4f}) + {ACCURACY.hv_margin} and FLOPs 1.0; `edge`: the best retrained "
+        "member's test accuracy (all within the budget); `proxy_hv`: the search's own front, on held-out accuracy. Spread "
         "(`_std`) over seeds.", "",
         markdown(summary), "", darwin_line, "",
     ]

@@ -117,6 +117,11 @@ def one_run(args: argparse.Namespace, text: Path, budget: str, searcher: str, se
             "evals_per_hour": 3600 * evaluated / max(search_seconds, 1e-9), "wall_seconds": seconds}
 
 
+def _shown(path: Path) -> Path:
+    """``path`` as the command was given it: relative to the current folder when inside it."""
+    return path.resolve().relative_to(Path.cwd()) if path.resolve().is_relative_to(Path.cwd()) else path
+
+
 def write_table(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> None:
     lines = [
         f"# Searchers on SmolLM2-135M ({args.importance} importance; params budgets of non-embedding parameters)",
@@ -126,7 +131,7 @@ def write_table(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace)
         f"--seeds {' '.join(map(str, args.seeds))} --trials {args.trials} "
         f"--seq-len {args.seq_len} --recovery-steps {args.recovery_steps}"
         + ("" if args.searchers == DEFAULT_SEARCHERS else f" --searchers {' '.join(args.searchers)}")
-        + ("" if args.out == DEFAULT_OUT else f" --out {args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out}")
+        + ("" if args.out == DEFAULT_OUT else f" --out {_shown(args.out)}")
         + "`",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, torch on CPU. "
         "Fitness: KL to the dense model on held-out text (training-free searches, fidelity 0); the pick is each "

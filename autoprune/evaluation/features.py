@@ -2,8 +2,9 @@
 network's features where each stage ends.
 
 At every boundary of the model's :class:`~autoprune.space.stage_split.StageSplit` (and at
-its output: an image model's logits, a language model's last hidden state), the pruned and the dense model run on the same held-out samples
-and their features there are compared as a normalised mean squared error,
+its output: an image model's logits, a language model's last hidden state), the pruned
+and the dense model run on the same held-out samples and their features there are
+compared as a normalised mean squared error,
 
     ``sum((pruned - dense)**2) / sum((dense - mean(dense))**2)``,
 
@@ -126,7 +127,8 @@ class FeatureDistortion:
             for start in range(0, n, BATCH_SIZE):
                 yield placement.batch(data, data.val.x[start: min(n, start + BATCH_SIZE)])
 
-        inputs = FeatureInputs(val_batches=val_batches, train_batch=lambda idx: placement.batch(data, data.train.x[idx]),
+        inputs = FeatureInputs(val_batches=val_batches,
+                               train_batch=lambda idx: placement.batch(data, data.train.x[idx]),
                                n_train=len(data.train), output=lambda model, x: model(x), autocast=placement.autocast)
         return cls(dense=dense, split=split, space=space, inputs=inputs)
 

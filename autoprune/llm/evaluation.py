@@ -4,8 +4,8 @@ A candidate is assembled from the level database (importance scored once per pro
 priced by the space's exact cost model (``tests/llm`` holds it equal to counting the
 built model, so no counting pass is spent per trial), then retrained and scored by
 :class:`~autoprune.llm.lm_evaluator.LMEvaluator` (with the feature distortion at runs of
-decoder blocks, :mod:`autoprune.llm.features`, when the searcher reads it). What a worker needs travels once, as an
-:class:`LMEvaluatorPayload`.
+decoder blocks, :mod:`autoprune.llm.features`, when the searcher reads it). What a worker
+needs travels once, as an :class:`LMEvaluatorPayload`.
 """
 
 from __future__ import annotations

@@ -316,7 +316,8 @@ class LMEvaluator:
         ``init_levels`` (the levels ``init_state`` was trained at) must keep what ``levels``
         keeps: narrowing a language model's trained weights to deeper levels is not built.
         A searcher's ``measurement`` trains as ``measurement_training`` says (``features``:
-        feature mimicking at the pruned stages, at the run's learning rate). Raises :class:`EvaluationFailed` when it cannot."""
+        feature mimicking at the pruned stages, at the run's learning rate). Raises
+        :class:`EvaluationFailed` when it cannot."""
         if (init_state is not None and init_levels is not None
                 and not np.array_equal(np.asarray(init_levels), np.asarray(levels))):
             raise EvaluationFailed("a language model cannot continue a trial at other levels than its own "
