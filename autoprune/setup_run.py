@@ -78,7 +78,8 @@ class Prepared:
     @property
     def problem(self) -> Problem:
         scores = stages = None
-        if isinstance(self.task, Task):  # image models: Torch-Pruning's importance classes apply
+        language_model = not isinstance(self.task, Task)
+        if not language_model:  # image models: Torch-Pruning's importance classes apply
             from autoprune.space.channel_scores import channel_scores_provider
 
             scores = channel_scores_provider(self.task.dense, self.task.data, self.space,
@@ -90,7 +91,8 @@ class Prepared:
 
             structure, space = find_structure(self.task.dense), self.space
             stages = lambda: lm_stage_split(structure, space)  # noqa: E731
-        return Problem(space=self.space, constraints=self.constraints, channel_scores=scores, stages=stages)
+        return Problem(space=self.space, constraints=self.constraints, channel_scores=scores, stages=stages,
+                       language_model=language_model)
 
 
 def latency_settings(config: SearchConfig) -> dict[str, Any]:
@@ -121,6 +123,7 @@ def evaluator_config(config: SearchConfig) -> EvaluatorConfig:
         latency_batch_size=config.latency_batch_size,
         device=config.device,
         feature_distortion=needs_feature_distortion(config),
+        feature_sub_networks=feature_sub_networks(config),
         measurement_training=measurement_training(config),
         **latency_settings(config),
     )
@@ -150,6 +153,15 @@ def needs_feature_distortion(config: SearchConfig) -> bool:
 
     searcher = SEARCHERS.get(config.searcher)
     return searcher is not None and searcher.needs_feature_distortion(config.searcher_options)
+
+
+def feature_sub_networks(config: SearchConfig) -> int | None:
+    """How many runs of stages the run's searcher reads the feature distortion of
+    (``Searcher.feature_sub_networks``; None: every stage)."""
+    from autoprune.searchers import SEARCHERS
+
+    searcher = SEARCHERS.get(config.searcher)
+    return None if searcher is None else searcher.feature_sub_networks(config.searcher_options)
 
 
 def measurement_training(config: SearchConfig) -> str:

@@ -5,8 +5,9 @@ with the same number of evaluations, per seed:
 
 - ``random``, ``darwin``, ``emo``: ``--evaluations`` trials (darwin's staged trials
   included);
-- ``emo-pms``: its sub-network measurements, GPIR's and its whole networks together; its
-  ``generations`` are set so that ``sub_networks * pop_size * generations`` plus its
+- ``emo-pms``: its dense measurement, its sub-network measurements (which GPIR reuses:
+  ``gpir_samples`` = ``calibration_samples``) and its whole networks together; its
+  ``generations`` are set so that ``1 + sub_networks * pop_size * generations`` plus its
   whole networks is about ``--evaluations`` (the table gives what each run spent:
   evaluations, retraining steps, seconds; measurements do not retrain, so at equal
   evaluations emo-pms trains far less).
@@ -69,9 +70,9 @@ def searcher_options(searcher: str, args) -> dict:
         return {"pop_size": args.emo_pop}
     if searcher == "emo-pms":
         per_generation = PMS_SUB_NETWORKS * args.pms_pop
-        generations = max(1, round((args.evaluations - PMS_FRACTIONS) / per_generation))
+        generations = max(1, round((args.evaluations - PMS_FRACTIONS - 1) / per_generation))
         return {"pop_size": args.pms_pop, "generations": generations, "sub_networks": PMS_SUB_NETWORKS,
-                "calibration_samples": args.calibration_samples}
+                "calibration_samples": args.calibration_samples, "gpir_samples": args.calibration_samples}
     return {}
 
 

@@ -75,6 +75,9 @@ class EvaluatorConfig:
     #: :mod:`autoprune.evaluation.features`; one more pass of the dense and the pruned
     #: model over the scored samples), for searchers that divide the network (``emo-pms``)
     feature_distortion: bool = False
+    #: measure it only at the boundaries of this many runs of consecutive stages, the ones the
+    #: searcher reads (``StageSplit.merged``; None: at every stage boundary)
+    feature_sub_networks: int | None = None
     #: how a searcher's measurements retrain their ``fidelity`` steps: ``task`` as trials do,
     #: or ``features``, mimicking the dense features at the pruned stages' boundaries
     #: (:meth:`~autoprune.evaluation.features.FeatureDistortion.mimic`; EMO-PMS's optional
@@ -152,7 +155,8 @@ class Evaluator:
                 and len(data.train) * data.num_classes <= MAX_CACHED_LOGITS):
             self._teacher_cache = TeacherCache(self._teacher, len(data.train), data.num_classes)
         self._features = (FeatureDistortion.for_images(dense=self._teacher, data=data, space=space,
-                                                       placement=self.placement)
+                                                       placement=self.placement,
+                                                       sub_networks=config.feature_sub_networks)
                           if config.feature_distortion else None)
         self._database: LevelDatabase | None = None
         self._database_tried = not config.level_database

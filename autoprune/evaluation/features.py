@@ -92,13 +92,17 @@ class FeatureInputs:
     batches, on the device; ``train_batch(indices)`` the training inputs at ``indices``
     (of ``n_train``); ``output(model, x)`` the tensor compared at the :data:`OUTPUT`
     boundary (a classifier's logits; a language model's last hidden state);
-    ``autocast()`` the precision context the forward passes run in."""
+    ``autocast()`` the precision context the forward passes run in; ``learnable(model,
+    split, stages)`` the parameters feature mimicking may change when ``stages`` of
+    ``split`` learn (None: every parameter the loss reaches, which for an image model are
+    those of the stages themselves)."""
 
     val_batches: Callable[[int | None], Iterator[torch.Tensor]]
     train_batch: Callable[[torch.Tensor], torch.Tensor]
     n_train: int
     output: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     autocast: Callable[[], AbstractContextManager] = nullcontext
+    learnable: Callable[[nn.Module, StageSplit, list[int]], list[nn.Parameter]] | None = None
 
 
 class FeatureDistortion:
@@ -113,14 +117,17 @@ class FeatureDistortion:
         self._dense = dense.eval()
 
     @classmethod
-    def for_images(cls, *, dense: nn.Module, data: TaskData, space: SearchSpace,
-                   placement: Placement) -> "FeatureDistortion":
+    def for_images(cls, *, dense: nn.Module, data: TaskData, space: SearchSpace, placement: Placement,
+                   sub_networks: int | None = None) -> "FeatureDistortion":
         """An image model's distortion at the stages :func:`~autoprune.space.stages.find_stages`
-        finds (only the logits when it finds none)."""
+        finds (only the logits when it finds none), merged into ``sub_networks`` runs of
+        consecutive stages when given."""
         split = find_stages(dense, data.example_input(1), space)
         if split is None:
             logger.warning("feature distortion: the model has no stage boundaries; only the output is compared")
             split = StageSplit(boundaries=(OUTPUT,), owner=(0,) * space.n_groups, carried=(None,))
+        elif sub_networks is not None:
+            split = split.merged(min(sub_networks, split.n_stages))
 
         def val_batches(limit: int | None) -> Iterator[torch.Tensor]:
             n = len(data.val) if limit is None else min(limit, len(data.val))
@@ -146,24 +153,44 @@ class FeatureDistortion:
         return {metric_name(b): sums[b].value() for b in self.split.boundaries}
 
     def mimic(self, model: nn.Module, keep: dict[str, list[int]], *, steps: int, batch_size: int,
-              warmup_fraction: float, seed: int, lr: float = MIMIC_LR) -> TrainOutcome:
+              warmup_fraction: float, seed: int, lr: float = MIMIC_LR,
+              max_grad_norm: float | None = None) -> TrainOutcome:
         """Train the stages that ``keep`` prunes for ``steps`` mini-batches of ``batch_size``
-        (Adam at ``lr``, warmed up over ``warmup_fraction`` of the steps, then cosine) to
-        reproduce the dense model's features at their boundaries (see the module
-        docstring); nothing to learn, and no step taken, when no group is pruned or the
-        pruned stages have no parameter left that their features depend on (a language
-        model's block whose attention and MLP are both removed)."""
+        (Adam at ``lr``, warmed up over ``warmup_fraction`` of the steps, then cosine;
+        gradients clipped to ``max_grad_norm`` when given) to reproduce the dense model's
+        features at their boundaries (see the module docstring). Only the inputs'
+        ``learnable`` parameters change. Nothing to learn, and no step taken, when no group
+        is pruned or the pruned stages have no learnable parameter left that their features
+        depend on (a language model's block whose attention and MLP are both removed)."""
         pruned = sorted({self.split.owner[g] for g, group in enumerate(self.space.groups)
                          if len(keep.get(group.name, range(group.size))) < group.size})
         if steps <= 0 or not pruned:
             return TrainOutcome(steps=0, samples=0, final_loss=float("nan"), diverged=False)
         first, last = pruned[0], pruned[-1]
-        schedule = TrainConfig(lr=lr, batch_size=batch_size, warmup_fraction=warmup_fraction)
         targets = list(range(first, last + 1))
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        learnable = (list(model.parameters()) if self.inputs.learnable is None
+                     else self.inputs.learnable(model, self.split, targets))
+        chosen = {id(p) for p in learnable}
+        before = [(p, p.requires_grad) for p in model.parameters()]
+        for p in model.parameters():  # the rest is frozen: no gradient reaches it, none is computed for it
+            p.requires_grad_(id(p) in chosen)
+        try:
+            return self._mimic(model, keep, learnable, steps=steps, first=first, last=last, targets=targets,
+                               schedule=TrainConfig(lr=lr, batch_size=batch_size, warmup_fraction=warmup_fraction),
+                               seed=seed, max_grad_norm=max_grad_norm)
+        finally:
+            for p, requires_grad in before:
+                p.requires_grad_(requires_grad)
+
+    def _mimic(self, model: nn.Module, keep: dict[str, list[int]], learnable: list[nn.Parameter], *, steps: int,
+               first: int, last: int, targets: list[int], schedule: TrainConfig, seed: int,
+               max_grad_norm: float | None) -> TrainOutcome:
+        if not learnable:
+            return TrainOutcome(steps=0, samples=0, final_loss=float("nan"), diverged=False)
+        optimizer = torch.optim.Adam(learnable, lr=schedule.lr)
         model.eval()
         loss_value, samples = float("nan"), 0
-        for step, idx in enumerate(batch_indices(self.inputs.n_train, batch_size, steps, seed)):
+        for step, idx in enumerate(batch_indices(self.inputs.n_train, schedule.batch_size, steps, seed)):
             x = self.inputs.train_batch(idx)
             with torch.no_grad():
                 dense = self._features(self._dense, x)
@@ -179,8 +206,10 @@ class FeatureDistortion:
             samples += len(idx)
             if not torch.isfinite(loss.detach()):
                 return TrainOutcome(steps=step + 1, samples=samples, final_loss=loss_value, diverged=True)
-            optimizer.zero_grad(set_to_none=True)  # parameters outside the pruned stages get no gradient
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(learnable, max_grad_norm)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return TrainOutcome(steps=steps, samples=samples, final_loss=loss_value, diverged=False)

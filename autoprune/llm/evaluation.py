@@ -63,7 +63,9 @@ class SpaceLMEvaluator(LMEvaluator):
         if config.feature_distortion:
             self.features = lm_feature_distortion(dense=self._teacher, data=data, space=space,
                                                   structure=find_structure(dense), device=self.device,
-                                                  batch_size=config.eval_batch_size)
+                                                  batch_size=config.eval_batch_size,
+                                                  sub_networks=config.feature_sub_networks,
+                                                  norms_and_biases_only=config.train_norms_and_biases_only)
             if self.features is None:
                 logger.warning("feature distortion: fewer than two decoder blocks are pruned; none is reported")
 

@@ -102,6 +102,9 @@ class LMEvaluatorConfig:
     #: also report ``feature_distortion:<boundary>`` at the end of every run of decoder blocks
     #: (:mod:`autoprune.llm.features`), for searchers that ask for it (``emo-pms``)
     feature_distortion: bool = False
+    #: measure it only at the ends of this many runs of consecutive blocks, the ones the
+    #: searcher reads (``StageSplit.merged``; None: at every block's end)
+    feature_sub_networks: int | None = None
     #: how a searcher's measurements train their ``fidelity`` steps: ``task`` (distilled as
     #: trials are) or ``features`` (EMO-PMS's feature mimicking, which needs ``feature_distortion``)
     measurement_training: str = "task"
@@ -346,7 +349,7 @@ class LMEvaluator:
             if measurement and self.config.measurement_training == "features" and self.features is not None:
                 outcome = self.features.mimic(model, keep, steps=fidelity, batch_size=self.config.batch_size,
                                               warmup_fraction=self.config.warmup_fraction, seed=seed,
-                                              lr=self.config.lr)
+                                              lr=self.config.lr, max_grad_norm=self.config.max_grad_norm)
                 if outcome.diverged:
                     raise EvaluationFailed(f"feature mimicking diverged: loss {outcome.final_loss} "
                                            f"at step {outcome.steps}")

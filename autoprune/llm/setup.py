@@ -37,7 +37,8 @@ DEFAULT_DISTILL_WEIGHT = 1.0
 
 def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
     """How the run's candidates are retrained and scored (``None`` options take the defaults above)."""
-    from autoprune.setup_run import latency_settings, measurement_training, needs_feature_distortion
+    from autoprune.setup_run import (feature_sub_networks, latency_settings, measurement_training,
+                                     needs_feature_distortion)
 
     distill = DEFAULT_DISTILL_WEIGHT if config.distill_weight is None else config.distill_weight
     return LMEvaluatorConfig(
@@ -49,6 +50,7 @@ def lm_evaluator_config(config: SearchConfig) -> LMEvaluatorConfig:
         latency_batch_size=config.latency_batch_size,
         device=config.device,
         feature_distortion=needs_feature_distortion(config),
+        feature_sub_networks=feature_sub_networks(config),
         measurement_training=measurement_training(config),
         **latency_settings(config),
     )

@@ -58,6 +58,9 @@ class Problem:
     constraints: Constraints
     channel_scores: ChannelScores | None = field(default=None, compare=False)
     stages: Stages | None = field(default=None, compare=False)
+    #: a language model's problem: its held-out samples are token sequences, each far dearer
+    #: to score than an image, so searchers that score on a number of them choose fewer
+    language_model: bool = False
 
     def feasible(self, levels: np.ndarray) -> np.ndarray:
         return self.constraints.feasible(self.space, levels)
@@ -200,6 +203,13 @@ class Searcher(ABC):
         """Whether the run's evaluator must report ``feature_distortion:<boundary>`` at every
         stage boundary (:mod:`autoprune.evaluation.features`), e.g. for ``emo-pms``."""
         return False
+
+    @classmethod
+    def feature_sub_networks(cls, options: dict[str, Any]) -> int | None:
+        """How many runs of consecutive stages the searcher reads the feature distortion of
+        (:meth:`~autoprune.space.stage_split.StageSplit.merged`), so the evaluator measures
+        only their boundaries; None: every stage boundary."""
+        return None
 
     @classmethod
     def measurement_training(cls, options: dict[str, Any]) -> str:

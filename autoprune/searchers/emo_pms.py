@@ -15,17 +15,18 @@ training loop.
    over the levels of the groups it owns. A member is measured as the whole network with
    every other group dense (a *measurement*: journaled, replayed on resume, allowed over
    budget, never on the front, not counted against ``--trials``), without retraining,
-   on ``calibration_samples`` held-out samples. Its objectives: the sub-network's cost
-   (``cost``: ``flops``, ``params`` or ``latency``, of the whole network relative to
-   dense) and how well it reproduces the dense sub-network's output features
+   on ``calibration_samples`` held-out samples (512; a language model's: 16 sequences).
+   Its objectives: the sub-network's cost (``cost``: ``flops``, ``params`` or
+   ``latency``, of the whole network relative to dense) and how well it reproduces the dense sub-network's output features
    (``feature_distortion:<boundary>``, :mod:`autoprune.evaluation.features`). As every
    group before it is dense, the sub-network reads the dense output of the one before:
    the paper's cross-network constraint. The sub-networks' populations are handed out
    together, so their measurements run side by side on the executor's workers.
 3. Global performance impairment ranking (GPIR): every front member of every sub-network,
    in the otherwise dense network, is scored on ``gpir_samples`` held-out samples (all
-   when None); its impairment is its held-out loss less the dense model's. When
-   ``gpir_samples`` equals ``calibration_samples`` the search's own measurements are
+   when None, the default for image models; a language model's default is
+   ``calibration_samples``); its impairment is its held-out loss less the dense model's.
+   When ``gpir_samples`` equals ``calibration_samples`` the search's own measurements are
    reused.
 4. One member per sub-network with the least summed impairment within the budget
    (:func:`~emo_pms_parts.best_combinations`), at each of ``budget_fractions`` of the
@@ -41,8 +42,8 @@ scored as pruned, after BatchNorm recalibration.
 Language models divide into runs of decoder blocks (:mod:`autoprune.llm.features`: every
 block's output is a cut; the last sub-network ends at the last hidden state), with the
 same objectives, GPIR (held-out cross-entropy less the dense model's) and mimicking (at
-the run's ``--lr``). Samples there are held-out sequences, far dearer than images: pass
-``calibration_samples`` of 16 to 64.
+the run's ``--lr``). Samples there are held-out sequences, far dearer than images, so
+the defaults score on fewer (:attr:`~autoprune.searchers.base.Problem.language_model`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ logger = logging.getLogger(__name__)
 DISTORTION_PREFIX = "feature_distortion:"
 COSTS = ("flops", "params", "latency")
 DEFAULT_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+DEFAULT_SUB_NETWORKS = 3
+#: held-out samples of a measurement by default: images, and a language model's sequences
+DEFAULT_CALIBRATION_SAMPLES = 512
+DEFAULT_LM_CALIBRATION_SAMPLES = 16
+#: ``gpir_samples``'s default: all held-out samples for an image model; for a language model
+#: the search's own measurements (``calibration_samples``), as every sequence is dear
+BY_MODEL = "by_model"
 
 
 def _positive(name: str, value: object) -> float:
@@ -87,6 +95,11 @@ class EmoPmsSearcher(Searcher):
         return True
 
     @classmethod
+    def feature_sub_networks(cls, options: dict[str, Any]) -> int | None:
+        k = options.get("sub_networks", DEFAULT_SUB_NETWORKS)
+        return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+
+    @classmethod
     def measurement_training(cls, options: dict[str, Any]) -> str:
         steps = options.get("mimic_steps", 0)
         return "features" if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else "task"
@@ -96,7 +109,7 @@ class EmoPmsSearcher(Searcher):
         *,
         problem: Problem,
         seed: int = 0,
-        sub_networks: int = 3,
+        sub_networks: int = DEFAULT_SUB_NETWORKS,
         cost: str = "flops",
         pop_size: int = 16,
         generations: int = 8,
@@ -104,8 +117,8 @@ class EmoPmsSearcher(Searcher):
         crossover_eta: float = 3.0,
         mutation: str = "pm",
         mutation_eta: float = 3.0,
-        calibration_samples: int = 512,
-        gpir_samples: int | None = None,
+        calibration_samples: int | None = None,
+        gpir_samples: int | str | None = BY_MODEL,
         budget_fractions: Sequence[float] = DEFAULT_FRACTIONS,
         mimic_steps: int = 0,
     ) -> None:
@@ -125,7 +138,12 @@ class EmoPmsSearcher(Searcher):
         self.crossover, self.mutation = crossover, mutation
         self.crossover_eta = _positive("crossover_eta", crossover_eta)
         self.mutation_eta = _positive("mutation_eta", mutation_eta)
+        if calibration_samples is None:
+            calibration_samples = (DEFAULT_LM_CALIBRATION_SAMPLES if problem.language_model
+                                   else DEFAULT_CALIBRATION_SAMPLES)
         self.calibration_samples = check_int("calibration_samples", calibration_samples, 1)
+        if gpir_samples == BY_MODEL:
+            gpir_samples = self.calibration_samples if problem.language_model else None
         self.gpir_samples = None if gpir_samples is None else check_int("gpir_samples", gpir_samples, 1)
         self.mimic_steps = check_int("mimic_steps", mimic_steps, 0)
         fractions = list(budget_fractions) if isinstance(budget_fractions, (list, tuple)) else None
@@ -313,9 +331,12 @@ class EmoPmsSearcher(Searcher):
         most = k * self.pop_size * self.generations
         kept = "" if trials >= len(self.budget_fractions) else f"; --trials {trials} keeps only the first {trials}"
         mimic = f", each after {self.mimic_steps} steps of feature mimicking" if self.mimic_steps else ""
+        unit = "sequences" if self.problem.language_model else "samples"
+        gpir = ("GPIR reuses them" if self.gpir_samples == self.calibration_samples
+                else f"then GPIR's on {self.gpir_samples or 'all'} held-out {unit}")
         return (f"emo-pms: {k} sub-networks, each up to {self.generations} generations of {self.pop_size} "
-                f"(at most {most} measurements{mimic}, then GPIR's; not counted in --trials), then up to "
-                f"{len(self.budget_fractions)} whole networks{kept}")
+                f"(at most {most} measurements on {self.calibration_samples} held-out {unit}{mimic}; {gpir}; "
+                f"not counted in --trials), then up to {len(self.budget_fractions)} whole networks{kept}")
 
     def report(self) -> dict[str, Any]:
         if not self._report:

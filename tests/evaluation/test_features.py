@@ -139,3 +139,13 @@ def test_mimicking_needs_the_features_it_mimics() -> None:
         EvaluatorConfig(measurement_training="features")
     with pytest.raises(ValueError, match="measurement_training must be one of"):
         EvaluatorConfig(measurement_training="feature")
+
+
+def test_only_the_boundaries_of_the_searchers_sub_networks_are_measured(setup) -> None:
+    """digitnet's two stages merged into one sub-network: only the output is measured."""
+    data, model, space, _ = setup
+    config = EvaluatorConfig(fidelity=0, bn_batches=0, measure_latency=False, device="cpu", feature_distortion=True,
+                             feature_sub_networks=1, level_database=False)
+    evaluator = Evaluator(dense=model, data=data, space=space, never_prune=[], config=config)
+    metrics = evaluator.run(space.dense_candidate(), fidelity=0, seed=0, eval_samples=SAMPLES).metrics
+    assert sorted(k for k in metrics if k.startswith("feature_distortion:")) == [metric_name("output")]

@@ -34,6 +34,7 @@ def test_emo_pms_divides_a_language_model_at_its_decoder_blocks(model_dir: Path,
     assert main(command) == 0, capsys.readouterr().err
     info = json.loads((run / "run.json").read_text())
     assert info["evaluator"]["feature_distortion"] is True and info["evaluator"]["measurement_training"] == "features"
+    assert info["evaluator"]["feature_sub_networks"] == 3
     boundaries = ["model.layers.0", "model.layers.1", "output"]
     assert info["searcher_report"]["split"]["boundaries"] == boundaries
     records = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]

@@ -121,13 +121,50 @@ def test_mimicking_trains_only_the_pruned_blocks_and_brings_their_features_close
                for k, v in trial.model.state_dict().items())
 
 
-def test_a_removed_block_has_nothing_to_mimic_and_is_measured_as_it_is(tokenizer, data) -> None:
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("block", [0, 2])
+def test_mimicking_the_first_or_last_block_leaves_embeddings_final_norm_and_head_dense(family, block, tokenizer,
+                                                                                        data) -> None:
+    """Only decoder blocks learn: the (tied) embedding and output layer, GPT-2's position
+    embedding and the final norm are the same for every stage's measurement."""
+    dense, space, evaluator = _setup(family, tokenizer, data, measurement_training="features", lr=3e-3)
+    levels = _pruned_in_block(space, block)
+    trained = evaluator.run(levels, fidelity=5, seed=0, eval_samples=SAMPLES, measurement=True)
+    assert trained.metrics["steps"] == 5
+    untrained = evaluator.run(levels, fidelity=0, seed=0, eval_samples=SAMPLES, measurement=True).model.state_dict()
+    prefix = "model.layers." if family == "llama" else "transformer.h."
+    changed = {k for k, v in trained.model.state_dict().items() if not torch.equal(v, untrained[k])}
+    assert changed and all(k.startswith(f"{prefix}{block}.") for k in changed), sorted(changed)
+
+
+def test_norms_and_biases_only_mimicking_trains_nothing_else(tokenizer, data) -> None:
+    _, space, evaluator = _setup("gpt2", tokenizer, data, measurement_training="features", lr=3e-3,
+                                 train_norms_and_biases_only=True)
+    levels = _pruned_in_block(space, 1)
+    trained = evaluator.run(levels, fidelity=3, seed=0, eval_samples=SAMPLES, measurement=True).model.state_dict()
+    untrained = evaluator.run(levels, fidelity=0, seed=0, eval_samples=SAMPLES, measurement=True).model.state_dict()
+    changed = {k for k, v in trained.items() if not torch.equal(v, untrained[k])}
+    assert changed and all(k.startswith("transformer.h.1.") and (".ln_" in k or k.endswith(".bias"))
+                           for k in changed), sorted(changed)
+
+
+@pytest.mark.parametrize("block", [0, 1, 2])
+def test_a_removed_block_has_nothing_to_mimic_and_is_measured_as_it_is(block, tokenizer, data) -> None:
     _, space, evaluator = _setup("llama", tokenizer, data, measurement_training="features")
-    levels = _pruned_in_block(space, 1, level=space.n_levels - 1)  # attention and MLP removed
-    assert space.kept_counts(levels).tolist() == [6, 96, 0, 0, 6, 96]
+    levels = _pruned_in_block(space, block, level=space.n_levels - 1)  # attention and MLP removed
+    assert space.kept_counts(levels).tolist()[2 * block: 2 * block + 2] == [0, 0]
     result = evaluator.run(levels, fidelity=5, seed=0, eval_samples=SAMPLES, measurement=True)
     assert result.metrics["steps"] == 0
-    assert result.metrics[metric_name("model.layers.1")] > 0
+    assert result.metrics[metric_name(OUTPUT)] > 0
+
+
+def test_only_the_boundaries_of_the_searchers_sub_networks_are_measured(tokenizer, data) -> None:
+    """Two runs of blocks: their one inner boundary (after block 0: the balanced split of
+    three blocks of 2 groups into 2 runs cuts as early as a tie allows) and the output."""
+    _, space, evaluator = _setup("llama", tokenizer, data, feature_sub_networks=2)
+    metrics = evaluator.run(_pruned_in_block(space, 0), fidelity=0, seed=0, eval_samples=SAMPLES).metrics
+    measured = sorted(k for k in metrics if k.startswith("feature_distortion:"))
+    assert measured == [metric_name("model.layers.0"), metric_name(OUTPUT)]
 
 
 def test_the_config_refuses_mimicking_without_the_features_it_mimics() -> None:

@@ -137,6 +137,19 @@ def test_bad_options_name_the_argument(options: dict[str, Any], named: str) -> N
         make_searcher("emo-pms", problem=problem, seed=0, options=options)
 
 
+def test_a_language_model_is_measured_on_fewer_held_out_samples_by_default() -> None:
+    problem, _ = _separable(0.4)
+    image = make_searcher("emo-pms", problem=problem, seed=0)
+    assert image.calibration_samples == 512 and image.gpir_samples is None
+    language = make_searcher("emo-pms", problem=dataclasses.replace(problem, language_model=True), seed=0)
+    assert language.calibration_samples == 16 and language.gpir_samples == 16
+    assert "on 16 held-out sequences" in language.plan(6) and "GPIR reuses them" in language.plan(6)
+    told = make_searcher("emo-pms", problem=dataclasses.replace(problem, language_model=True), seed=0,
+                         options={"calibration_samples": 32, "gpir_samples": None})
+    assert told.calibration_samples == 32 and told.gpir_samples is None
+    assert language.options()["gpir_samples"] == 16, "run.json records what was used"
+
+
 def test_fewer_sub_networks_merge_consecutive_stages() -> None:
     problem, quality = _separable(0.4)
     searcher = make_searcher("emo-pms", problem=problem, seed=0, options={**SMALL, "sub_networks": 2})
@@ -154,6 +167,24 @@ def test_gpir_reuses_the_search_measurements_when_the_samples_agree() -> None:
     assert not [p for p in same.proposals if p.kind == MEASUREMENT and p.eval_samples is None]
     assert [p.levels.tolist() for p in same.proposals if p.kind == TRIAL] == \
         [p.levels.tolist() for p in apart.proposals if p.kind == TRIAL]
+
+
+def test_a_population_answered_whole_from_earlier_members_goes_back_and_the_search_ends() -> None:
+    """A one-group sub-network soon has nothing new to measure: every member of a
+    population was measured before. That population goes straight back to pymoo (once it
+    stalled the sub-network, and the run ended without a single trial)."""
+    problem = make_problem(separable_space(SIZES, SUITE_GRID), 0.4)
+    problem = dataclasses.replace(problem, stages=lambda: stages_in_order(problem.space, [0] + [1] * (len(SIZES) - 1)))
+    quality = separable_quality(problem.space, np.random.default_rng(3).uniform(0.5, 2.0, len(SIZES)))
+    searcher = make_searcher("emo-pms", problem=problem, seed=0,
+                             options={"pop_size": 6, "generations": 5, "sub_networks": 2})
+    transcript = drive(searcher, quality, max_proposals=2000)
+    lone = searcher.searches[0]
+    assert len(lone.groups) == 1 and lone.n_generations == 5 and lone.done
+    alone = {tuple(p.levels.tolist()) for p in transcript.proposals
+             if p.kind == MEASUREMENT and not np.any(np.delete(p.levels, lone.groups))}
+    assert len(alone) <= problem.space.n_levels, "no member of the lone group is measured twice"
+    assert transcript.finished and any(p.kind == TRIAL for p in transcript.proposals)
 
 
 # ---- groups that span sub-networks ---------------------------------------------------------
