@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 import autoprune
-from autoprune.store.front import hypervolume, pareto_front, trials_table
+from autoprune.store.front import OBJECTIVES, hypervolume, pareto_front, trials_table
 from proxy_fidelity import command_and_machine, markdown
 
 HERE = Path(__file__).parent
@@ -37,10 +37,11 @@ RESULTS = HERE / "results"
 RUNS = HERE / "runs"
 
 
-def progress(run_dir: Path) -> pd.DataFrame:
+def progress(run_dir: Path, objectives: tuple[tuple[str, str], ...] = OBJECTIVES) -> pd.DataFrame:
     """Per evaluation in trial order: cumulative evaluations, evaluation seconds and the
-    front's hypervolume so far."""
+    hypervolume so far of the front on ``objectives`` (the product's front by default)."""
     info = json.loads((run_dir / "run.json").read_text())
+    dense = {key: value for key, value in info["dense"].items() if key in {name for name, _ in objectives}}
     records = sorted((json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()),
                      key=lambda r: r["trial_id"])
     names = [g["name"] for g in info["space"]["groups"]]
@@ -50,7 +51,7 @@ def progress(run_dir: Path) -> pd.DataFrame:
         seconds += float((record.get("metrics") or {}).get("seconds", 0.0))
         table = trials_table(records[: k + 1], names, info["limits"])
         rows.append({"evaluations": k + 1, "seconds": seconds,
-                     "hypervolume": hypervolume(pareto_front(table), info["dense"])})
+                     "hypervolume": hypervolume(pareto_front(table, objectives), dense)})
     return pd.DataFrame(rows)
 
 

@@ -51,6 +51,7 @@ from autoprune.evaluation.training import measure
 from autoprune.store.front import hypervolume, levels_of, pareto_front
 from autoprune.store.quality import ACCURACY
 from autoprune.tasks import prepare_task
+from emo_pms_vs_emo import progress
 from proxy_fidelity import command_and_machine, command_line, markdown
 from searcher_comparison import add_final_recipe_arguments, final_accuracy, read_journal
 
@@ -165,6 +166,26 @@ def study_row(args, task, dense_test_acc: float, searcher: str, seed: int,
     }
 
 
+def cost_to_match(args, rows: list[dict]) -> pd.DataFrame:
+    """Per seed with an ``emo-pms`` run: its proxy hypervolume (held-out accuracy against
+    FLOPs), evaluations and summed evaluation seconds, and what each other searcher of the
+    study spent until its own proxy front first reached that hypervolume (the issue's
+    question: is dividing cheaper?). Read from the run directories' journals."""
+    table = []
+    for seed in sorted({r["seed"] for r in rows if r["searcher"] == "emo-pms"}):
+        pms = progress(RUNS / args.name / f"emo-pms-s{seed}", OBJECTIVES)
+        target = float(pms["hypervolume"].iloc[-1])
+        row = {"seed": seed, "emo-pms proxy_hv": target, "emo-pms evaluations": int(pms["evaluations"].iloc[-1]),
+               "emo-pms seconds": float(pms["seconds"].iloc[-1])}
+        for other in sorted({r["searcher"] for r in rows if r["seed"] == seed} - {"emo-pms"}):
+            trace = progress(RUNS / args.name / f"{other}-s{seed}", OBJECTIVES)
+            reached = trace[trace["hypervolume"] >= target - 1e-12]
+            row[f"{other} to it"] = ("never" if reached.empty else
+                                     f"{int(reached['evaluations'].iloc[0])} ({reached['seconds'].iloc[0]:.0f} s)")
+        table.append(row)
+    return pd.DataFrame(table)
+
+
 def summarise(rows: list[dict], args, dense_test_acc: float) -> str:
     table = pd.DataFrame(rows)
     summary = (table.groupby("searcher", sort=False)
@@ -193,6 +214,14 @@ def summarise(rows: list[dict], args, dense_test_acc: float) -> str:
         "(`_std`) over seeds.", "",
         markdown(summary), "", darwin_line, "",
     ]
+    cost = cost_to_match(args, rows)
+    if not cost.empty:
+        lines += ["## The cost of emo-pms's proxy hypervolume", "",
+                  "Per seed: emo-pms's proxy hypervolume (its front on held-out accuracy against FLOPs, after all "
+                  "its evaluations), its evaluations and summed evaluation seconds; then, per other searcher, the "
+                  "evaluations (and summed evaluation seconds) after which its own proxy front first reached that "
+                  "hypervolume (`never`: not within its evaluations). Evaluation seconds leave out each run's "
+                  "fixed setup.", "", markdown(cost), ""]
     return "\n".join(lines)
 
 
@@ -213,6 +242,8 @@ def main() -> None:
                         help="a searcher with options under its own name (add NAME to --searchers), e.g. "
                              "'emo-pms_mimic={searcher: emo-pms, mimic_steps: 20}'")
     parser.add_argument("--name", default="front_comparison")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="rewrite the tables from the journal and the run directories, searching nothing")
     add_final_recipe_arguments(parser)
     args = parser.parse_args()
     args.variants = dict(parse_variant(v) for v in args.variant)
@@ -228,7 +259,7 @@ def main() -> None:
     done = {(m["searcher"], m["seed"], m["trial_id"]): m for m in read_journal(RESULTS / f"{args.name}_members.jsonl")}
     task = prepare_task(model=args.model, data=args.data)
     dense_test_acc = float(measure(task.dense, task.data, task.data.test)[0])
-    for seed in args.seeds:
+    for seed in [] if args.summary_only else args.seeds:
         for searcher in args.searchers:
             if (searcher, seed) in finished:
                 continue
