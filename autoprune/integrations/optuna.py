@@ -3,12 +3,13 @@
 ::
 
     import optuna
-    from autoprune.integrations.optuna import PruningObjective, levels_of
+    from autoprune.integrations.optuna import PruningObjective, levels_of, uniform_params
     from autoprune.integrations.pruning import prepare_pruning
 
     pruning = prepare_pruning(data="fashion-mnist", model="resnet20", budget=["flops=0.2"], fidelity=200)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0),
                                 pruner=optuna.pruners.MedianPruner())
+    study.enqueue_trial(uniform_params(pruning))  # optional: start at uniform pruning
     study.optimize(PruningObjective(pruning=pruning, report_every=50), n_trials=50)
     levels = levels_of(study.best_trial)
 
@@ -25,6 +26,11 @@ study hears the held-out error every that many steps (``trial.report``) and its 
 may stop the trial (``TrialPruned``). The evaluated levels and every metric are kept in
 the trial's user attributes; a candidate that fails (diverged, out of memory) returns NaN,
 which Optuna records as a failed trial.
+
+:func:`uniform_params` gives the least-pruning uniform allocation as the study's
+parameters, to enqueue as its first trial: the start ``darwin`` searches from. Under a
+tight budget few of a sampler's random start-up draws, repaired onto the budget, are
+balanced allocations.
 
 The ``--searcher optuna`` of ``autoprune search`` is the other way round: autoprune's
 run (journal, resume, front, export) driving Optuna's samplers.
@@ -57,6 +63,17 @@ def suggest_levels(trial: Any, space: SearchSpace) -> np.ndarray:
     """One level per group of ``space``, suggested by ``trial`` as ``level:<group>`` integers."""
     return np.array([trial.suggest_int(f"{PARAM_PREFIX}{name}", 0, space.n_levels - 1) for name in space.group_names],
                     dtype=np.int64)
+
+
+def uniform_params(pruning: Pruning) -> dict[str, int]:
+    """The least-pruning uniform allocation within ``pruning``'s budget as ``level:<group>``
+    parameters, for ``study.enqueue_trial``."""
+    if not isinstance(pruning, Pruning):
+        raise ValueError(f"pruning must be what prepare_pruning returns, got {type(pruning).__name__}")
+    uniform = pruning.problem.least_pruning_uniform()
+    if uniform is None:
+        raise ValueError("no uniform allocation meets the budget; start the study without one")
+    return {f"{PARAM_PREFIX}{name}": int(level) for name, level in zip(pruning.space.group_names, uniform, strict=True)}
 
 
 def levels_of(trial: Any) -> np.ndarray:

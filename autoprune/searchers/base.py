@@ -65,6 +65,16 @@ class Problem:
     def feasible(self, levels: np.ndarray) -> np.ndarray:
         return self.constraints.feasible(self.space, levels)
 
+    def least_pruning_uniform(self) -> np.ndarray | None:
+        """The same level in every group, the least pruning that meets the budget: the
+        baseline, and the start of the searchers that begin from it; None where no uniform
+        level fits (a hand-built limit that only mixed levels meet)."""
+        for level in range(self.space.n_levels):
+            candidate = self.space.uniform_candidate(level)
+            if self.feasible(candidate)[0]:
+                return candidate
+        return None
+
 
 @dataclass(frozen=True)
 class Proposal:

@@ -32,11 +32,10 @@ generation, so no score carries over; ``fresh_draws: true`` does that here: each
 generation retrains on its own draw (``Proposal.draw`` = the generation's number) and the
 parent is retrained beside its offspring on it (carried through the stages, as the first
 parent is; 4 more trials per generation). It frees a search from a parent whose one
-score was lucky, but on resnet20/Fashion-MNIST at flops=0.05 it did much worse (86.5%
-over 3 seeds against 89.6% on one draw, ``searcher_comparison_resnet20_long.md``): the same
-candidate's proxy loss moves by about 0.05 from draw to draw, more than most children
-differ, so the parent random-walks into lopsided allocations the final retraining
-punishes. One draw stays the default. The searcher's pick (:meth:`incumbent`) is its last
+score was lucky, but on resnet20/Fashion-MNIST at flops=0.05 it did much worse
+(``experiments/README.md``, ``darwin_fresh``): the same candidate's proxy loss moves from
+draw to draw by more than most children differ, so the parent random-walks into lopsided
+allocations the final retraining punishes. One draw stays the default. The searcher's pick (:meth:`incumbent`) is its last
 parent, on one draw also its lowest last-stage loss.
 
 ``final_draws`` > 1 averages instead: the last stage retrains each finalist and the
@@ -133,11 +132,10 @@ class DarwinSearcher(Searcher):
         return tuple(int(k) for k in self.space.kept_counts(levels))
 
     def _first_parent(self) -> np.ndarray | None:
-        for level in range(self.space.n_levels):
-            uniform = self.space.uniform_candidate(level)
-            if self.problem.feasible(uniform)[0]:
-                return fill_steps(self.problem, uniform, self._steps, self.rng)
-        return None  # a hand-built limit below the sparsest model: nothing to search
+        uniform = self.problem.least_pruning_uniform()
+        if uniform is None:
+            return None  # a hand-built limit below the sparsest model: nothing to search
+        return fill_steps(self.problem, uniform, self._steps, self.rng)
 
     def _children(self, parent: np.ndarray) -> list[np.ndarray]:
         children: list[np.ndarray] = []

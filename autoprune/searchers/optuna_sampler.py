@@ -19,6 +19,11 @@ Optuna samples, this module hands its draws to the run loop and their results ba
   violation (``trial.set_constraint``), so an infeasible draw ranks behind every feasible
   one. When the evaluated candidate differs from the draw, the study also learns it as a
   trial of its own (``study.add_trial``), so it learns from what was really evaluated.
+- Start (``start``): ``random`` (the default) leaves the first trials to the sampler's own
+  start-up draws; ``uniform`` enqueues the least-pruning uniform allocation as the first
+  trial (``study.enqueue_trial``), the start ``darwin`` and ``tyr`` search from. Drawn over
+  all allocations and repaired onto a tight budget, few of the start-up draws are
+  balanced, and the density model then learns from unbalanced ones only.
 - Failed evaluations are told as Optuna's ``FAIL`` state, which samplers leave out.
 - Determinism: every sampler is seeded from the searcher's seed and repairs draw from the
   searcher's generator; results are matched to the draws they answer and told in ask
@@ -61,6 +66,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "cmaes", "random")
+#: where a study starts: the sampler's own draws, or the least-pruning uniform allocation first
+STARTS = ("random", "uniform")
 #: samplers that read Optuna's constraints (the others warn when constraints are set)
 CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "nsga3", "gp")
 #: samplers of one objective only
@@ -141,6 +148,7 @@ class OptunaSearcher(Searcher):
         use_budget: bool | None = None,
         n_startup_trials: int = 10,
         population_size: int = 20,
+        start: str = "random",
     ) -> None:
         super().__init__(problem=problem, seed=seed)
         if not isinstance(sampler, str) or sampler.strip().lower() not in SAMPLERS:
@@ -157,6 +165,9 @@ class OptunaSearcher(Searcher):
         self.use_budget = len(self.objectives) == 1 if use_budget is None else use_budget
         self.n_startup_trials = check_int("n_startup_trials", n_startup_trials, 0)
         self.population_size = check_int("population_size", population_size, 2)
+        if not isinstance(start, str) or start.strip().lower() not in STARTS:
+            raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
+        self.start = start.strip().lower()
         self._error_column = self.objectives.index("error")
         self._constrained = self.sampler_name in CONSTRAINED_SAMPLERS
         self._sampler = make_sampler(self.sampler_name, seed=self.seed, n_startup_trials=self.n_startup_trials,
@@ -195,6 +206,9 @@ class OptunaSearcher(Searcher):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(list(self.objectives))  # the dashboard's axis names
+            uniform = self.problem.least_pruning_uniform() if self.start == "uniform" else None
+            if uniform is not None:
+                study.enqueue_trial(dict(zip(self.space.group_names, (int(v) for v in uniform), strict=True)))
             self._study = study
         return self._study
 
@@ -277,4 +291,4 @@ class OptunaSearcher(Searcher):
     def options(self) -> dict[str, Any]:
         return {**super().options(), "sampler": self.sampler_name, "objectives": list(self.objectives),
                 "use_budget": self.use_budget, "n_startup_trials": self.n_startup_trials,
-                "population_size": self.population_size}
+                "population_size": self.population_size, "start": self.start}

@@ -158,15 +158,13 @@ class TyrSearcher(Searcher):
 
     def _start(self) -> bool:
         """Round 1: centre on the least-pruning uniform level that fits; False if none does."""
-        for level in range(self.space.n_levels):
-            uniform = self.space.uniform_candidate(level)
-            if self.problem.feasible(uniform)[0]:
-                self.steps = WindowSteps(self.space, uniform, round_step(self.space, self.coarse_step, 0),
-                                         self.window)
-                self.parent = fill_steps(self.problem, uniform, self.steps, self.rng)
-                self._seen.add(self._key(self.parent))
-                return True
-        return False
+        uniform = self.problem.least_pruning_uniform()
+        if uniform is None:
+            return False
+        self.steps = WindowSteps(self.space, uniform, round_step(self.space, self.coarse_step, 0), self.window)
+        self.parent = fill_steps(self.problem, uniform, self.steps, self.rng)
+        self._seen.add(self._key(self.parent))
+        return True
 
     def _next_round(self) -> None:
         """Re-centre every group on the best so far and halve the step."""

@@ -13,10 +13,7 @@ class UniformSearcher(Searcher):
 
     def _ask(self, n: int) -> list[Proposal]:
         self.finished = True
-        for level in range(self.space.n_levels):
-            candidate = self.space.uniform_candidate(level)
-            if self.problem.feasible(candidate)[0]:
-                return [Proposal(levels=candidate)]
         # The sparsest uniform level can miss a budget that mixed levels meet; the budget
         # check only guarantees the sparsest candidate fits, which is uniform too.
-        return []
+        candidate = self.problem.least_pruning_uniform()
+        return [] if candidate is None else [Proposal(levels=candidate)]

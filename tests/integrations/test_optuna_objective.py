@@ -6,7 +6,7 @@ import numpy as np
 import optuna
 import pytest
 
-from autoprune.integrations.optuna import PruningObjective, levels_of
+from autoprune.integrations.optuna import PruningObjective, levels_of, uniform_params
 from autoprune.integrations.pruning import Pruning, prepare_pruning
 
 
@@ -33,6 +33,19 @@ def test_a_tpe_study_prunes_within_budget_and_learns_the_evaluated_error(pruning
     best = levels_of(study.best_trial)
     again = pruning.evaluate(best, fidelity=6)  # the same candidate, draw and steps: the same score
     assert 1.0 - again["accuracy"] == pytest.approx(study.best_value)
+
+
+def test_a_study_started_at_uniform_pruning_evaluates_it_first(pruning: Pruning) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+    params = uniform_params(pruning)
+    study.enqueue_trial(params)
+    study.optimize(PruningObjective(pruning=pruning, use_budget=False), n_trials=2)
+    uniform = pruning.problem.least_pruning_uniform()
+    assert study.trials[0].params == params
+    assert levels_of(study.trials[0]).tolist() == uniform.tolist() and len(set(uniform.tolist())) == 1
+    assert study.trials[1].params != params
+    with pytest.raises(ValueError, match="prepare_pruning"):
+        uniform_params(pruning.problem)  # type: ignore[arg-type]
 
 
 def test_a_pruner_hears_held_out_error_as_retraining_proceeds(pruning: Pruning) -> None:

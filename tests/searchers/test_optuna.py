@@ -17,7 +17,7 @@ import pytest
 
 from autoprune.errors import UserError
 from autoprune.searchers import check_searcher, make_searcher
-from autoprune.searchers.base import Problem, Searcher
+from autoprune.searchers.base import Problem, Proposal, Searcher
 from autoprune.searchers.optuna_sampler import STUDY_FILE, STUDY_NAME, OptunaSearcher
 from autoprune.testing.driver import drive
 from autoprune.testing.searcher_suite import build_case, check_proposal
@@ -50,8 +50,9 @@ def test_tpe_comes_within_one_and_a_half_percent_of_the_known_optimum_and_beats_
     assert np.mean(tpe) > np.mean(rand), f"TPE {tpe} against random {rand}"
 
 
-@pytest.mark.parametrize("options", [{"sampler": "tpe", "n_startup_trials": 5}, {"sampler": "nsga2",
-                                                                                  "population_size": 6}])
+@pytest.mark.parametrize("options", [{"sampler": "tpe", "n_startup_trials": 5},
+                                     {"sampler": "tpe", "n_startup_trials": 5, "start": "uniform"},
+                                     {"sampler": "nsga2", "population_size": 6}])
 @pytest.mark.parametrize("ask_size", [8, 3])
 def test_replaying_results_mid_study_gives_the_same_next_proposals(options: dict[str, Any], ask_size: int) -> None:
     case = build_case("chain-flops0.4-params0.3")
@@ -93,6 +94,25 @@ def test_draws_over_budget_carry_their_violation_and_the_study_learns_the_repair
         assert case.problem.feasible(levels)[0]
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random"])
+def test_a_uniform_start_evaluates_the_least_pruning_uniform_allocation_first(sampler: str) -> None:
+    case = build_case("chain-flops0.1")  # a tight budget: a random first draw is almost never uniform
+    uniform = case.problem.least_pruning_uniform()
+    assert uniform is not None
+    exact = _optuna(case.problem, 0, sampler=sampler, start="uniform", use_budget=False)
+    first = drive(exact, case.quality, max_proposals=6).proposals
+    assert key(first[0]) == key(Proposal(levels=uniform))
+    assert len({key(p) for p in first}) > 1, "after the start the sampler draws as before"
+    assert exact.study.trials[0].params == dict(zip(case.problem.space.group_names, uniform.tolist(), strict=True))
+    filled = drive(_optuna(case.problem, 0, sampler=sampler, start="uniform"), case.quality,
+                   max_proposals=1).proposals[0]
+    check_proposal(case.problem, filled)  # with use_budget the start gives back what the budget leaves
+    assert (filled.levels <= uniform).all()
+    assert case.problem.space.cost("flops", filled.levels) >= case.problem.space.cost("flops", uniform)
+    plain = drive(_optuna(case.problem, 0, sampler=sampler, use_budget=False), case.quality, max_proposals=1)
+    assert key(plain.proposals[0]) != key(first[0]), "the default start is the sampler's own draw"
+
+
 def test_multi_objective_values_are_error_and_relative_costs() -> None:
     case = build_case("chain-flops0.4-params0.3")
     searcher = _optuna(case.problem, 1, sampler="nsga2", population_size=6)
@@ -129,6 +149,8 @@ def test_the_study_is_kept_in_the_run_directory_and_written_afresh(tmp_path: Pat
     ({"use_budget": "yes"}, "use_budget"),
     ({"n_startup_trials": -1}, "n_startup_trials"),
     ({"population_size": 1}, "population_size"),
+    ({"start": "dense"}, "start"),
+    ({"start": 0}, "start"),
     ({"trials": 3}, "trials"),
 ])
 def test_bad_options_are_refused_naming_the_argument(options: dict[str, Any], named: str) -> None:
