@@ -7,7 +7,8 @@ training loop.
 
 1. Split: the network divides at its stage boundaries (:mod:`autoprune.space.stages`:
    where resolution or width changes; a CIFAR ResNet's three stages), merged into
-   ``sub_networks`` runs of consecutive stages with group counts as even as possible. A
+   ``sub_networks`` runs of consecutive stages with group counts as even as possible (no
+   more runs than stages: asking for more keeps the stages, and the plan says so). A
    group belongs to the sub-network where it starts, so a residual stream read by the
    next stage (its first convolution and shortcut) is searched with the stage that
    writes it; the distortion at that stage's boundary counts the channels it drops.
@@ -334,7 +335,9 @@ class EmoPmsSearcher(Searcher):
         unit = "sequences" if self.problem.language_model else "samples"
         gpir = ("GPIR reuses them" if self.gpir_samples == self.calibration_samples
                 else f"then GPIR's on {self.gpir_samples or 'all'} held-out {unit}")
-        return (f"emo-pms: {k} sub-networks, each up to {self.generations} generations of {self.pop_size} "
+        fewer = (f" (sub_networks={self.sub_networks} asked, but the model divides into {k} stages)"
+                 if self.sub_networks > k else "")
+        return (f"emo-pms: {k} sub-networks{fewer}, each up to {self.generations} generations of {self.pop_size} "
                 f"(at most {most} measurements on {self.calibration_samples} held-out {unit}{mimic}; {gpir}; "
                 f"not counted in --trials), then up to {len(self.budget_fractions)} whole networks{kept}")
 

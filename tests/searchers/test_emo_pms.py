@@ -157,6 +157,15 @@ def test_fewer_sub_networks_merge_consecutive_stages() -> None:
     assert list(searcher.split.owner) == sorted(searcher.split.owner)
 
 
+def test_more_sub_networks_than_stages_keep_the_stages_and_the_plan_says_so() -> None:
+    problem, _ = _separable(0.4)
+    stages = make_searcher("emo-pms", problem=problem, seed=0, options=SMALL).split.n_stages
+    searcher = make_searcher("emo-pms", problem=problem, seed=0, options={**SMALL, "sub_networks": 99})
+    assert searcher.split.n_stages == stages
+    assert f"sub_networks=99 asked, but the model divides into {stages} stages" in searcher.plan(6)
+    assert "asked" not in make_searcher("emo-pms", problem=problem, seed=0, options=SMALL).plan(6)
+
+
 def test_gpir_reuses_the_search_measurements_when_the_samples_agree() -> None:
     problem, quality = _separable(0.4)
     apart = drive(make_searcher("emo-pms", problem=problem, seed=0, options=SMALL), quality, max_proposals=2000)
