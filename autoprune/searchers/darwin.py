@@ -35,8 +35,8 @@ parent is; 4 more trials per generation). It frees a search from a parent whose 
 score was lucky, but on resnet20/Fashion-MNIST at flops=0.05 it did much worse
 (``experiments/README.md``, ``darwin_fresh``): the same candidate's proxy loss moves from
 draw to draw by more than most children differ, so the parent random-walks into lopsided
-allocations the final retraining punishes. One draw stays the default. The searcher's pick (:meth:`incumbent`) is its last
-parent, on one draw also its lowest last-stage loss.
+allocations the final retraining punishes. One draw stays the default. The searcher's
+pick (:meth:`incumbent`) is its last parent, on one draw also its lowest last-stage loss.
 
 ``final_draws`` > 1 averages instead: the last stage retrains each finalist and the
 parent on that many draws (each continuing from the same second-to-last trial) and ranks
