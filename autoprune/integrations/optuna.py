@@ -28,9 +28,8 @@ the trial's user attributes; a candidate that fails (diverged, out of memory) re
 which Optuna records as a failed trial.
 
 :func:`uniform_params` gives the least-pruning uniform allocation as the study's
-parameters, to enqueue as its first trial: the start ``darwin`` searches from. Under a
-tight budget few of a sampler's random start-up draws, repaired onto the budget, are
-balanced allocations.
+parameters, to enqueue as its first trial (the start ``darwin`` searches from), so the
+study holds the baseline to compare its draws with.
 
 The ``--searcher optuna`` of ``autoprune search`` is the other way round: autoprune's
 run (journal, resume, front, export) driving Optuna's samplers.

@@ -21,9 +21,10 @@ Optuna samples, this module hands its draws to the run loop and their results ba
   trial of its own (``study.add_trial``), so it learns from what was really evaluated.
 - Start (``start``): ``random`` (the default) leaves the first trials to the sampler's own
   start-up draws; ``uniform`` enqueues the least-pruning uniform allocation as the first
-  trial (``study.enqueue_trial``), the start ``darwin`` and ``tyr`` search from. Drawn over
-  all allocations and repaired onto a tight budget, few of the start-up draws are
-  balanced, and the density model then learns from unbalanced ones only.
+  trial (``study.enqueue_trial``), the start ``darwin`` and ``tyr`` search from, so the
+  study holds the baseline and learns from it. It does not make the study keep it: under
+  a tight budget a short proxy can rank the uniform allocation below lopsided ones that
+  retrain worse (``experiments/README.md``, issue 21's result).
 - Failed evaluations are told as Optuna's ``FAIL`` state, which samplers leave out.
 - Determinism: every sampler is seeded from the searcher's seed and repairs draw from the
   searcher's generator; results are matched to the draws they answer and told in ask
