@@ -27,18 +27,10 @@ from autoprune.llm.evaluation import SpaceLMEvaluator
 from autoprune.llm.lm_evaluator import LMEvaluatorConfig
 from autoprune.llm.space import build_lm_space
 from autoprune.llm.task import prepare_language_task
+from autoprune.searchers.base import Problem
 from autoprune.space.budget import parse_budgets, resolve
 
 ASSETS = Path(os.environ.get("AUTOPRUNE_ASSETS", "/work/assets"))
-
-
-def uniform_levels(space, limits) -> np.ndarray:
-    """The least-pruning uniform level that meets every limit (what ``--searcher uniform`` picks)."""
-    for level in range(space.n_levels):
-        levels = space.uniform_candidate(level)
-        if all(space.cost(r, levels) <= limit for r, limit in limits.items()):
-            return levels
-    raise ValueError("no uniform level fits")
 
 
 def main() -> None:
@@ -63,8 +55,11 @@ def main() -> None:
         build_seconds[importance] = time.perf_counter() - started
     rows = []
     for budget in args.budgets:
-        limits = resolve(parse_budgets([budget]), space, None).limits
-        candidates = {"uniform": uniform_levels(space, limits)}
+        constraints = resolve(parse_budgets([budget]), space, None)
+        uniform = Problem(space=space, constraints=constraints).least_pruning_uniform()
+        if uniform is None:
+            raise SystemExit(f"no uniform level meets {budget}")
+        candidates = {"uniform": uniform}
         for searcher in ("random", "darwin", "tyr"):
             journal = args.runs / f"{budget.replace('=', '')}-{searcher}-s0" / "trials.jsonl"
             if journal.is_file():
