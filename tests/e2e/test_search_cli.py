@@ -110,3 +110,17 @@ def test_a_budget_the_dense_model_already_meets_is_named(tmp_path: Path, caplog:
     assert main(["-q", "search", "--budget", "flops=1", "--trials", "1", "--fidelity", "2",
                  "--run-dir", str(tmp_path / "run")]) == 0
     assert "budget flops=1 does not bind: the dense model already meets it" in caplog.text
+
+
+def test_two_runs_with_one_thread_and_no_latency_write_the_same_front(tmp_path: Path) -> None:
+    """What the README promises a user repeating a run: the same seed, thread count and no
+    measured latency give the same scores to the bit and so the same front."""
+    fronts = []
+    for name in ("first", "second"):
+        path = tmp_path / name
+        assert main(["-q", "search", "--budget", "flops=0.4", *FAST, "--trials", "10", "--threads", "1",
+                     "--latency-repeats", "0", "--run-dir", str(path)]) == 0
+        front = pd.read_csv(path / "front.csv").drop(columns=["finished_at", "seconds"])
+        assert len(front) >= 2 and front["latency_ms"].isna().all()
+        fronts.append(front)
+    pd.testing.assert_frame_equal(fronts[0], fronts[1])
