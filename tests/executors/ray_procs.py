@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import time
 from pathlib import Path
 
 
+#: where :func:`free_ports` draws from: below Linux's ephemeral range (32768 on), where Ray's
+#: own components bind port 0 between our draw and ``ray start``, and above Ray's default
+#: worker ports (10002-19999)
+PORT_RANGE = (20000, 32767)
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now."""
-    sockets = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
+    """``n`` distinct TCP ports free on 127.0.0.1 right now, from :data:`PORT_RANGE`."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randint(*PORT_RANGE)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
     return ports
 
 
@@ -75,4 +86,4 @@ def journal(run_dir: Path) -> list[dict]:
     file = run_dir / "trials.jsonl"
     if not file.exists():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.endswith("}")]
+    return [json.loads(line) for line in file.read_text().splitlines(keepends=True) if line.endswith("\n")]

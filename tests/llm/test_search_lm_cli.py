@@ -45,7 +45,9 @@ def _search(model_dir: Path, run_dir: Path, *extra: str) -> list[str]:
 
 
 def _journal(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    """The journal's complete lines (a line a kill cut short is left out, as a resume leaves it out)."""
+    lines = (run_dir / "trials.jsonl").read_text().splitlines(keepends=True)
+    return [json.loads(line) for line in lines if line.endswith("\n")]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,9 @@ def lines(run_dir: Path) -> list[bytes]:
 
 
 def trial_ids(run_dir: Path) -> list[int]:
-    return [json.loads(line)["trial_id"] for line in lines(run_dir)]
+    """Trial ids of the journal's complete lines (one the writer is still writing, or a
+    kill cut short, is left out, as a resume leaves it out)."""
+    return [json.loads(line)["trial_id"] for line in lines(run_dir) if line.endswith(b"\n")]
 
 
 def sessions(run_dir: Path) -> list[dict]:

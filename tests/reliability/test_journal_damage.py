@@ -53,6 +53,7 @@ def test_a_torn_last_line_is_left_by_readers_and_cut_by_the_owner(run_copy: Path
     resumed = cli("search", "--resume", str(run_copy), "--trials", "6")
     assert resumed.returncode == 0, resumed.stderr
     assert lines(run_copy)[:4] == whole, "what was journaled is untouched"
+    assert all(line.endswith(b"\n") for line in lines(run_copy)), "no torn line left"
     assert sorted(trial_ids(run_copy)) == list(range(6)), "every trial once"
     assert (run_copy / TORN_NAME).read_bytes() == torn + b"\n", "the cut bytes are kept"
     assert sessions(run_copy)[-1]["evaluated"] == 2 and sessions(run_copy)[-1]["replayed"] == 4

@@ -17,7 +17,9 @@ from helpers import child_env, cli, sessions, trial_ids
 sys.path.insert(0, str(Path(__file__).parents[1] / "executors"))
 from ray_procs import _alive, descendants, end_processes  # noqa: E402
 
-LONG = ["search", "--trials", "40", "--fidelity", "30", "--bn-batches", "1", "--budget", "flops=0.5", "--seed", "1"]
+#: more trials than any test lets finish: every test stops the search by signal, and a search that
+#: ended first (fast machine, slow CLI start-up of the second process) would pass nothing on
+LONG = ["search", "--trials", "400", "--fidelity", "30", "--bn-batches", "1", "--budget", "flops=0.5", "--seed", "1"]
 
 
 def _start(run_dir: Path, *extra: str) -> subprocess.Popen[str]:
@@ -69,11 +71,11 @@ def test_a_second_writer_is_refused_and_sigterm_stops_like_ctrl_c(tmp_path: Path
 
 def test_a_sigkilled_writer_leaves_no_stale_lock(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
+    run_dir.mkdir()  # before the holder starts: RunLock.acquire needs the folder
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from autoprune.store.lock import RunLock; "
          "RunLock.acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()", str(run_dir)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env())
-    run_dir.mkdir()
     try:
         assert holder.stdout.readline().strip() == "held"
         from autoprune.errors import UserError
