@@ -250,16 +250,31 @@ class _Checkpoints(dict):
         return len(gone)
 
 
-class _SlowExecutor(_Executor):
-    """Each job takes ``seconds``, so that a time limit falls inside a batch."""
+class _Clock:
+    """The loop's ``time`` module in a test: ``monotonic`` moves only when a job finishes, so a
+    time limit falls where the test says however busy the machine is."""
 
-    def __init__(self, case: SyntheticCase, seconds: float) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return time.time()
+
+
+class _SlowExecutor(_Executor):
+    """Each job takes ``seconds`` of ``clock``, so that a time limit falls inside a batch."""
+
+    def __init__(self, case: SyntheticCase, seconds: float, clock: _Clock) -> None:
         super().__init__(case)
         self.seconds = seconds
+        self.clock = clock
 
     def run(self, jobs: list[Any]) -> Iterator[Result]:
         for result in super().run(jobs):
-            time.sleep(self.seconds)
+            self.clock.now += self.seconds
             yield result
 
 
@@ -326,11 +341,17 @@ def test_only_the_weights_a_later_trial_may_continue_are_kept(tmp_path: Path, op
     assert kept.most <= 20, kept.most
 
 
-def test_a_time_limit_stops_inside_a_batch_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
+def test_a_time_limit_stops_inside_a_batch_and_the_resumed_run_matches_an_uninterrupted_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import autoprune.loop
+
     whole = _loop(tmp_path / "whole", 60, _Checkpoints())
     kept = _Checkpoints()
-    cut = _loop(tmp_path / "cut", 60, kept, executor=_SlowExecutor(hard_case(0.4), 0.05), time_limit=0.2)
-    assert 1 <= len(cut) < 16, "stopped inside the first batch of 16 offspring, not at its end"
+    clock = _Clock()
+    monkeypatch.setattr(autoprune.loop, "time", clock)
+    cut = _loop(tmp_path / "cut", 60, kept, executor=_SlowExecutor(hard_case(0.4), 0.25, clock), time_limit=1.0)
+    assert len(cut) == 4, "stopped inside the first batch of 16 offspring, when the time ran out, not at its end"
+    monkeypatch.undo()
     resumed = _loop(tmp_path / "cut", 60, kept)
     assert [_fields(r) for r in resumed] == [_fields(r) for r in whole]
 
