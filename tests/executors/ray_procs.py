@@ -19,7 +19,7 @@ PORT_RANGE = (20000, 32767)
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports free on 127.0.0.1 right now, from :data:`PORT_RANGE`."""
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    rng = random.Random()
     ports: list[int] = []
     while len(ports) < n:
         port = rng.randint(*PORT_RANGE)

@@ -351,7 +351,6 @@ def test_a_time_limit_stops_inside_a_batch_and_the_resumed_run_matches_an_uninte
     monkeypatch.setattr(autoprune.loop, "time", clock)
     cut = _loop(tmp_path / "cut", 60, kept, executor=_SlowExecutor(hard_case(0.4), 0.25, clock), time_limit=1.0)
     assert len(cut) == 4, "stopped inside the first batch of 16 offspring, when the time ran out, not at its end"
-    monkeypatch.undo()
     resumed = _loop(tmp_path / "cut", 60, kept)
     assert [_fields(r) for r in resumed] == [_fields(r) for r in whole]
 
